@@ -1,0 +1,55 @@
+# bacalhau.aws_spot: one-command setup, tests and the offline demo.
+# Everything runs from the repository root; tools come from .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+COLL   := .collections/ansible_collections/bacalhau/aws_spot
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup test lint sanity unit integration test-roles emulator sandbox bench clean
+
+setup: $(VENV)/.installed $(COLL)
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# ansible-core finds the collection through ansible.cfg's collections_path.
+$(COLL):
+	mkdir -p $(dir $(COLL))
+	ln -sfn ../../.. $(COLL)
+
+## test: every check, as CI runs it
+test: setup lint sanity unit integration test-roles
+
+lint: setup
+	$(BIN)/ansible-lint --profile production
+
+# ansible-test needs the collection under ansible_collections/<ns>/<name> for real
+# (not via a symlink), so it runs on a copy of the tracked and new files.
+sanity: setup
+	rm -rf build/sanity && mkdir -p build/sanity/ansible_collections/bacalhau/aws_spot
+	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t build/sanity/ansible_collections/bacalhau/aws_spot
+	cd build/sanity/ansible_collections/bacalhau/aws_spot && \
+	  $(CURDIR)/$(BIN)/ansible-test sanity --requirements --python 3.11 --color no \
+	    --skip-test pylint --skip-test mypy plugins/
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+test-roles: setup
+	tests/roles/run.sh
+
+## emulator: run the offline AWS world in the foreground (Ctrl-C stops it)
+emulator: setup
+	$(BIN)/python -m tests.emulator
+
+clean:
+	rm -rf build .collections .pytest_cache
