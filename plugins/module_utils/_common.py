@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared plumbing of bacalhau.aws_spot's modules. Private: not a public API.
+
+What lives here is what every module needs the same way: our tag keys, tag
+specifications for create calls, describe filters that only ever match what we
+made, retrying clients per region, and running work for many regions at once.
+
+Helpers raise :class:`AwsSpotError` (or let botocore errors through); only a
+module's ``main()`` turns them into ``fail_json``/``fail_json_aws``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Callable, Iterable, TypeVar
+
+try:
+    import botocore.config
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore for us
+
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
+
+MANAGED_BY_KEY = "bacalhau:managed-by"
+MANAGED_BY_VALUE = "bacalhau.aws_spot"
+CLUSTER_KEY = "bacalhau:cluster"
+ROLE_KEY = "bacalhau:role"
+
+# How many regions are worked on at once. AWS rate limits are per region, so
+# regions in parallel do not compete for the same budget.
+MAX_REGION_WORKERS = 16
+
+# Throttling and transient errors: jittered exponential backoff (amazon.aws's
+# AWSRetry already knows RequestLimitExceeded, Throttling, 5xx "Unavailable"...).
+RETRY = AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=30)
+
+T = TypeVar("T")
+
+
+class AwsSpotError(Exception):
+    """An error with a message meant for the user, optionally about one region."""
+
+    def __init__(self, message: str, region: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.region = region
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        return f"{self.region}: {self.message}" if self.region else self.message
+
+
+# --------------------------------------------------------------------------- tags
+def managed_tags(
+    cluster_name: str | None = None,
+    name: str | None = None,
+    role: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The tags every resource we create carries (user tags first, ours win)."""
+    tags: dict[str, str] = dict(extra or {})
+    tags[MANAGED_BY_KEY] = MANAGED_BY_VALUE
+    if cluster_name:
+        tags[CLUSTER_KEY] = cluster_name
+    if role:
+        tags[ROLE_KEY] = role
+    if name:
+        tags["Name"] = name
+    return tags
+
+
+def tag_specifications(resource_types: str | Iterable[str], tags: dict[str, str]) -> list[dict[str, Any]]:
+    """``TagSpecifications`` for a create call, so a resource is never untagged."""
+    if isinstance(resource_types, str):
+        resource_types = [resource_types]
+    tag_list = ansible_dict_to_boto3_tag_list(tags)
+    return [{"ResourceType": rtype, "Tags": tag_list} for rtype in resource_types]
+
+
+def managed_filters(
+    cluster_name: str | None = None,
+    role: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Describe filters matching only resources this collection made."""
+    wanted = dict(extra_tags or {})
+    wanted[MANAGED_BY_KEY] = MANAGED_BY_VALUE
+    if cluster_name:
+        wanted[CLUSTER_KEY] = cluster_name
+    if role:
+        wanted[ROLE_KEY] = role
+    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(wanted.items())]
+
+
+def is_managed(tags: dict[str, str], cluster_name: str | None = None) -> bool:
+    """Second line of defence: check the tags ourselves before touching a resource."""
+    if tags.get(MANAGED_BY_KEY) != MANAGED_BY_VALUE:
+        return False
+    return cluster_name is None or tags.get(CLUSTER_KEY) == cluster_name
+
+
+# --------------------------------------------------------------------------- clients
+def region_client(module: Any, service: str, region: str, retries: bool = True) -> Any:
+    """A client for one region; with ``retries``, calls made with ``aws_retry=True`` back off."""
+    return module.client(service, region=region, retry_decorator=RETRY if retries else None)
+
+
+def no_retry_config() -> "botocore.config.Config":
+    """botocore config that makes exactly one attempt per call.
+
+    EC2 answers InsufficientInstanceCapacity with HTTP 500, which botocore's
+    default policy retries up to 4 times with backoff; a launch that wants to fall
+    back to the next zone or type at once uses this and retries throttling itself.
+    """
+    return botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+# --------------------------------------------------------------------------- concurrency
+def run_per_region(
+    regions: Iterable[str],
+    work: Callable[[str], T],
+    max_workers: int = MAX_REGION_WORKERS,
+) -> tuple[dict[str, T], dict[str, BaseException]]:
+    """Run ``work(region)`` for every region at once.
+
+    Returns ``(results, errors)``, both keyed by region, so that one failing region
+    never hides what happened in the others.
+    """
+    regions = list(dict.fromkeys(regions))
+    results: dict[str, T] = {}
+    errors: dict[str, BaseException] = {}
+    if not regions:
+        return results, errors
+    workers = max(1, min(max_workers, len(regions)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="region") as pool:
+        futures = {pool.submit(work, region): region for region in regions}
+        for future in concurrent.futures.as_completed(futures):
+            region = futures[future]
+            try:
+                results[region] = future.result()
+            except Exception as exc:  # pylint: disable=broad-except
+                errors[region] = exc
+    return results, errors
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a result or a message: botocore's code and message, or str(exc)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response["Error"]
+        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
+    return str(exc)
+
+
+def error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None

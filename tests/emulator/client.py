@@ -1,0 +1,129 @@
+"""Start the emulator in a child process and drive its control API.
+
+Used by the pytest fixtures (``tests/conftest.py``), the benchmarks and the
+sandbox. Nothing here talks to anything but loopback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def aws_env(url: str, region: str = "us-east-1") -> dict[str, str]:
+    """Environment that points boto3, amazon.aws and our modules at the emulator only."""
+    return {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        # no profile, no shared files: a slip can never pick up real credentials
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+SCRUBBED_VARS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+class Emulator:
+    """A running emulator process and a client for its control API."""
+
+    def __init__(self, url: str, process: subprocess.Popen | None = None) -> None:
+        if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
+            raise ValueError(f"refusing a non-loopback emulator URL: {url}")
+        self.url = url.rstrip("/")
+        self.process = process
+
+    # -- lifecycle
+    @classmethod
+    def start(cls, port: int = 0, timeout: float = 60.0) -> "Emulator":
+        tmp = tempfile.mkdtemp(prefix="bacalhau-emulator-")
+        ready = os.path.join(tmp, "url")
+        log = open(os.path.join(tmp, "emulator.log"), "wb")
+        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_VARS}
+        env.update(aws_env("http://127.0.0.1:1"))  # never real AWS, even by accident
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.emulator", "--port", str(port), "--ready-file", ready],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(ready):
+            if proc.poll() is not None:
+                raise RuntimeError(f"emulator exited early; see {log.name}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"emulator did not start in {timeout}s; see {log.name}")
+            time.sleep(0.05)
+        with open(ready, encoding="utf-8") as f:
+            emulator = cls(f.read().strip(), proc)
+        emulator.log_path = log.name
+        return emulator
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return aws_env(self.url)
+
+    # -- control API
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
+            return json.loads(resp.read())
+
+    def reset(self) -> None:
+        self._call("POST", "reset", {})
+
+    def faults(self) -> dict:
+        return self._call("GET", "faults")
+
+    def set_faults(self, **faults: Any) -> dict:
+        return self._call("POST", "faults", faults)
+
+    def clear_faults(self) -> dict:
+        return self._call("DELETE", "faults")
+
+    def capacity_error(self, region: str, availability_zone: str | None = None,
+                       instance_type: str | None = None, market: str | None = None,
+                       code: str = "InsufficientInstanceCapacity", count: int | None = None) -> dict:
+        rule = {"region": region, "code": code}
+        for key, value in (("availability_zone", availability_zone), ("instance_type", instance_type),
+                           ("market", market), ("count", count)):
+            if value is not None:
+                rule[key] = value
+        return self.set_faults(capacity=[rule])
+
+    def throttle(self, count: int, operations: list[str] | None = None, regions: list[str] | None = None) -> dict:
+        return self.set_faults(throttle={"count": count, "operations": operations or [], "regions": regions or []})
+
+    def latency(self, ms: float) -> dict:
+        return self.set_faults(latency_ms=ms)
+
+    def calls(self) -> dict:
+        return self._call("GET", "calls")
+
+    def reset_calls(self) -> None:
+        self._call("DELETE", "calls")

@@ -1,0 +1,461 @@
+"""The offline AWS world: moto in-process, seeded, validated, with switchable faults.
+
+moto's own server is a WSGI app; we run it in this process behind a small
+middleware so that we can do what moto cannot:
+
+* seed Canonical's Ubuntu images and SSM parameters in every region (``seed.py``);
+* refuse a launch whose AMI architecture does not match the instance type, as EC2
+  does ("The architecture 'arm64' of the specified instance type does not match the
+  architecture 'x86_64' of the specified AMI...");
+* inject faults at run time: ``InsufficientInstanceCapacity`` (or any launch error
+  code) for a region / availability zone / instance type / market, throttling
+  (``RequestLimitExceeded``) for the next N calls, and added latency per call;
+* count API calls by operation and region, with start/end times (for benchmarks).
+
+The control API lives beside the AWS endpoints, on the same port, under
+``/_emulator/`` (JSON in and out); ``client.py`` wraps it for Python and playbooks
+can drive it with ``ansible.builtin.uri``:
+
+``GET  /_emulator/health``            -> ``{"status": "ok"}``
+``POST /_emulator/reset``             forget every resource, fault and counter
+``GET  /_emulator/faults``            the faults in force
+``POST /_emulator/faults``            merge: ``{"capacity": [rule, ...], "throttle": {"count": N,
+                                      "operations": [...], "regions": [...]}, "latency_ms": 100}``
+``DELETE /_emulator/faults``          clear all faults
+``GET  /_emulator/calls``             ``{"total", "by_operation", "by_region", "log": [...]}``
+``DELETE /_emulator/calls``           zero the counters
+
+A capacity rule: ``{"region": "us-east-1", "availability_zone": "us-east-1a",
+"instance_type": "t3.micro", "market": "spot", "code": "InsufficientInstanceCapacity",
+"count": null}``; every key but ``region`` is optional (absent = any), ``count``
+limits how many launches it refuses before it lapses.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+# moto reads these when its modules are imported: set them first.
+os.environ.setdefault("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
+from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
+from moto.moto_api._internal import moto_api_backend  # noqa: E402
+from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
+from moto.ssm.models import Parameter, ParameterDict  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from . import seed  # noqa: E402
+
+ACCOUNT_ID = "123456789012"
+
+# Error codes and HTTP statuses as EC2 answers them. InsufficientInstanceCapacity is
+# a server error (500) on EC2; botocore's default retry policy retries 500s, so a
+# client that wants a fast fallback must not leave that policy on for launches.
+LAUNCH_ERROR_STATUS = {
+    "InsufficientInstanceCapacity": 500,
+    "InsufficientHostCapacity": 500,
+    "InsufficientReservedInstanceCapacity": 500,
+    "SpotMaxPriceTooLow": 400,
+    "MaxSpotInstanceCountExceeded": 400,
+    "InstanceLimitExceeded": 400,
+    "VcpuLimitExceeded": 400,
+    "Unsupported": 400,
+}
+LAUNCH_ERROR_MESSAGE = {
+    "InsufficientInstanceCapacity": (
+        "We currently do not have sufficient {type} capacity in the Availability Zone you "
+        "requested ({az}). Our system will be working on provisioning additional capacity. "
+        "You can currently get {type} capacity by not specifying an Availability Zone in "
+        "your request or choosing a different Availability Zone."
+    ),
+    "SpotMaxPriceTooLow": "Your Spot request price of {price} is lower than the minimum required Spot request fulfillment price.",
+    "MaxSpotInstanceCountExceeded": "Max spot instance count exceeded",
+}
+LAUNCH_OPERATIONS = {"RunInstances", "CreateFleet", "RequestSpotInstances", "RequestSpotFleet"}
+
+
+# --------------------------------------------------------------------------- seeding
+def _patch_moto() -> None:
+    """Teach moto's EC2 and SSM backends about Canonical's images, once."""
+    if getattr(AmiBackend, "_bacalhau_seeded", False):
+        return
+    original_load = AmiBackend._load_amis
+
+    def _load_amis(self: Any) -> None:
+        original_load(self)
+        region = self.region_name
+        zone = f"{region}a"
+        for spec in seed.ubuntu_images(region):
+            spec = dict(spec, region_name=zone)
+            self.amis[spec["ami_id"]] = Ami(self, **spec)
+
+    AmiBackend._load_amis = _load_amis  # type: ignore[method-assign]
+
+    original_check = ParameterDict._check_loading_status
+
+    def _check_loading_status(self: Any, key: str) -> None:
+        original_check(self, key)
+        if str(key or "").startswith("/aws/service/canonical") and not getattr(
+            self, "_bacalhau_canonical_loaded", False
+        ):
+            self._bacalhau_canonical_loaded = True
+            for name, value in seed.current_ubuntu_parameters(self.region_name).items():
+                super(ParameterDict, self).__getitem__(name).append(
+                    Parameter(
+                        account_id=self.account_id,
+                        name=name,
+                        value=value,
+                        parameter_type="String",
+                        description=None,
+                        allowed_pattern=None,
+                        keyid=None,
+                        last_modified_date=_now(),
+                        version=1,
+                        data_type="aws:ec2:image",
+                    )
+                )
+
+    ParameterDict._check_loading_status = _check_loading_status  # type: ignore[method-assign]
+    AmiBackend._bacalhau_seeded = True  # type: ignore[attr-defined]
+
+
+def _now():
+    from moto.core.utils import utcnow
+
+    return utcnow()
+
+
+# --------------------------------------------------------------------------- faults
+class Faults:
+    """Fault state shared by every request thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        self.capacity: list[dict[str, Any]] = []
+        self.throttle: dict[str, Any] = {"count": 0, "operations": [], "regions": []}
+        self.latency_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "throttle": self.throttle, "latency_ms": self.latency_ms}
+
+    def update(self, body: dict[str, Any]) -> None:
+        unknown = set(body) - {"capacity", "throttle", "latency_ms"}
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
+        for rule in body.get("capacity") or []:
+            if "region" not in rule:
+                raise ValueError("a capacity rule needs a region")
+            code = rule.setdefault("code", "InsufficientInstanceCapacity")
+            if code not in LAUNCH_ERROR_STATUS:
+                raise ValueError(f"unknown launch error code {code}; known: {sorted(LAUNCH_ERROR_STATUS)}")
+            self.capacity.append(rule)
+        if "throttle" in body:
+            throttle = body["throttle"] or {}
+            self.throttle = {
+                "count": int(throttle.get("count", 0)),
+                "operations": list(throttle.get("operations") or []),
+                "regions": list(throttle.get("regions") or []),
+            }
+        if "latency_ms" in body:
+            self.latency_ms = float(body["latency_ms"] or 0)
+
+    def take_throttle(self, operation: str, region: str) -> bool:
+        with self.lock:
+            t = self.throttle
+            if t["count"] <= 0:
+                return False
+            if t["operations"] and operation not in t["operations"]:
+                return False
+            if t["regions"] and region not in t["regions"]:
+                return False
+            t["count"] -= 1
+            return True
+
+    def match_capacity(self, region: str, az: str | None, itype: str | None, market: str) -> dict | None:
+        with self.lock:
+            for rule in self.capacity:
+                if rule["region"] != region:
+                    continue
+                if rule.get("availability_zone") and rule["availability_zone"] != az:
+                    continue
+                if rule.get("instance_type") and rule["instance_type"] != itype:
+                    continue
+                if rule.get("market") and rule["market"] != market:
+                    continue
+                if rule.get("count") is not None:
+                    if rule["count"] <= 0:
+                        continue
+                    rule["count"] -= 1
+                return dict(rule)
+        return None
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.log: list[dict[str, Any]] = []
+            self.t0 = time.monotonic()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.log.append(entry)
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            log = list(self.log)
+        by_op: dict[str, int] = {}
+        by_region: dict[str, int] = {}
+        for e in log:
+            by_op[e["operation"]] = by_op.get(e["operation"], 0) + 1
+            by_region[e["region"]] = by_region.get(e["region"], 0) + 1
+        return {"total": len(log), "by_operation": by_op, "by_region": by_region, "log": log}
+
+
+# --------------------------------------------------------------------------- middleware
+_CRED_RE = re.compile(r"Credential=[^/]+/\d+/([a-z0-9-]+)/([a-z0-9-]+)/")
+
+
+def _xml_error(code: str, message: str, status: int) -> tuple[int, list[tuple[str, str]], bytes]:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+        f"<Code>{code}</Code><Message>{_xml_escape(message)}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+    ).encode()
+    return status, [("Content-Type", "text/xml;charset=UTF-8")], body
+
+
+def _json_error(code: str, message: str, status: int) -> tuple[int, list[tuple[str, str]], bytes]:
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return status, [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)], body
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class EmulatorApp:
+    """WSGI middleware in front of moto's dispatcher."""
+
+    def __init__(self, inner: Callable) -> None:
+        self.inner = inner
+        self.faults = Faults()
+        self.calls = Calls()
+
+    # -- WSGI entry
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_emulator/"):
+            return self._control(environ, start_response, path[len("/_emulator/"):])
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        region, service = self._scope(environ)
+        operation, params, protocol = self._operation(environ, body)
+
+        start = time.monotonic()
+        if self.faults.latency_ms:
+            time.sleep(self.faults.latency_ms / 1000.0)
+
+        error = None
+        if operation and self.faults.take_throttle(operation, region):
+            if protocol == "json":
+                error = _json_error("ThrottlingException", "Rate exceeded", 400)
+            else:
+                error = _xml_error("RequestLimitExceeded", "Request limit exceeded.", 503)
+        elif operation in LAUNCH_OPERATIONS:
+            error = self._launch_fault(region, operation, params)
+
+        status_code = 200
+        if error is not None:
+            status_code, headers, payload = error
+            start_response(f"{status_code} {_STATUS_TEXT.get(status_code, 'Error')}", headers)
+            result: Any = [payload]
+        else:
+            captured: dict[str, Any] = {}
+
+            def _start(status: str, headers: list, exc_info: Any = None) -> Any:
+                captured["status"] = status
+                return start_response(status, headers, exc_info)
+
+            result = self.inner(environ, _start)
+            try:
+                status_code = int(str(captured.get("status", "200")).split()[0])
+            except ValueError:
+                status_code = 0
+        if operation:
+            self.calls.add(
+                {
+                    "operation": operation,
+                    "service": service,
+                    "region": region,
+                    "start": round(start - self.calls.t0, 6),
+                    "end": round(time.monotonic() - self.calls.t0, 6),
+                    "status": status_code,
+                    "fault": error is not None,
+                }
+            )
+        return result
+
+    # -- request introspection
+    @staticmethod
+    def _scope(environ: dict) -> tuple[str, str]:
+        m = _CRED_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if m:
+            return m.group(1), m.group(2)
+        return "us-east-1", "unknown"
+
+    @staticmethod
+    def _operation(environ: dict, body: bytes) -> tuple[str, dict[str, str], str]:
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:
+            return target.split(".")[-1], {}, "json"
+        params: dict[str, str] = {}
+        ctype = environ.get("CONTENT_TYPE", "")
+        if body and "x-www-form-urlencoded" in ctype:
+            params = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        elif environ.get("QUERY_STRING"):
+            params = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
+        action = params.get("Action", "")
+        return action, params, "query"
+
+    def _launch_fault(self, region: str, operation: str, params: dict[str, str]):
+        backend = ec2_backends[ACCOUNT_ID][region]
+        if operation == "RunInstances":
+            itype = params.get("InstanceType", "m1.small")
+            subnet_id = params.get("SubnetId") or params.get("NetworkInterface.1.SubnetId")
+            az = params.get("Placement.AvailabilityZone")
+            if subnet_id and not az:
+                try:
+                    az = backend.get_subnet(subnet_id).availability_zone
+                except Exception:  # unknown subnet: moto answers for it
+                    az = None
+            market = params.get("InstanceMarketOptions.MarketType") or "on-demand"
+            rule = self.faults.match_capacity(region, az, itype, market)
+            if rule:
+                code = rule["code"]
+                message = LAUNCH_ERROR_MESSAGE.get(code, code).format(
+                    type=itype, az=az or region, price=params.get("InstanceMarketOptions.SpotOptions.MaxPrice", "")
+                )
+                return _xml_error(code, message, LAUNCH_ERROR_STATUS[code])
+            image_id = params.get("ImageId")
+            return self._architecture_mismatch(backend, image_id, itype)
+        if operation == "CreateFleet":
+            # moto launches only the first override; refuse the call when that one is
+            # covered by a capacity rule (real EC2 would report it in the Errors list).
+            itype = params.get("LaunchTemplateConfigs.1.Overrides.1.InstanceType")
+            subnet_id = params.get("LaunchTemplateConfigs.1.Overrides.1.SubnetId")
+            az = params.get("LaunchTemplateConfigs.1.Overrides.1.AvailabilityZone")
+            if subnet_id and not az:
+                try:
+                    az = backend.get_subnet(subnet_id).availability_zone
+                except Exception:
+                    az = None
+            market = params.get("TargetCapacitySpecification.DefaultTargetCapacityType", "on-demand")
+            rule = self.faults.match_capacity(region, az, itype, market)
+            if rule:
+                return _xml_error(rule["code"], rule["code"], LAUNCH_ERROR_STATUS[rule["code"]])
+        return None
+
+    @staticmethod
+    def _architecture_mismatch(backend: Any, image_id: str | None, itype: str):
+        if not image_id or itype not in INSTANCE_TYPES:
+            return None
+        ami = backend.amis.get(image_id)
+        if ami is None or not ami.architecture:
+            return None
+        supported = INSTANCE_TYPES[itype]["ProcessorInfo"]["SupportedArchitectures"]
+        if ami.architecture in supported:
+            return None
+        message = (
+            f"The architecture '{supported[0]}' of the specified instance type does not match the "
+            f"architecture '{ami.architecture}' of the specified AMI. Specify an instance type and an "
+            "AMI that have matching architectures, and try again. You can use "
+            "'describe-instance-types' or 'describe-images' to discover the architecture of the "
+            "instance type or AMI."
+        )
+        return _xml_error("InvalidParameterValue", message, 400)
+
+    # -- control API
+    def _control(self, environ: dict, start_response: Callable, what: str) -> Any:
+        method = environ.get("REQUEST_METHOD", "GET")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+            status, answer = self._dispatch_control(method, what.strip("/"), body)
+        except (ValueError, TypeError, KeyError) as exc:
+            status, answer = 400, {"error": str(exc)}
+        payload = json.dumps(answer, default=str).encode()
+        start_response(f"{status} {_STATUS_TEXT.get(status, 'Error')}", [("Content-Type", "application/json")])
+        return [payload]
+
+    def _dispatch_control(self, method: str, what: str, body: dict) -> tuple[int, Any]:
+        if what == "health":
+            return 200, {"status": "ok"}
+        if what == "reset" and method == "POST":
+            moto_api_backend.reset()
+            self.faults.clear()
+            self.calls.clear()
+            return 200, {"reset": True}
+        if what == "faults":
+            if method == "GET":
+                return 200, self.faults.as_dict()
+            if method == "POST":
+                self.faults.update(body)
+                return 200, self.faults.as_dict()
+            if method == "DELETE":
+                self.faults.clear()
+                return 200, self.faults.as_dict()
+        if what == "calls":
+            if method == "GET":
+                return 200, self.calls.summary()
+            if method == "DELETE":
+                self.calls.clear()
+                return 200, {"total": 0}
+        return 404, {"error": f"no control endpoint {method} /_emulator/{what}"}
+
+
+def make_app() -> EmulatorApp:
+    _patch_moto()
+    return EmulatorApp(DomainDispatcherApplication(create_backend_app))
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until interrupted. Only loopback addresses are accepted."""
+    if not host.startswith("127.") and host not in ("localhost", "::1"):
+        raise SystemExit(f"the emulator listens on loopback only, not {host}")
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app = make_app()
+    server = make_server(host, port, app, threaded=True)
+    url = f"http://{host}:{server.server_port}"
+    if on_ready:
+        on_ready(url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

@@ -1,0 +1,131 @@
+"""The offline AWS world behaves as the rest of the tests rely on."""
+from __future__ import annotations
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from tests.emulator import seed
+
+
+def ec2(region="us-east-1"):
+    return boto3.client("ec2", region_name=region)
+
+
+def test_environment_points_only_at_loopback(aws):
+    import os
+
+    assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert os.environ["AWS_URL"] == os.environ["AWS_ENDPOINT_URL"]
+    assert "AWS_PROFILE" not in os.environ
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-central-1", "ap-southeast-2"])
+def test_ubuntu_images_seeded_per_region(aws, region):
+    images = ec2(region).describe_images(
+        Owners=[seed.CANONICAL_OWNER_ID],
+        Filters=[{"Name": "name", "Values": ["ubuntu/images/*ubuntu-noble-24.04-arm64-server-*"]}],
+    )["Images"]
+    assert len(images) == len(seed.SERIALS)
+    assert {i["Architecture"] for i in images} == {"arm64"}
+    newest = max(images, key=lambda i: i["CreationDate"])
+    assert newest["ImageId"] == seed.ami_id(region, "24.04", "arm64", seed.SERIALS[-1])
+
+
+def test_image_ids_differ_between_regions():
+    assert seed.ami_id("us-east-1", "24.04", "x86_64", "20260212") != seed.ami_id(
+        "eu-west-1", "24.04", "x86_64", "20260212"
+    )
+
+
+def test_canonical_ssm_parameters(aws):
+    ssm = boto3.client("ssm", region_name="eu-west-1")
+    name = seed.ssm_parameter_name("22.04", "x86_64")
+    value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    assert value == seed.ami_id("eu-west-1", "22.04", "x86_64", seed.SERIALS[-1])
+
+
+def test_instance_type_validation_on(aws):
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2().describe_instance_types(InstanceTypes=["t9.nonsense"])
+    assert err.value.response["Error"]["Code"] == "InvalidInstanceType"
+
+
+def _subnet(client, az):
+    vpc = client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    return client.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone=az)["Subnet"]["SubnetId"]
+
+
+def test_architecture_mismatch_refused_on_launch(aws):
+    client = ec2()
+    arm_image = seed.ami_id("us-east-1", "24.04", "arm64", seed.SERIALS[-1])
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        client.run_instances(ImageId=arm_image, InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert "architecture" in err.value.response["Error"]["Message"]
+    ok = client.run_instances(ImageId=arm_image, InstanceType="t4g.micro", MinCount=1, MaxCount=1)
+    assert ok["Instances"][0]["Architecture"] in ("arm64", "x86_64")  # moto's own field
+
+
+def test_capacity_fault_by_zone_and_type(aws):
+    client = boto3.client("ec2", region_name="us-east-1",
+                          config=botocore.config.Config(retries={"total_max_attempts": 1}))
+    image = seed.ami_id("us-east-1", "24.04", "x86_64", seed.SERIALS[-1])
+    subnet_a = _subnet(client, "us-east-1a")
+    aws.capacity_error("us-east-1", availability_zone="us-east-1a", instance_type="t3.micro", market="spot")
+    spot = {"MarketType": "spot"}
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                             SubnetId=subnet_a, InstanceMarketOptions=spot)
+    assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    # another type in the same zone, or on-demand, still launches
+    client.run_instances(ImageId=image, InstanceType="t3.small", MinCount=1, MaxCount=1,
+                         SubnetId=subnet_a, InstanceMarketOptions=spot)
+    client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, SubnetId=subnet_a)
+
+
+def test_throttling_then_recovery_and_call_counter(aws):
+    client = boto3.client("ec2", region_name="us-west-2",
+                          config=botocore.config.Config(retries={"total_max_attempts": 1}))
+    aws.throttle(2, operations=["DescribeVpcs"])
+    for _ in range(2):
+        with pytest.raises(botocore.exceptions.ClientError) as err:
+            client.describe_vpcs()
+        assert err.value.response["Error"]["Code"] == "RequestLimitExceeded"
+    client.describe_vpcs()
+    calls = aws.calls()
+    assert calls["by_operation"]["DescribeVpcs"] == 3
+    assert calls["by_region"]["us-west-2"] == 3
+
+
+def test_botocore_retries_ride_out_throttling(aws):
+    aws.throttle(2)
+    assert ec2("eu-west-1").describe_vpcs()["Vpcs"]  # default VPC; two 503s retried by botocore
+
+
+def test_latency_is_added(aws):
+    import time
+
+    client = ec2()
+    client.describe_vpcs()
+    aws.latency(200)
+    start = time.monotonic()
+    client.describe_vpcs()
+    assert time.monotonic() - start >= 0.2
+
+
+def test_reset_forgets_resources_and_faults(aws):
+    client = ec2()
+    client.create_vpc(CidrBlock="10.9.0.0/16")
+    aws.latency(50)
+    aws.reset()
+    assert aws.faults()["latency_ms"] == 0
+    assert not [v for v in client.describe_vpcs()["Vpcs"] if v["CidrBlock"] == "10.9.0.0/16"]
+
+
+def test_bad_fault_rejected(aws):
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError):
+        aws.set_faults(capacity=[{"region": "us-east-1", "code": "NoSuchCode"}])
