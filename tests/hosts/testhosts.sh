@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Real Linux test hosts for the Bacalhau roles: systemd-nspawn machines booted from a Debian
+# bookworm rootfs (Debian's packages only), each in its own network namespace on a private
+# bridge, with sshd and an `ubuntu` user with passwordless sudo, as on a cloud image.
+#
+#   tests/hosts/testhosts.sh build          build (or reuse) the cached rootfs tarball
+#   tests/hosts/testhosts.sh up N           bring up hosts testhost1..N (default 3)
+#   tests/hosts/testhosts.sh status         list hosts and whether sshd answers
+#   tests/hosts/testhosts.sh down           stop everything and remove all traces
+#
+# Needs root and tests/hosts/install-deps.sh. Environment:
+#   BACALHAU_TESTHOSTS_STATE   state dir (ssh key, inventory, host roots)  [/tmp/bacalhau-testhosts]
+#   BACALHAU_TESTHOSTS_CACHE   where the rootfs tarball is cached          [/var/cache/bacalhau-testhosts]
+#   BACALHAU_TESTHOSTS_MIRROR  Debian mirror for debootstrap      [first URI of the machine's apt sources]
+#   BACALHAU_TESTHOSTS_NAT     1 = masquerade the bridge to the uplink so hosts can reach the Debian
+#                              mirror (apt); 0 = hosts only reach the controller            [1]
+# Addresses: bridge bacbr0 = 10.213.7.1/24 (the controller's side), testhostI = 10.213.7.(10+I).
+set -euo pipefail
+
+STATE=${BACALHAU_TESTHOSTS_STATE:-/tmp/bacalhau-testhosts}
+CACHE=${BACALHAU_TESTHOSTS_CACHE:-/var/cache/bacalhau-testhosts}
+NAT=${BACALHAU_TESTHOSTS_NAT:-1}
+BRIDGE=bacbr0
+NET=10.213.7
+GW=$NET.1
+SUITE=bookworm
+TAG=bacalhau-testhosts
+# Bump when the rootfs recipe below changes: the cached tarball's name carries it.
+ROOTFS_REV=3
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,python3-yaml,sudo,iproute2,ca-certificates,curl,procps,iptables,docker.io,containerd,runc,tini,less
+ROOTFS_TAR=$CACHE/rootfs-$SUITE-r$ROOTFS_REV-$(dpkg --print-architecture).tar.zst
+
+log() { printf '[testhosts] %s\n' "$*" >&2; }
+die() { printf '[testhosts] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "must run as root"
+
+mirror() {
+  if [[ -n ${BACALHAU_TESTHOSTS_MIRROR:-} ]]; then echo "$BACALHAU_TESTHOSTS_MIRROR"; return; fi
+  local uri
+  uri=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+        | grep -v security | grep -oE 'https?://[^ ]+/debian/?' | head -n1 || true)
+  [[ -n $uri ]] || die "no Debian mirror in the apt sources; set BACALHAU_TESTHOSTS_MIRROR"
+  echo "$uri"
+}
+
+cmd_build() {
+  if [[ -s $ROOTFS_TAR ]]; then log "rootfs cached: $ROOTFS_TAR"; return; fi
+  for b in debootstrap systemd-nspawn zstd iptables; do
+    command -v "$b" >/dev/null || die "$b missing: run tests/hosts/install-deps.sh"
+  done
+  mkdir -p "$CACHE"
+  local root=$CACHE/build.$$
+  rm -rf "$root"
+  log "debootstrap $SUITE (minbase + $PACKAGES) from $(mirror); takes a few minutes once"
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$(mirror)" \
+    >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; rm -rf "$root"; die "debootstrap failed"; }
+  # The cloud-image shape: an `ubuntu` user with passwordless sudo, key-only sshd.
+  chroot "$root" useradd -m -s /bin/bash -G sudo ubuntu
+  echo 'ubuntu ALL=(ALL) NOPASSWD:ALL' >"$root/etc/sudoers.d/90-ubuntu"
+  chmod 0440 "$root/etc/sudoers.d/90-ubuntu"
+  cat >"$root/etc/ssh/sshd_config.d/testhost.conf" <<'EOF'
+PasswordAuthentication no
+PermitRootLogin no
+UseDNS no
+EOF
+  # Host keys are made per host at first boot (so each host has its own).
+  rm -f "$root"/etc/ssh/ssh_host_*
+  cat >"$root/etc/systemd/system/testhost-sshkeys.service" <<'EOF'
+[Unit]
+Description=Generate SSH host keys
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+[Install]
+WantedBy=multi-user.target
+EOF
+  # Docker inside nspawn needs writable cgroup mounts: remount them read-write before docker.
+  cat >"$root/etc/systemd/system/testhost-cgroups.service" <<'EOF'
+[Unit]
+Description=Remount cgroup filesystems read-write (test host inside systemd-nspawn)
+DefaultDependencies=no
+Before=containerd.service docker.service
+After=local-fs.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mount -o remount,rw /sys/fs/cgroup 2>/dev/null; for d in /sys/fs/cgroup/*; do mountpoint -q "$d" && mount -o remount,rw "$d" 2>/dev/null; done; true'
+[Install]
+WantedBy=sysinit.target
+EOF
+  chroot "$root" systemctl enable testhost-sshkeys.service testhost-cgroups.service ssh.service >/dev/null 2>&1
+  # Nothing a container can't do, and nothing that slows boot.
+  for u in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+           fstrim.timer systemd-resolved.service getty@tty1.service console-getty.service; do
+    chroot "$root" systemctl mask "$u" >/dev/null 2>&1 || true
+  done
+  echo 'nameserver 127.0.0.1' >"$root/etc/resolv.conf.testhost"  # replaced at `up`
+  : >"$root/etc/machine-id"
+  rm -rf "$root"/var/cache/apt/archives/*.deb
+  log "packing $ROOTFS_TAR"
+  tar -C "$root" --numeric-owner --xattrs -cf - . | zstd -q -T0 -3 -o "$ROOTFS_TAR.tmp"
+  mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
+  rm -rf "$root"
+  log "rootfs built: $(du -h "$ROOTFS_TAR" | cut -f1)"
+}
+
+uplink() { ip -4 route show default | awk '{for(i=1;i<=NF;i++) if($i=="dev"){print $(i+1); exit}}'; }
+
+net_up() {
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$GW/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+  fi
+  if [[ $NAT == 1 ]] && ! iptables -t nat -C POSTROUTING -s "$NET.0/24" ! -o "$BRIDGE" -j MASQUERADE \
+       -m comment --comment "$TAG" 2>/dev/null; then
+    local up; up=$(uplink)
+    if [[ -n $up ]]; then
+      cat /proc/sys/net/ipv4/ip_forward >"$STATE/ip_forward.orig"
+      echo 1 >/proc/sys/net/ipv4/ip_forward
+      iptables -t nat -A POSTROUTING -s "$NET.0/24" ! -o "$BRIDGE" -j MASQUERADE -m comment --comment "$TAG"
+      iptables -A FORWARD -i "$BRIDGE" -o "$up" -j ACCEPT -m comment --comment "$TAG"
+      iptables -A FORWARD -i "$up" -o "$BRIDGE" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT \
+        -m comment --comment "$TAG"
+    fi
+  fi
+}
+
+host_up() {
+  local i=$1 name=testhost$1 ip=$NET.$((10 + $1))
+  local hd=$STATE/hosts/$name root=$STATE/hosts/$name/root ns=$TAG-$1
+  if [[ -f $hd/pid ]] && kill -0 "$(cat "$hd/pid")" 2>/dev/null; then log "$name already up"; return; fi
+  rm -rf "$hd"; mkdir -p "$root"
+  zstd -q -dc "$ROOTFS_TAR" | tar -C "$root" --numeric-owner --xattrs -xf -
+  echo "$name" >"$root/etc/hostname"
+  printf '127.0.0.1 localhost\n%s %s\n' "$ip" "$name" >"$root/etc/hosts"
+  for j in $(seq 1 "$N"); do printf '%s testhost%s\n' "$NET.$((10 + j))" "$j" >>"$root/etc/hosts"; done
+  sort -u -o "$root/etc/hosts" "$root/etc/hosts"
+  grep -E '^nameserver' /etc/resolv.conf >"$root/etc/resolv.conf" || true
+  install -d -m 0700 -o 1000 -g 1000 "$root/home/ubuntu/.ssh"
+  install -m 0600 -o 1000 -g 1000 "$STATE/id_ed25519.pub" "$root/home/ubuntu/.ssh/authorized_keys"
+  # Network namespace with a veth on the bridge; the address lives in the namespace, so the
+  # host's systemd needs no network configuration.
+  ip netns add "$ns" 2>/dev/null || true
+  ip link del "vb-$TAG-$i" 2>/dev/null || true
+  ip link add "vbt$i" type veth peer name eth0 netns "$ns"
+  ip link set "vbt$i" master "$BRIDGE" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "$ip/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default via "$GW"
+  SYSTEMD_NSPAWN_API_VFS_WRITABLE=1 setsid systemd-nspawn -b -D "$root" -M "$name" \
+    --register=no --keep-unit --network-namespace-path="/run/netns/$ns" \
+    --capability=all --console=read-only --resolv-conf=off --timezone=off \
+    >"$hd/console.log" 2>&1 </dev/null &
+  echo $! >"$hd/pid"
+  echo "$ip" >"$hd/ip"
+}
+
+wait_ssh() {
+  local name=$1 ip=$2 deadline=$((SECONDS + 90))
+  while ((SECONDS < deadline)); do
+    if ssh -n -q -i "$STATE/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 "ubuntu@$ip" true 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  tail -30 "$STATE/hosts/$name/console.log" >&2 || true
+  die "$name ($ip): sshd did not answer within 90 s"
+}
+
+write_inventory() {
+  {
+    echo "# Written by tests/hosts/testhosts.sh; the hosts are systemd-nspawn test machines."
+    echo "all:"
+    echo "  vars:"
+    echo "    ansible_user: ubuntu"
+    echo "    ansible_ssh_private_key_file: $STATE/id_ed25519"
+    echo "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    echo "    ansible_python_interpreter: /usr/bin/python3"
+    echo "  hosts:"
+    for hd in "$STATE"/hosts/testhost*; do
+      [[ -f $hd/ip ]] || continue
+      echo "    $(basename "$hd"):"
+      echo "      ansible_host: $(cat "$hd/ip")"
+    done
+  } >"$STATE/inventory.yml"
+}
+
+cmd_up() {
+  N=${1:-3}
+  [[ $N =~ ^[0-9]+$ ]] && ((N >= 1 && N <= 50)) || die "usage: $0 up N (1..50)"
+  cmd_build
+  mkdir -p "$STATE/hosts"
+  [[ -f $STATE/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "$TAG" -f "$STATE/id_ed25519"
+  net_up
+  local t0=$SECONDS i
+  for i in $(seq 1 "$N"); do host_up "$i" & done
+  wait
+  for i in $(seq 1 "$N"); do wait_ssh "testhost$i" "$NET.$((10 + i))"; done
+  write_inventory
+  log "$N host(s) up in $((SECONDS - t0)) s; inventory: $STATE/inventory.yml"
+}
+
+cmd_status() {
+  local hd name ip pid state
+  for hd in "$STATE"/hosts/testhost*; do
+    [[ -d $hd ]] || continue
+    name=$(basename "$hd"); ip=$(cat "$hd/ip" 2>/dev/null || echo -); pid=$(cat "$hd/pid" 2>/dev/null || echo 0)
+    state=down
+    if kill -0 "$pid" 2>/dev/null; then
+      state=running
+      ssh -n -q -i "$STATE/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 "ubuntu@$ip" true 2>/dev/null && state="running ssh-ok"
+    fi
+    printf '%-12s %-14s %s\n' "$name" "$ip" "$state"
+  done
+}
+
+cmd_down() {
+  local hd pid i
+  for hd in "$STATE"/hosts/testhost*; do
+    [[ -f $hd/pid ]] || continue
+    pid=$(cat "$hd/pid")
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for hd in "$STATE"/hosts/testhost*; do
+    [[ -f $hd/pid ]] || continue
+    pid=$(cat "$hd/pid")
+    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  # Leftover mounts from docker inside the hosts (overlay, netns) would keep the roots busy.
+  if [[ -d $STATE/hosts ]]; then
+    { grep -oE " $STATE/hosts/[^ ]+" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  fi
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$TAG-" || true); do ip netns del "$ns"; done
+  for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^vbt[0-9]+$' || true); do
+    ip link del "$l" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
+  local t rule
+  for t in nat filter; do
+    while rule=$(iptables -t "$t" -S 2>/dev/null | grep -- "--comment $TAG" | head -n1) && [[ -n $rule ]]; do
+      # shellcheck disable=SC2086
+      eval iptables -t "$t" ${rule/-A /-D }
+    done
+  done
+  if [[ -f $STATE/ip_forward.orig ]]; then cat "$STATE/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward; fi
+  rm -rf "$STATE"
+  log "down: no hosts, namespaces, bridge or rules left"
+}
+
+case ${1:-} in
+  build) cmd_build ;;
+  up) shift; cmd_up "${1:-3}" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  inventory) echo "$STATE/inventory.yml" ;;
+  *) echo "usage: $0 {build|up N|status|down|inventory}" >&2; exit 2 ;;
+esac
