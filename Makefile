@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 COLL   := .collections/ansible_collections/bacalhau/aws_spot
+SANITY_DIR ?= build/sanity
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
@@ -32,11 +33,10 @@ lint: setup
 # ansible-test needs the collection under ansible_collections/<ns>/<name> for real
 # (not via a symlink), so it runs on a copy of the tracked and new files.
 sanity: setup
-	rm -rf build/sanity && mkdir -p build/sanity/ansible_collections/bacalhau/aws_spot
-	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t build/sanity/ansible_collections/bacalhau/aws_spot
-	cd build/sanity/ansible_collections/bacalhau/aws_spot && \
-	  $(CURDIR)/$(BIN)/ansible-test sanity --requirements --python 3.11 --color no \
-	    --skip-test pylint --skip-test mypy plugins/
+	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot
+	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot
+	cd $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot && \
+	  $(CURDIR)/$(BIN)/ansible-test sanity --requirements --python 3.11 --color no plugins/
 
 unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -160,3 +160,12 @@ def error_code(exc: BaseException) -> str | None:
     if isinstance(response, dict):
         return response.get("Error", {}).get("Code")
     return None
+
+
+@RETRY
+def paginate(client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
+    """Every page of a describe call merged into one result, retried as a whole.
+
+    (Paginators bypass the retrying client wrapper, so the retry sits here.)
+    """
+    return client.get_paginator(operation).paginate(**kwargs).build_full_result()
