@@ -173,8 +173,6 @@ class Node:
         os.makedirs(self.data_dir, exist_ok=True)
         self.node_id = self._node_id()
         labels = dict(get(cfg, "Labels", {}) or {})
-        labels.setdefault("Operating-System", "linux")
-        labels.setdefault("Architecture", GOARCH)
         self.labels = {str(k): str(v) for k, v in labels.items()}
         self.token = None
         # Orchestrator side: node id -> NodeState
