@@ -31,12 +31,20 @@ lint: setup
 	$(BIN)/ansible-lint --profile production
 
 # ansible-test needs the collection under ansible_collections/<ns>/<name> for real
-# (not via a symlink), so it runs on a copy of the tracked and new files.
+# (not via a symlink), so it runs on a copy of the tracked and new files, in a git
+# repository of its own (ansible-test lists files through git).
+ANSIBLE_TEST_PIP := $(shell $(BIN)/python -c "import re,ansible_test,pathlib;print(re.search(r\"pip='([0-9.]+)'\",(pathlib.Path(ansible_test.__file__).parent/'_internal/python_requirements.py').read_text()).group(1))" 2>/dev/null)
+GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
+
 sanity: setup
+	mkdir -p $(dir $(GET_PIP_CACHE)) && cp tests/sanity/get_pip_offline.py $(GET_PIP_CACHE)
 	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot
 	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot
-	cd $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot && \
-	  $(CURDIR)/$(BIN)/ansible-test sanity --requirements --python 3.11 --color no plugins/
+	ln -s $$($(BIN)/python -c "import ansible_collections.amazon.aws as m;print(m.__path__[0].rsplit('/',1)[0])") \
+	  $(SANITY_DIR)/ansible_collections/amazon
+	cd $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot && git init -q && git add -A && \
+	  $(CURDIR)/$(BIN)/ansible-test sanity --requirements --python 3.11 --color no \
+	    plugins/
 
 unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -21,7 +21,7 @@ description:
     instance type's architecture does not match its region's image.
   - All regions are looked up concurrently. The module is read-only.
 author:
-  - bacalhau.aws_spot contributors
+  - Bacalhau aws_spot maintainers (@bacalhau-project)
 options:
   regions:
     description:
