@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from typing import Any, Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 # moto reads these when its modules are imported: set them first.
 os.environ.setdefault("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
@@ -287,6 +287,8 @@ class EmulatorApp:
                 error = _xml_error("RequestLimitExceeded", "Request limit exceeded.", 503)
         elif operation in LAUNCH_OPERATIONS:
             error = self._launch_fault(region, operation, params)
+            if error is None and operation == "RunInstances":
+                self._fill_max_count(environ, params)
 
         status_code = 200
         if error is not None:
@@ -378,6 +380,25 @@ class EmulatorApp:
             if rule:
                 return _xml_error(rule["code"], rule["code"], LAUNCH_ERROR_STATUS[rule["code"]])
         return None
+
+    @staticmethod
+    def _fill_max_count(environ: dict, params: dict[str, str]) -> None:
+        """EC2 launches up to MaxCount when it has the capacity; moto launches MinCount.
+
+        With no capacity fault in force, ask moto for MaxCount instances, as EC2 would
+        give them. (Added for spot_cluster's one-call launches, issue 3.)
+        """
+        try:
+            min_count, max_count = int(params.get("MinCount", "1")), int(params.get("MaxCount", "1"))
+        except ValueError:
+            return
+        if max_count <= min_count or "x-www-form-urlencoded" not in environ.get("CONTENT_TYPE", ""):
+            return
+        raw = environ["wsgi.input"].getvalue().decode("utf-8", "replace")
+        pairs = [(k, str(max_count) if k == "MinCount" else v) for k, v in parse_qsl(raw, keep_blank_values=True)]
+        body = urlencode(pairs).encode()
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
 
     @staticmethod
     def _architecture_mismatch(backend: Any, image_id: str | None, itype: str):
