@@ -25,7 +25,7 @@ description:
     reported with the AWS error (or with what still uses it) and does not stop the rest; the
     module then fails, listing what remains. Nothing that is not ours is detached, revoked or
     modified; what keeps one of ours alive is named instead.
-  - Without O(force=true), and not in check mode, nothing is deleted: the module fails,
+  - Without O(force=true), and not in check mode, nothing is deleted; the module fails,
     listing what would be deleted and how to proceed. In check mode it lists what would be
     deleted.
 author:
