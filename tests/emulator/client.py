@@ -122,6 +122,12 @@ class Emulator:
     def latency(self, ms: float) -> dict:
         return self.set_faults(latency_ms=ms)
 
+    def address_pool(self, addresses: list[str]) -> dict:
+        return self._call("POST", "address_pool", {"addresses": list(addresses)})
+
+    def interrupt(self, region: str, instance_ids: list[str]) -> dict:
+        return self._call("POST", "interrupt", {"region": region, "instance_ids": list(instance_ids)})
+
     def calls(self) -> dict:
         return self._call("GET", "calls")
 

@@ -23,6 +23,9 @@ can drive it with ``ansible.builtin.uri``:
                                       "operations": [...], "regions": [...]}, "latency_ms": 100}``
 ``DELETE /_emulator/faults``          clear all faults
 ``GET  /_emulator/calls``             ``{"total", "by_operation", "by_region", "log": [...]}``
+``POST /_emulator/address_pool``      ``{"addresses": ["10.213.7.11", ...]}``: public IPs for new
+                                      instances (the sandbox's test hosts); ``[]`` = moto's own
+``POST /_emulator/interrupt``         ``{"region", "instance_ids"}``: a spot interruption
 ``DELETE /_emulator/calls``           zero the counters
 
 A capacity rule: ``{"region": "us-east-1", "availability_zone": "us-east-1a",
@@ -50,6 +53,8 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
+from moto.ec2.models.instances import StateReason  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
 from moto.moto_api._internal import moto_api_backend  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
@@ -129,6 +134,71 @@ def _patch_moto() -> None:
 
     ParameterDict._check_loading_status = _check_loading_status  # type: ignore[method-assign]
     AmiBackend._bacalhau_seeded = True  # type: ignore[attr-defined]
+
+
+class AddressPool:
+    """Public addresses handed to new instances instead of moto's random 54.x ones.
+
+    Empty (the default) means moto's own fake addresses. The sandbox fills it with
+    the addresses of its test hosts, so that an emulated instance's public IP is a
+    real machine on this host's private bridge, and the unchanged playbooks and
+    inventory reach it over SSH. An address is free again once its instance is gone.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.addresses: list[str] = []
+
+    def in_use(self) -> set[str]:
+        used = set()
+        for backend in dict.values(ec2_backends[ACCOUNT_ID]):
+            for eni in backend.enis.values():
+                if eni.public_ip:
+                    used.add(eni.public_ip)
+        return used
+
+    def free(self) -> list[str]:
+        with self.lock:
+            used = self.in_use()
+            return [a for a in self.addresses if a not in used]
+
+    def take(self) -> str | None:
+        free = self.free()
+        return free[0] if free else None
+
+
+ADDRESS_POOL = AddressPool()
+
+
+def _patch_addresses() -> None:
+    if getattr(NetworkInterface, "_bacalhau_pool", False):
+        return
+    original = NetworkInterface.check_auto_public_ip
+
+    def check_auto_public_ip(self: Any) -> None:
+        with ADDRESS_POOL.lock:
+            original(self)
+            if self.public_ip and ADDRESS_POOL.addresses:
+                self.public_ip = None  # so that in_use() does not count moto's random one
+                self.public_ip = ADDRESS_POOL.take()
+
+    NetworkInterface.check_auto_public_ip = check_auto_public_ip  # type: ignore[method-assign]
+    NetworkInterface._bacalhau_pool = True  # type: ignore[attr-defined]
+
+
+def interrupt_instances(region: str, instance_ids: list[str]) -> list[str]:
+    """Terminate instances the way a spot interruption does (state reason and all)."""
+    backend = ec2_backends[ACCOUNT_ID][region]
+    done = []
+    for instance_id in instance_ids:
+        instance = backend.get_instance(instance_id)
+        instance.terminate()
+        instance._reason = "Spot instance termination"
+        instance.state_reason = StateReason(
+            "Server.SpotInstanceTermination: Spot instance termination", "Server.SpotInstanceTermination"
+        )
+        done.append(instance_id)
+    return done
 
 
 def _now():
@@ -287,6 +357,8 @@ class EmulatorApp:
                 error = _xml_error("RequestLimitExceeded", "Request limit exceeded.", 503)
         elif operation in LAUNCH_OPERATIONS:
             error = self._launch_fault(region, operation, params)
+            if error is None and operation == "RunInstances" and ADDRESS_POOL.addresses:
+                error = self._fit_address_pool(environ, params)
             if error is None and operation == "RunInstances":
                 self._fill_max_count(environ, params)
 
@@ -382,6 +454,30 @@ class EmulatorApp:
         return None
 
     @staticmethod
+    def _fit_address_pool(environ: dict, params: dict[str, str]):
+        """With an address pool, launch no more instances than there are free addresses."""
+        free = len(ADDRESS_POOL.free())
+        try:
+            min_count, max_count = int(params.get("MinCount", "1")), int(params.get("MaxCount", "1"))
+        except ValueError:
+            return None
+        if free < min_count:
+            return _xml_error(
+                "InsufficientInstanceCapacity",
+                f"We currently do not have sufficient capacity: the sandbox has {free} free test host(s) "
+                f"and {min_count} were asked for. Start more test hosts, or ask for fewer instances.",
+                500,
+            )
+        if max_count > free:
+            raw = environ["wsgi.input"].getvalue().decode("utf-8", "replace")
+            pairs = [(k, str(free) if k == "MaxCount" else v) for k, v in parse_qsl(raw, keep_blank_values=True)]
+            body = urlencode(pairs).encode()
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            params["MaxCount"] = str(free)
+        return None
+
+    @staticmethod
     def _fill_max_count(environ: dict, params: dict[str, str]) -> None:
         """EC2 launches up to MaxCount when it has the capacity; moto launches MinCount.
 
@@ -438,6 +534,8 @@ class EmulatorApp:
             return 200, {"status": "ok"}
         if what == "reset" and method == "POST":
             moto_api_backend.reset()
+            with ADDRESS_POOL.lock:
+                ADDRESS_POOL.addresses = []
             self.faults.clear()
             self.calls.clear()
             return 200, {"reset": True}
@@ -450,6 +548,17 @@ class EmulatorApp:
             if method == "DELETE":
                 self.faults.clear()
                 return 200, self.faults.as_dict()
+        if what == "address_pool":
+            if method == "POST":
+                addresses = [str(a) for a in body.get("addresses", [])]
+                for address in addresses:
+                    if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", address):
+                        raise ValueError(f"not an IPv4 address: {address}")
+                with ADDRESS_POOL.lock:
+                    ADDRESS_POOL.addresses = addresses
+            return 200, {"addresses": ADDRESS_POOL.addresses, "free": ADDRESS_POOL.free()}
+        if what == "interrupt" and method == "POST":
+            return 200, {"interrupted": interrupt_instances(body["region"], list(body["instance_ids"]))}
         if what == "calls":
             if method == "GET":
                 return 200, self.calls.summary()
@@ -461,6 +570,7 @@ class EmulatorApp:
 
 def make_app() -> EmulatorApp:
     _patch_moto()
+    _patch_addresses()
     return EmulatorApp(DomainDispatcherApplication(create_backend_app))
 
 

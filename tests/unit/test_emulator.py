@@ -129,3 +129,39 @@ def test_bad_fault_rejected(aws):
 
     with pytest.raises(urllib.error.HTTPError):
         aws.set_faults(capacity=[{"region": "us-east-1", "code": "NoSuchCode"}])
+
+
+def test_address_pool_gives_test_host_addresses_and_limits_launches(aws):
+    client = boto3.client("ec2", region_name="eu-west-1",
+                          config=botocore.config.Config(retries={"total_max_attempts": 1}))
+    image = seed.ami_id("eu-west-1", "24.04", "x86_64", seed.SERIALS[-1])
+    vpc = client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    client.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+    pool = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]  # TEST-NET-1: never dialled here
+    aws.address_pool(pool)
+    launched = client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=5,
+                                    SubnetId=subnet)["Instances"]
+    assert len(launched) == 3  # no more instances than free addresses
+    described = client.describe_instances(InstanceIds=[i["InstanceId"] for i in launched])
+    ips = sorted(i["PublicIpAddress"] for r in described["Reservations"] for i in r["Instances"])
+    assert ips == pool
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, SubnetId=subnet)
+    assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    client.terminate_instances(InstanceIds=[launched[0]["InstanceId"]])
+    again = client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, SubnetId=subnet)
+    again_ip = client.describe_instances(InstanceIds=[again["Instances"][0]["InstanceId"]])[
+        "Reservations"][0]["Instances"][0]["PublicIpAddress"]
+    assert again_ip in pool
+
+
+def test_spot_interruption(aws):
+    client = ec2("us-east-2")
+    image = seed.ami_id("us-east-2", "24.04", "x86_64", seed.SERIALS[-1])
+    instance = client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                                    InstanceMarketOptions={"MarketType": "spot"})["Instances"][0]
+    aws.interrupt("us-east-2", [instance["InstanceId"]])
+    got = client.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]
+    assert got["State"]["Name"] == "terminated"
+    assert got["StateReason"]["Code"] == "Server.SpotInstanceTermination"
