@@ -222,7 +222,10 @@ def delete_ec2_fleets(ctx: RegionContext, items: list[Resource]) -> None:
 
     def delete(res: Resource) -> None:
         instances = _fleet_instance_ids(ctx, res)
-        answer = ctx.client.delete_fleets(FleetIds=[res.id], TerminateInstances=True, aws_retry=True)
+        # instant fleets must be deleted with their instances; others are told to
+        # terminate theirs when they have any
+        terminate = bool(instances) or res.raw.get("Type") == "instant"
+        answer = ctx.client.delete_fleets(FleetIds=[res.id], TerminateInstances=terminate, aws_retry=True)
         for failure in answer.get("UnsuccessfulFleetDeletions") or []:
             err = failure.get("Error") or {}
             if err.get("Code") in FLEET_GONE_CODES:

@@ -42,17 +42,21 @@ def paginate(client: Any, operation: str, result_key: str, **params: Any) -> lis
 def describe_instances(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     filters = filters + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
     reservations = paginate(client, "describe_instances", "Reservations", Filters=filters)
-    return [instance for reservation in reservations for instance in reservation.get("Instances", [])]
+    instances = [instance for reservation in reservations for instance in reservation.get("Instances", [])]
+    # the state is checked here too: a filter an implementation ignores must not matter
+    return [i for i in instances if (i.get("State") or {}).get("Name") in LIVE_INSTANCE_STATES]
 
 
 def describe_spot_instance_requests(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     filters = filters + [{"Name": "state", "Values": LIVE_SPOT_REQUEST_STATES}]
-    return paginate(client, "describe_spot_instance_requests", "SpotInstanceRequests", Filters=filters)
+    requests = paginate(client, "describe_spot_instance_requests", "SpotInstanceRequests", Filters=filters)
+    return [r for r in requests if r.get("State") in LIVE_SPOT_REQUEST_STATES]
 
 
 def describe_fleets(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     filters = filters + [{"Name": "fleet-state", "Values": LIVE_FLEET_STATES}]
-    return paginate(client, "describe_fleets", "Fleets", Filters=filters)
+    fleets = paginate(client, "describe_fleets", "Fleets", Filters=filters)
+    return [f for f in fleets if f.get("FleetState") in LIVE_FLEET_STATES]
 
 
 def describe_launch_templates(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
