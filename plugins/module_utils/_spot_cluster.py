@@ -1,0 +1,397 @@
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The work of ``spot_cluster``: plan every region, then act on every region. Private.
+
+Two phases, both with all regions at once (``run_per_region``):
+
+1. plan (read only): region enabled, availability zones, instance types and their
+   architectures and images (``_ami.resolve_region``), offerings per zone, the
+   cluster's network and instances (found by tags). Any problem in any region
+   stops here: one error naming them all, nothing created.
+2. act: ensure the network, terminate the surplus, launch what is missing with
+   fallback, wait, price. A region that fails does not stop the others; each
+   region reports what happened to it.
+
+Check mode stops after phase 1 and reports what phase 2 would do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import no_retry_config
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
+
+DEFAULT_REGION = "us-east-1"
+CREDENTIAL_ERRORS = frozenset({
+    "ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId",
+    "UnrecognizedClientException", "AuthFailure", "SignatureDoesNotMatch", "InvalidToken",
+})
+CREDENTIAL_HINT = (
+    "Give Ansible AWS credentials: export AWS_PROFILE=<profile> (and run 'aws sso login --profile <profile>' "
+    "when it uses SSO), or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for "
+    "temporary ones), then run again."
+)
+
+
+def credential_problem(exc: BaseException) -> str | None:
+    """A message for missing or expired credentials, or None for any other error."""
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return f"No AWS credentials found. {CREDENTIAL_HINT}"
+    if isinstance(exc, (botocore.exceptions.TokenRetrievalError, botocore.exceptions.SSOTokenLoadError)):
+        return f"The AWS SSO session has expired or was never started ({exc}). {CREDENTIAL_HINT}"
+    if error_code(exc) in CREDENTIAL_ERRORS:
+        return f"AWS refused the credentials ({error_text(exc)}): they are wrong or expired. {CREDENTIAL_HINT}"
+    return None
+
+
+class Clients:
+    """The clients of one region, made when first needed."""
+
+    def __init__(self, module: Any, region: str) -> None:
+        self.module, self.region = module, region
+        self._ec2 = self._ssm = self._launch = None
+
+    @property
+    def ec2(self) -> Any:
+        if self._ec2 is None:
+            self._ec2 = region_client(self.module, "ec2", self.region)
+        return self._ec2
+
+    @property
+    def ssm(self) -> Any:
+        if self._ssm is None:
+            self._ssm = region_client(self.module, "ssm", self.region)
+        return self._ssm
+
+    @property
+    def launch(self) -> Any:
+        """One HTTP attempt per call (ICE is an HTTP 500); throttling retried by RETRY."""
+        if self._launch is None:
+            self._launch = self.module.client("ec2", region=self.region, retry_decorator=RETRY, config=no_retry_config())
+        return self._launch
+
+
+@dataclass
+class RegionPlan:
+    spec: RegionSpec
+    clients: Clients
+    net: network.Network
+    instances: list[dict[str, Any]]  # the cluster's, every role, not terminated
+    images: dict[str, str] = field(default_factory=dict)  # instance type -> image id
+    architectures: dict[str, str] = field(default_factory=dict)  # instance type -> architecture
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    root_device: str = inst.ROOT_DEVICE
+    in_scope: list[dict[str, Any]] = field(default_factory=list)  # live instances of the role
+    to_launch: int = 0
+    to_terminate: list[dict[str, Any]] = field(default_factory=list)
+    network_changes: list[str] = field(default_factory=list)
+    delete_network: bool = False
+
+
+# --------------------------------------------------------------------------- helpers
+def _default_client(module: Any) -> Any:
+    return region_client(module, "ec2", module.region or DEFAULT_REGION)
+
+
+def _raise_all(errors: dict[str, BaseException]) -> None:
+    if not errors:
+        return
+    for exc in errors.values():
+        if credential_problem(exc):
+            raise exc
+    parts = []
+    for region, exc in sorted(errors.items()):
+        text = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)
+        parts.append(f"{region}: {text}")
+    raise AwsSpotError(
+        "Nothing was created or changed, because: " + " | ".join(parts),
+        details={"regions": {r: (e.message if isinstance(e, AwsSpotError) else error_text(e)) for r, e in errors.items()}},
+    )
+
+
+def _concurrently(*calls: Any) -> list[Any]:
+    """Independent describes of one region in one round trip of wall time."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="describe") as pool:
+        futures = [pool.submit(fn, *args) for fn, *args in calls]
+        return [f.result() for f in futures]
+
+
+# --------------------------------------------------------------------------- present
+def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec) -> RegionPlan:
+    clients = Clients(module, region.region)
+    ec2 = clients.ec2
+    wanted_types = region.instance_types
+
+    def _resolve() -> dict[str, Any] | None:
+        if not wanted_types:
+            return None
+        return _ami.resolve_region(ec2, clients.ssm, region.region, architectures=[], release=spec.ubuntu_release,
+                                   instance_types=wanted_types, image_id=region.image_id)
+
+    def _offered() -> dict[str, set[str]]:
+        if not wanted_types:
+            return {}
+        return _ami.offered_instance_types(ec2, region.region, wanted_types, location_type="availability-zone")
+
+    def _root_device() -> str:
+        if not region.image_id:
+            return inst.ROOT_DEVICE
+        image = _ami.describe_images(ec2, [region.image_id]).get(region.image_id) or {}
+        return image.get("RootDeviceName") or inst.ROOT_DEVICE
+
+    zones, resolved, offered, net, instances, root_device = _concurrently(
+        (network.describe_zones, ec2), (_resolve,), (_offered,),
+        (network.find, ec2, spec, region.region, []), (inst.describe_cluster_instances, ec2, spec.cluster_name),
+        (_root_device,),
+    )
+    net.zones = zones
+    unknown_zones = [z for z in region.availability_zones or [] if z not in zones]
+    if unknown_zones:
+        raise AwsSpotError(f"availability zone(s) {', '.join(unknown_zones)} do not exist or are not available "
+                           f"in {region.region}; available: {', '.join(zones)}", region.region)
+    plan = RegionPlan(spec=region, clients=clients, net=net, instances=instances, root_device=root_device)
+    if resolved:
+        plan.images = {t: v["image_id"] for t, v in resolved["instance_types"].items()}
+        plan.architectures = {t: v["architecture"] for t, v in resolved["instance_types"].items()}
+        plan.pairs = inst.candidates(region, zones, offered)
+        if not plan.pairs:
+            raise AwsSpotError(
+                f"none of the instance types {', '.join(wanted_types)} is offered in the zones "
+                f"{', '.join(region.availability_zones or zones)}; add types or zones", region.region)
+    plan.in_scope = [i for i in instances if inst.role_of(i) == spec.role and inst.is_live(i)]
+    plan.to_launch = max(0, region.count - len(plan.in_scope))
+    plan.to_terminate = inst.surplus(plan.in_scope, region, zones, region.count)
+    if region.count > 0 or net.vpc:
+        plan.network_changes = network.pending_changes(spec, net)
+    return plan
+
+
+def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
+    """Act on one region; never raises: failures land in the region's result."""
+    result = _region_result(spec, plan)
+    ec2 = plan.clients.ec2
+    current = {i["InstanceId"]: i for i in plan.in_scope}
+    try:
+        if plan.network_changes:
+            network.ensure(ec2, spec, plan.net)
+            result["changed"] = True
+        if plan.to_terminate:
+            ids = [i["InstanceId"] for i in plan.to_terminate]
+            inst.terminate(ec2, ids)
+            result["changed"] = True
+            result["terminated"] = ids
+            for iid in ids:
+                current.pop(iid, None)
+            if spec.wait:
+                inst.wait_terminated(ec2, ids, spec.wait_timeout)
+        if plan.to_launch:
+            ids = plan.net.ids()
+            launched, attempts = inst.launch(
+                plan.clients.launch, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
+                ids["security_group_id"], plan.to_launch, plan.root_device,
+            )
+            result["attempts"] = attempts
+            new_ids = [i["InstanceId"] for i in launched]
+            result["launched"] = new_ids
+            result["changed"] = result["changed"] or bool(new_ids)
+            if new_ids and spec.wait:
+                inst.wait_running(ec2, new_ids, spec.wait_timeout)
+                launched = inst.describe_instances_by_id(ec2, new_ids)  # now with public addresses
+            current.update({i["InstanceId"]: i for i in launched})
+            if len(new_ids) < plan.to_launch:
+                tried = ", ".join(
+                    f"{a['instance_type']} in {a['availability_zone']}: {a['error_code'] or 'launched ' + str(a['launched'])}"
+                    for a in attempts
+                )
+                result["shortfall"] = True
+                raise AwsSpotError(
+                    f"launched {len(new_ids)} of the {plan.to_launch} missing instances "
+                    f"(tried {tried or 'nothing: no instance type is offered in the zones'})",
+                    plan.spec.region,
+                )
+    except Exception as exc:  # pylint: disable=broad-except
+        result["failed"] = True
+        result["error"] = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)
+        result["exception"] = exc
+    views = [inst.view(i, plan.spec.region, plan.architectures) for i in current.values()]
+    views.sort(key=lambda v: (v["availability_zone"] or "", v["instance_id"]))
+    result["instances"] = views
+    result["running"] = len(views)
+    result["network"] = plan.net.ids()
+    try:
+        types = sorted({v["instance_type"] for v in views if v["lifecycle"] == "spot"})
+        prices = pricing.spot_prices(ec2, types) if types else {}
+        result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices)
+    except botocore.exceptions.ClientError:
+        result["estimated_hourly_cost"] = None
+    return result
+
+
+def _region_result(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
+    return {
+        "region": plan.spec.region,
+        "role": spec.role,
+        "requested": plan.spec.count,
+        "before": len(plan.in_scope),
+        "running": len(plan.in_scope),
+        "to_launch": plan.to_launch,
+        "to_terminate": [i["InstanceId"] for i in plan.to_terminate],
+        "launched": [],
+        "terminated": [],
+        "attempts": [],
+        "network": plan.net.ids(),
+        "network_changes": list(plan.network_changes),
+        "changed": False,
+        "failed": False,
+        "error": None,
+        "estimated_hourly_cost": None,
+        "shortfall": False,
+    }
+
+
+def unaccepted_failures(regions: dict[str, dict[str, Any]], failed: dict[str, str], allow_partial: bool) -> dict[str, str]:
+    """The failures that fail the task: all, or with allow_partial only those that are not a capacity shortfall."""
+    return {r: why for r, why in failed.items() if not (allow_partial and regions[r].get("shortfall"))}
+
+
+def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
+    _ami.check_regions(_default_client(module), spec.region_names)
+    by_name = {r.region: r for r in spec.regions}
+    plans, errors = run_per_region(by_name, lambda r: plan_present(module, spec, by_name[r]))
+    _raise_all(errors)
+
+    if module.check_mode:
+        regions = {}
+        for name, plan in plans.items():
+            res = _region_result(spec, plan)
+            res["changed"] = bool(plan.to_launch or plan.to_terminate or plan.network_changes)
+            res["running"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
+            res["instances"] = [inst.view(i, name, plan.architectures) for i in plan.in_scope]
+            regions[name] = res
+    else:
+        regions, errors = run_per_region(by_name, lambda r: apply_present(spec, plans[r]))
+        _raise_all(errors)  # apply_present never raises; this is for the unexpected
+
+    return _summary(spec, plans, regions)
+
+
+# --------------------------------------------------------------------------- absent
+def plan_absent(module: Any, spec: ClusterSpec, region: str) -> RegionPlan:
+    clients = Clients(module, region)
+    net, instances = _concurrently(
+        (network.find, clients.ec2, spec, region, []), (inst.describe_cluster_instances, clients.ec2, spec.cluster_name),
+    )
+    plan = RegionPlan(spec=RegionSpec(region=region), clients=clients, net=net, instances=instances)
+    plan.to_terminate = [i for i in instances if spec.role is None or inst.role_of(i) == spec.role]
+    plan.in_scope = [i for i in plan.to_terminate if inst.is_live(i)]
+    remaining = [i for i in instances if i not in plan.to_terminate]
+    plan.delete_network = not remaining
+    plan.network_changes = network.deletion_plan(net) if plan.delete_network else []
+    return plan
+
+
+def apply_absent(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
+    result = _region_result(spec, plan)
+    result.update(requested=0, network_deleted=[], remaining=len(plan.instances) - len(plan.to_terminate))
+    ec2 = plan.clients.ec2
+    try:
+        ids = [i["InstanceId"] for i in plan.to_terminate]
+        if ids:
+            inst.terminate(ec2, ids)
+            result["terminated"] = ids
+            result["changed"] = True
+            # the network cannot go while instances still hold interfaces in it
+            if spec.wait or (plan.delete_network and plan.network_changes):
+                inst.wait_terminated(ec2, ids, spec.wait_timeout)
+        if plan.delete_network and plan.network_changes:
+            result["network_deleted"] = network.delete(ec2, spec, plan.net)
+            result["changed"] = result["changed"] or bool(result["network_deleted"])
+    except Exception as exc:  # pylint: disable=broad-except
+        result["failed"] = True
+        result["error"] = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)
+        result["exception"] = exc
+    result["running"] = 0
+    result["instances"] = []
+    result["estimated_hourly_cost"] = 0.0
+    return result
+
+
+def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
+    ec2 = _default_client(module)
+    if spec.regions:
+        names = spec.region_names
+        _ami.check_regions(ec2, names)
+        discovered = False
+    else:
+        names = sorted(r for r, status in _ami.enabled_regions(ec2).items() if status != "not-opted-in")
+        discovered = True
+    plans, errors = run_per_region(names, lambda r: plan_absent(module, spec, r))
+    _raise_all(errors)
+    if discovered:  # report only where the cluster had something
+        plans = {r: p for r, p in plans.items() if p.instances or p.network_changes}
+    if module.check_mode:
+        regions = {}
+        for name, plan in plans.items():
+            res = _region_result(spec, plan)
+            res.update(requested=0, running=0, instances=[], remaining=len(plan.instances) - len(plan.to_terminate))
+            res["changed"] = bool(plan.to_terminate or plan.network_changes)
+            regions[name] = res
+    else:
+        regions, errors = run_per_region(plans, lambda r: apply_absent(spec, plans[r]))
+        _raise_all(errors)
+    return _summary(spec, plans, regions)
+
+
+# --------------------------------------------------------------------------- the result
+def _summary(spec: ClusterSpec, plans: dict[str, RegionPlan], regions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    order = [r for r in (spec.region_names or sorted(regions)) if r in regions]
+    instances: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    exceptions: dict[str, BaseException] = {}
+    costs: list[float | None] = []
+    for name in order:
+        res = regions[name]
+        instances.extend(res.pop("instances", []))
+        exc = res.pop("exception", None)
+        if res["failed"]:
+            failed[name] = res["error"]
+            if exc is not None:
+                exceptions[name] = exc
+        costs.append(res.get("estimated_hourly_cost"))
+    total = None if any(c is None for c in costs) else round(sum(c for c in costs if c is not None), 6)
+    return {
+        "changed": any(regions[r]["changed"] for r in order),
+        "instances": instances,
+        "regions": {r: regions[r] for r in order},
+        "estimated_hourly_cost": total,
+        "diff": {
+            "before": {r: regions[r]["before"] for r in order},
+            "after": {r: regions[r]["running"] for r in order},
+        },
+        "failed_regions": failed,
+        "exceptions": exceptions,
+    }
+
+
+def run(module: Any, spec: ClusterSpec) -> dict[str, Any]:
+    return present(module, spec) if spec.state == "present" else absent(module, spec)

@@ -1,0 +1,274 @@
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A cluster's instances in one region: find, launch with fallback, terminate. Private.
+
+Launch strategy
+    One ``RunInstances`` per attempt, ``MinCount=1, MaxCount=<missing>``: when the
+    capacity is there EC2 launches them all in that one call; when it has only some,
+    it launches what it can and the rest goes on to the next attempt. Attempts run
+    through the (instance type, availability zone) pairs in the user's order of
+    preference - every zone of the first type, then every zone of the next type -
+    skipping pairs the region does not offer. Capacity-kind errors move on to the
+    next zone; quota-kind errors (regional, per type family) move on to the next
+    type. Every attempt is reported.
+
+    The launch client makes exactly one HTTP attempt per call (EC2 answers
+    InsufficientInstanceCapacity with HTTP 500, which botocore would retry four
+    times); throttling and transient errors are retried by our jittered backoff
+    with the same ``ClientToken``, so a retried launch never launches twice.
+
+    Why not EC2 Fleet ``instant``: it would cover several types and zones in one
+    call, but its errors come back per override inside a successful response and
+    the emulator (moto) only ever uses the first override, so the fallback could
+    not be tested offline. RunInstances behaves the same in both.
+
+Scale down
+    The surplus is chosen among the least preferred first: instance types the
+    user no longer lists, then later types, then later zones, newest first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import CLUSTER_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
+
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
+LIVE_STATES = ("pending", "running")
+# Everything that is not (being) terminated: what `state: absent` must terminate.
+NOT_GONE_STATES = ("pending", "running", "stopping", "stopped")
+
+# No capacity for this type in this zone (or at this price) now: try the next zone.
+CAPACITY_ERRORS = frozenset({
+    "InsufficientInstanceCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientCapacityOnHost",
+    "SpotMaxPriceTooLow",
+    "Unsupported",  # type not supported in this zone
+})
+# A regional quota (per type family): other zones will not help, another type may.
+QUOTA_ERRORS = frozenset({
+    "MaxSpotInstanceCountExceeded",
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+    "SpotInstanceCountExceeded",
+})
+ROOT_DEVICE = "/dev/sda1"  # Canonical's Ubuntu images boot from /dev/sda1
+
+
+# --------------------------------------------------------------------------- describes
+@RETRY
+def _paginate_instances(ec2: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_instances").paginate(**kwargs).build_full_result()
+    return [i for r in pages.get("Reservations", []) for i in r.get("Instances", [])]
+
+
+def describe_cluster_instances(ec2: Any, cluster: str) -> list[dict[str, Any]]:
+    """Every not-terminated instance of the cluster here, all roles: one call."""
+    filters = managed_filters(cluster) + [{"Name": "instance-state-name", "Values": list(NOT_GONE_STATES)}]
+    found = _paginate_instances(ec2, Filters=filters)
+    return [i for i in found if is_managed(tags_of(i), cluster)]
+
+
+def describe_instances_by_id(ec2: Any, instance_ids: list[str]) -> list[dict[str, Any]]:
+    if not instance_ids:
+        return []
+    return _paginate_instances(ec2, InstanceIds=list(instance_ids))
+
+
+def tags_of(instance: dict[str, Any]) -> dict[str, str]:
+    return boto3_tag_list_to_ansible_dict(instance.get("Tags") or [])
+
+
+def role_of(instance: dict[str, Any]) -> str | None:
+    return tags_of(instance).get(ROLE_KEY)
+
+
+def is_live(instance: dict[str, Any]) -> bool:
+    return instance.get("State", {}).get("Name") in LIVE_STATES
+
+
+def view(instance: dict[str, Any], region: str, architectures: dict[str, str] | None = None) -> dict[str, Any]:
+    """The snake_case shape of one instance in the module's result."""
+    tags = tags_of(instance)
+    launch_time = instance.get("LaunchTime")
+    return {
+        "instance_id": instance["InstanceId"],
+        "region": region,
+        "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
+        "instance_type": instance.get("InstanceType"),
+        "architecture": instance.get("Architecture") or (architectures or {}).get(instance.get("InstanceType")),
+        "image_id": instance.get("ImageId"),
+        "lifecycle": instance.get("InstanceLifecycle") or "on-demand",
+        "state": instance.get("State", {}).get("Name"),
+        "public_ip": instance.get("PublicIpAddress"),
+        "private_ip": instance.get("PrivateIpAddress"),
+        "public_dns_name": instance.get("PublicDnsName") or None,
+        "role": tags.get(ROLE_KEY),
+        "cluster": tags.get(CLUSTER_KEY),
+        "launch_time": launch_time.isoformat() if hasattr(launch_time, "isoformat") else launch_time,
+        "tags": tags,
+    }
+
+
+# --------------------------------------------------------------------------- launching
+def candidates(
+    region: RegionSpec, zones: list[str], offered: dict[str, set[str]],
+) -> list[tuple[str, str]]:
+    """(instance type, zone) pairs to try, in order, leaving out pairs that are not offered."""
+    wanted_zones = region.availability_zones or zones
+    pairs = []
+    for itype in region.instance_types:
+        for zone in wanted_zones:
+            if offered is None or zone in offered.get(itype, set()):
+                pairs.append((itype, zone))
+    return pairs
+
+
+def launch_parameters(
+    spec: ClusterSpec, region: RegionSpec, itype: str, image_id: str, subnet_id: str,
+    group_id: str, count: int, root_device: str = ROOT_DEVICE,
+) -> dict[str, Any]:
+    tags = managed_tags(spec.cluster_name, name=f"{spec.prefix}-{spec.role}", role=spec.role, extra=spec.tags)
+    resource_types = ["instance", "volume", "network-interface"]
+    params: dict[str, Any] = {
+        "ImageId": image_id,
+        "InstanceType": itype,
+        "MinCount": 1,
+        "MaxCount": count,
+        "SubnetId": subnet_id,
+        "SecurityGroupIds": [group_id],
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        "BlockDeviceMappings": [{
+            "DeviceName": root_device,
+            "Ebs": {"VolumeSize": spec.root_volume_size, "VolumeType": "gp3", "Encrypted": True,
+                    "DeleteOnTermination": True},
+        }],
+        "ClientToken": uuid.uuid4().hex,
+    }
+    if spec.key_name:
+        params["KeyName"] = spec.key_name
+    if spec.user_data:
+        params["UserData"] = spec.user_data  # boto3 base64-encodes it
+    if spec.market == "spot":
+        options: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
+        if region.max_price:
+            options["MaxPrice"] = region.max_price
+        params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
+        resource_types.append("spot-instances-request")
+    params["TagSpecifications"] = tag_specifications(resource_types, tags)
+    return params
+
+
+def run_instances(ec2_launch: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One launch; throttling is retried (same ClientToken), capacity errors are not."""
+    return ec2_launch.run_instances(aws_retry=True, **params).get("Instances", [])
+
+
+def launch(
+    ec2_launch: Any,
+    spec: ClusterSpec,
+    region: RegionSpec,
+    pairs: list[tuple[str, str]],
+    images: dict[str, str],
+    subnets: dict[str, str],
+    group_id: str,
+    missing: int,
+    root_device: str = ROOT_DEVICE,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Launch ``missing`` instances, falling back over ``pairs``. Returns (instances, attempts)."""
+    launched: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    skip_types: set[str] = set()
+    for itype, zone in pairs:
+        remaining = missing - len(launched)
+        if remaining <= 0:
+            break
+        if itype in skip_types:
+            continue
+        params = launch_parameters(spec, region, itype, images[itype], subnets[zone], group_id, remaining, root_device)
+        attempt: dict[str, Any] = {"instance_type": itype, "availability_zone": zone, "requested": remaining,
+                                   "launched": 0, "error_code": None, "error": None}
+        attempts.append(attempt)
+        try:
+            got = run_instances(ec2_launch, params)
+        except botocore.exceptions.ClientError as exc:
+            code = error_code(exc)
+            attempt.update(error_code=code, error=error_text(exc))
+            if code in QUOTA_ERRORS:
+                skip_types.add(itype)
+                continue
+            if code in CAPACITY_ERRORS:
+                continue
+            raise
+        attempt["launched"] = len(got)
+        launched.extend(got)
+    return launched, attempts
+
+
+# --------------------------------------------------------------------------- scaling down, waiting
+def surplus(instances: list[dict[str, Any]], region: RegionSpec, zones: list[str], count: int) -> list[dict[str, Any]]:
+    """The instances to terminate to get down to ``count``: least preferred first."""
+    extra = len(instances) - count
+    if extra <= 0:
+        return []
+    type_rank = {t: i for i, t in enumerate(region.instance_types)}
+    zone_order = region.availability_zones or zones
+    zone_rank = {z: i for i, z in enumerate(zone_order)}
+
+    def badness(i: dict[str, Any]) -> tuple:
+        launch_time = i.get("LaunchTime")
+        stamp = launch_time.timestamp() if hasattr(launch_time, "timestamp") else 0
+        return (
+            type_rank.get(i.get("InstanceType"), len(type_rank)),
+            zone_rank.get(i.get("Placement", {}).get("AvailabilityZone"), len(zone_rank)),
+            stamp,
+            i["InstanceId"],
+        )
+
+    return sorted(instances, key=badness, reverse=True)[:extra]
+
+
+def terminate(ec2: Any, instance_ids: list[str]) -> None:
+    for start in range(0, len(instance_ids), 1000):
+        ec2.terminate_instances(aws_retry=True, InstanceIds=instance_ids[start:start + 1000])
+
+
+def _wait(ec2: Any, waiter_name: str, instance_ids: list[str], timeout: int) -> None:
+    if not instance_ids:
+        return
+    delay = 5
+    waiter = ec2.get_waiter(waiter_name)
+    for start in range(0, len(instance_ids), 200):
+        waiter.wait(
+            InstanceIds=instance_ids[start:start + 200],
+            WaiterConfig={"Delay": delay, "MaxAttempts": max(1, timeout // delay)},
+        )
+
+
+def wait_running(ec2: Any, instance_ids: list[str], timeout: int) -> None:
+    _wait(ec2, "instance_running", instance_ids, timeout)
+
+
+def wait_terminated(ec2: Any, instance_ids: list[str], timeout: int) -> None:
+    _wait(ec2, "instance_terminated", instance_ids, timeout)

@@ -1,0 +1,460 @@
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The network ``spot_cluster`` owns in each region. Private: not a public API.
+
+Per region and cluster: one VPC, a public subnet in every availability zone, an
+internet gateway with a default route in a route table of our own, one security
+group and the SSH key pair(s). Every piece is found by our tags first (so it is
+never duplicated), created with ``TagSpecifications`` (so it is never untagged)
+and deleted in dependency order, treating "not found" as "already gone".
+
+Security group: SSH (22) only from ``ssh_cidrs``, Bacalhau's API port only from
+``api_cidrs``, NATS (4222) only from ``nats_cidrs``, and every protocol from the
+group itself (the cluster's own nodes in that region). AWS's default egress rule
+(everything out) is kept: nodes download packages and images.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import NATS_PORT
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
+
+# Deleting right after instances terminate can meet ENIs that are still going away.
+DELETE_RETRY = AWSRetry.jittered_backoff(retries=12, delay=2, max_delay=20, catch_extra_error_codes=["DependencyViolation"])
+NOT_FOUND = (
+    "InvalidVpcID.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidRouteTableID.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "InvalidAssociationID.NotFound",
+    "InvalidKeyPair.NotFound",
+    "Gateway.NotAttached",
+    "InvalidPermission.NotFound",
+)
+
+
+@dataclass
+class Network:
+    """What exists of one cluster's network in one region."""
+
+    region: str
+    zones: list[str] = field(default_factory=list)  # every available AZ of the region
+    vpc: dict[str, Any] | None = None
+    extra_vpcs: list[dict[str, Any]] = field(default_factory=list)
+    subnets: dict[str, dict[str, Any]] = field(default_factory=dict)  # AZ -> subnet
+    internet_gateways: list[dict[str, Any]] = field(default_factory=list)
+    route_table: dict[str, Any] | None = None
+    security_group: dict[str, Any] | None = None
+    key_pairs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def internet_gateway(self) -> dict[str, Any] | None:
+        return self.internet_gateways[0] if self.internet_gateways else None
+
+    def ids(self) -> dict[str, Any]:
+        igw = self.internet_gateway
+        return {
+            "vpc_id": self.vpc["VpcId"] if self.vpc else None,
+            "subnet_ids": {az: s["SubnetId"] for az, s in sorted(self.subnets.items())},
+            "internet_gateway_id": igw["InternetGatewayId"] if igw else None,
+            "route_table_id": self.route_table["RouteTableId"] if self.route_table else None,
+            "security_group_id": self.security_group["GroupId"] if self.security_group else None,
+            "key_names": sorted(k["KeyName"] for k in self.key_pairs),
+        }
+
+
+def _tags(resource: dict[str, Any]) -> dict[str, str]:
+    return boto3_tag_list_to_ansible_dict(resource.get("Tags") or [])
+
+
+def _mine(resources: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]]:
+    """The tag filters already did this; check again before we ever act on them."""
+    return [r for r in resources if is_managed(_tags(r), cluster)]
+
+
+# --------------------------------------------------------------------------- describes
+@RETRY
+def _paginate(ec2: Any, operation: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
+    return ec2.get_paginator(operation).paginate(**kwargs).build_full_result().get(key, [])
+
+
+def describe_zones(ec2: Any) -> list[str]:
+    zones = ec2.describe_availability_zones(aws_retry=True, Filters=[{"Name": "state", "Values": ["available"]}])
+    return sorted(
+        z["ZoneName"] for z in zones.get("AvailabilityZones", [])
+        if z.get("ZoneType", "availability-zone") == "availability-zone"
+    )
+
+
+def describe_vpcs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
+    return _paginate(ec2, "describe_vpcs", "Vpcs", Filters=managed_filters(cluster))
+
+
+def describe_subnets(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
+    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
+    return _paginate(ec2, "describe_subnets", "Subnets", Filters=filters)
+
+
+def describe_internet_gateways(ec2: Any, cluster: str) -> list[dict[str, Any]]:
+    return _paginate(ec2, "describe_internet_gateways", "InternetGateways", Filters=managed_filters(cluster))
+
+
+def describe_route_tables(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
+    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
+    return _paginate(ec2, "describe_route_tables", "RouteTables", Filters=filters)
+
+
+def describe_security_groups(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
+    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
+    return _paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
+
+
+def describe_key_pairs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
+    return ec2.describe_key_pairs(aws_retry=True, Filters=managed_filters(cluster)).get("KeyPairs", [])
+
+
+def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = None) -> Network:
+    """Everything of the cluster's network in one region: a handful of describes, no more.
+
+    Nothing of a VPC can exist without it, so when there is no VPC the other
+    describes (but key pairs and detached gateways) are skipped.
+    """
+    cluster = spec.cluster_name
+    net = Network(region=region, zones=list(zones) if zones is not None else describe_zones(ec2))
+    vpcs = sorted(_mine(describe_vpcs(ec2, cluster), cluster), key=lambda v: v["VpcId"])
+    if spec.ssh_public_key or spec.state == "absent":
+        net.key_pairs = _mine(describe_key_pairs(ec2, cluster), cluster)
+    net.internet_gateways = _mine(describe_internet_gateways(ec2, cluster), cluster)
+    if not vpcs:
+        return net
+    net.vpc, net.extra_vpcs = vpcs[0], vpcs[1:]
+    vpc_id = net.vpc["VpcId"]
+    # prefer the gateway attached to our VPC
+    net.internet_gateways.sort(key=lambda g: 0 if _attached_to(g, vpc_id) else 1)
+    for subnet in _mine(describe_subnets(ec2, cluster, vpc_id), cluster):
+        net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
+    tables = _mine(describe_route_tables(ec2, cluster, vpc_id), cluster)
+    net.route_table = tables[0] if tables else None
+    groups = _mine(describe_security_groups(ec2, cluster, vpc_id), cluster)
+    net.security_group = groups[0] if groups else None
+    return net
+
+
+def _attached_to(igw: dict[str, Any], vpc_id: str) -> bool:
+    return any(a.get("VpcId") == vpc_id for a in igw.get("Attachments") or [])
+
+
+# --------------------------------------------------------------------------- security group rules
+Rule = tuple  # (protocol, from_port, to_port, kind, value)
+
+
+def desired_rules(spec: ClusterSpec, group_id: str | None) -> set[Rule]:
+    rules: set[Rule] = set()
+    for port, cidrs in ((22, spec.ssh_cidrs), (spec.api_port, spec.api_cidrs), (NATS_PORT, spec.nats_cidrs)):
+        for cidr in cidrs:
+            kind = "cidr6" if ipaddress.ip_network(cidr).version == 6 else "cidr"
+            rules.add(("tcp", port, port, kind, cidr))
+    rules.add(("-1", None, None, "group", group_id or "self"))
+    return rules
+
+
+def current_rules(group: dict[str, Any]) -> set[Rule]:
+    rules: set[Rule] = set()
+    for perm in group.get("IpPermissions") or []:
+        proto = str(perm.get("IpProtocol"))
+        ports = (None, None) if proto == "-1" else (perm.get("FromPort"), perm.get("ToPort"))
+        for r in perm.get("IpRanges") or []:
+            rules.add((proto, *ports, "cidr", r["CidrIp"]))
+        for r in perm.get("Ipv6Ranges") or []:
+            rules.add((proto, *ports, "cidr6", r["CidrIpv6"]))
+        for r in perm.get("UserIdGroupPairs") or []:
+            rules.add((proto, *ports, "group", r["GroupId"]))
+    return rules
+
+
+def _permissions(rules: set[Rule]) -> list[dict[str, Any]]:
+    perms = []
+    for proto, from_port, to_port, kind, value in sorted(rules, key=str):
+        perm: dict[str, Any] = {"IpProtocol": proto}
+        if proto != "-1":
+            perm.update(FromPort=from_port, ToPort=to_port)
+        if kind == "cidr":
+            perm["IpRanges"] = [{"CidrIp": value}]
+        elif kind == "cidr6":
+            perm["Ipv6Ranges"] = [{"CidrIpv6": value}]
+        else:
+            perm["UserIdGroupPairs"] = [{"GroupId": value}]
+        perms.append(perm)
+    return perms
+
+
+# --------------------------------------------------------------------------- planning
+def subnet_cidrs(vpc_cidr: str, zones: list[str], existing: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A CIDR for every zone without a subnet: /20s of a /16 (four bits more than the VPC)."""
+    net = ipaddress.ip_network(vpc_cidr)
+    candidates = [str(c) for c in net.subnets(new_prefix=min(net.prefixlen + 4, 28))]
+    used = {s["CidrBlock"] for s in existing.values()}
+    out: dict[str, str] = {}
+    for index, zone in enumerate(zones):
+        if zone in existing:
+            continue
+        preferred = candidates[index] if index < len(candidates) else None
+        choice = preferred if preferred and preferred not in used else next((c for c in candidates if c not in used), None)
+        if choice is None:
+            raise ValueError(f"vpc_cidr {vpc_cidr} has no room for a subnet in {zone}")
+        used.add(choice)
+        out[zone] = choice
+    return out
+
+
+def pending_changes(spec: ClusterSpec, net: Network) -> list[str]:
+    """What :func:`ensure` would do, in words (for check mode and the result)."""
+    changes: list[str] = []
+    if not net.vpc:
+        changes.append(f"create VPC {spec.vpc_cidr}")
+    missing = [z for z in net.zones if z not in net.subnets]
+    if missing:
+        changes.append(f"create subnets in {', '.join(missing)}")
+    igw = net.internet_gateway
+    if not igw:
+        changes.append("create internet gateway")
+    elif not net.vpc or not _attached_to(igw, net.vpc["VpcId"]):
+        changes.append("attach internet gateway")
+    if not net.route_table:
+        changes.append("create route table with a default route")
+    elif igw and not _has_default_route(net.route_table, igw["InternetGatewayId"]):
+        changes.append("add default route")
+    elif missing or _unassociated(net):
+        changes.append("associate subnets with the route table")
+    if not net.security_group:
+        changes.append("create security group")
+    else:
+        want = desired_rules(spec, net.security_group["GroupId"])
+        have = current_rules(net.security_group)
+        if want - have or have - want:
+            changes.append("update security group rules")
+    if spec.key_name and spec.key_name not in {k["KeyName"] for k in net.key_pairs}:
+        changes.append(f"import key pair {spec.key_name}")
+    return changes
+
+
+def _has_default_route(table: dict[str, Any], igw_id: str) -> bool:
+    return any(
+        r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("GatewayId") == igw_id for r in table.get("Routes") or []
+    )
+
+
+def _unassociated(net: Network) -> list[str]:
+    if not net.route_table:
+        return [s["SubnetId"] for s in net.subnets.values()]
+    associated = {a.get("SubnetId") for a in net.route_table.get("Associations") or []}
+    return [s["SubnetId"] for s in net.subnets.values() if s["SubnetId"] not in associated]
+
+
+# --------------------------------------------------------------------------- creating
+def _tags_for(spec: ClusterSpec, name: str) -> dict[str, str]:
+    return managed_tags(spec.cluster_name, name=name, extra=spec.tags)
+
+
+def create_vpc(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
+    vpc = ec2.create_vpc(
+        aws_retry=True, CidrBlock=spec.vpc_cidr,
+        TagSpecifications=tag_specifications("vpc", _tags_for(spec, spec.prefix)),
+    )["Vpc"]
+    ec2.modify_vpc_attribute(aws_retry=True, VpcId=vpc["VpcId"], EnableDnsHostnames={"Value": True})
+    return vpc
+
+
+def create_subnet(ec2: Any, spec: ClusterSpec, vpc_id: str, zone: str, cidr: str) -> dict[str, Any]:
+    subnet = ec2.create_subnet(
+        aws_retry=True, VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zone,
+        TagSpecifications=tag_specifications("subnet", _tags_for(spec, f"{spec.prefix}-{zone}")),
+    )["Subnet"]
+    # instances get a public address (no NAT gateway: nodes talk to each other over the internet)
+    ec2.modify_subnet_attribute(aws_retry=True, SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": True})
+    return subnet
+
+
+def create_internet_gateway(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
+    return ec2.create_internet_gateway(
+        aws_retry=True, TagSpecifications=tag_specifications("internet-gateway", _tags_for(spec, f"{spec.prefix}-igw")),
+    )["InternetGateway"]
+
+
+def attach_internet_gateway(ec2: Any, igw_id: str, vpc_id: str) -> None:
+    ec2.attach_internet_gateway(aws_retry=True, InternetGatewayId=igw_id, VpcId=vpc_id)
+
+
+def create_route_table(ec2: Any, spec: ClusterSpec, vpc_id: str) -> dict[str, Any]:
+    return ec2.create_route_table(
+        aws_retry=True, VpcId=vpc_id,
+        TagSpecifications=tag_specifications("route-table", _tags_for(spec, f"{spec.prefix}-public")),
+    )["RouteTable"]
+
+
+def create_default_route(ec2: Any, table_id: str, igw_id: str) -> None:
+    ec2.create_route(aws_retry=True, RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw_id)
+
+
+def associate_route_table(ec2: Any, table_id: str, subnet_id: str) -> None:
+    ec2.associate_route_table(aws_retry=True, RouteTableId=table_id, SubnetId=subnet_id)
+
+
+def create_security_group(ec2: Any, spec: ClusterSpec, vpc_id: str) -> dict[str, Any]:
+    group_id = ec2.create_security_group(
+        aws_retry=True, VpcId=vpc_id, GroupName=spec.prefix,
+        Description=f"Bacalhau cluster {spec.cluster_name} (bacalhau.aws_spot)",
+        TagSpecifications=tag_specifications("security-group", _tags_for(spec, spec.prefix)),
+    )["GroupId"]
+    return {"GroupId": group_id, "IpPermissions": []}
+
+
+def authorize_ingress(ec2: Any, spec: ClusterSpec, group_id: str, rules: set[Rule]) -> None:
+    ec2.authorize_security_group_ingress(
+        aws_retry=True, GroupId=group_id, IpPermissions=_permissions(rules),
+        TagSpecifications=tag_specifications("security-group-rule", _tags_for(spec, spec.prefix)),
+    )
+
+
+def revoke_ingress(ec2: Any, group_id: str, rules: set[Rule]) -> None:
+    try:
+        ec2.revoke_security_group_ingress(aws_retry=True, GroupId=group_id, IpPermissions=_permissions(rules))
+    except is_boto3_error_code("InvalidPermission.NotFound"):
+        pass
+
+
+def import_key_pair(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
+    return ec2.import_key_pair(
+        aws_retry=True, KeyName=spec.key_name, PublicKeyMaterial=spec.ssh_public_key.encode(),
+        TagSpecifications=tag_specifications("key-pair", _tags_for(spec, spec.key_name)),
+    )
+
+
+def ensure(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
+    """Create or repair what is missing, in dependency order; returns what was done."""
+    done = pending_changes(spec, net)
+    if not done:
+        return done
+    if not net.vpc:
+        net.vpc = create_vpc(ec2, spec)
+    vpc_id = net.vpc["VpcId"]
+    for zone, cidr in subnet_cidrs(spec.vpc_cidr, net.zones, net.subnets).items():
+        net.subnets[zone] = create_subnet(ec2, spec, vpc_id, zone, cidr)
+    igw = net.internet_gateway
+    if not igw:
+        igw = create_internet_gateway(ec2, spec)
+        net.internet_gateways.insert(0, igw)
+    if not _attached_to(igw, vpc_id):
+        attach_internet_gateway(ec2, igw["InternetGatewayId"], vpc_id)
+        igw["Attachments"] = [{"VpcId": vpc_id, "State": "available"}]
+    if not net.route_table:
+        net.route_table = create_route_table(ec2, spec, vpc_id)
+    if not _has_default_route(net.route_table, igw["InternetGatewayId"]):
+        create_default_route(ec2, net.route_table["RouteTableId"], igw["InternetGatewayId"])
+        net.route_table.setdefault("Routes", []).append(
+            {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw["InternetGatewayId"]})
+    for subnet_id in _unassociated(net):
+        associate_route_table(ec2, net.route_table["RouteTableId"], subnet_id)
+        net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
+    if not net.security_group:
+        net.security_group = create_security_group(ec2, spec, vpc_id)
+    group_id = net.security_group["GroupId"]
+    want, have = desired_rules(spec, group_id), current_rules(net.security_group)
+    if have - want:
+        revoke_ingress(ec2, group_id, have - want)
+    if want - have:
+        authorize_ingress(ec2, spec, group_id, want - have)
+    net.security_group["IpPermissions"] = _permissions(want)
+    if spec.key_name and spec.key_name not in {k["KeyName"] for k in net.key_pairs}:
+        import_key_pair(ec2, spec)
+        net.key_pairs.append({"KeyName": spec.key_name})
+    return done
+
+
+# --------------------------------------------------------------------------- deleting
+def _gone(call: Any, **kwargs: Any) -> bool:
+    """Run a delete; NotFound means someone (or an earlier run) already did it."""
+    try:
+        DELETE_RETRY(call)(aws_retry=True, **kwargs)
+        return True
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in NOT_FOUND:
+            return False
+        raise
+
+
+def deletion_plan(net: Network) -> list[str]:
+    plan: list[str] = []
+    for vpc in ([net.vpc] if net.vpc else []) + net.extra_vpcs:
+        plan.append(f"delete VPC {vpc['VpcId']} with its subnets, route table and security group")
+    for igw in net.internet_gateways:
+        plan.append(f"delete internet gateway {igw['InternetGatewayId']}")
+    for key in net.key_pairs:
+        plan.append(f"delete key pair {key['KeyName']}")
+    return plan
+
+
+def delete(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
+    """Delete everything of the cluster's network here; instances must be gone already."""
+    cluster = spec.cluster_name
+    done: list[str] = []
+    vpcs = ([net.vpc] if net.vpc else []) + net.extra_vpcs
+    for vpc in vpcs:
+        vpc_id = vpc["VpcId"]
+        if vpc is net.vpc:
+            groups = [net.security_group] if net.security_group else []
+            tables = [net.route_table] if net.route_table else []
+            subnets = list(net.subnets.values())
+        else:
+            groups = _mine(describe_security_groups(ec2, cluster, vpc_id), cluster)
+            tables = _mine(describe_route_tables(ec2, cluster, vpc_id), cluster)
+            subnets = _mine(describe_subnets(ec2, cluster, vpc_id), cluster)
+        for group in groups:
+            if _gone(ec2.delete_security_group, GroupId=group["GroupId"]):
+                done.append(f"deleted security group {group['GroupId']}")
+        for table in tables:
+            for assoc in table.get("Associations") or []:
+                if not assoc.get("Main") and assoc.get("RouteTableAssociationId"):
+                    _gone(ec2.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"])
+            if _gone(ec2.delete_route_table, RouteTableId=table["RouteTableId"]):
+                done.append(f"deleted route table {table['RouteTableId']}")
+        for subnet in subnets:
+            if _gone(ec2.delete_subnet, SubnetId=subnet["SubnetId"]):
+                done.append(f"deleted subnet {subnet['SubnetId']}")
+        for igw in net.internet_gateways:
+            if _attached_to(igw, vpc_id):
+                _gone(ec2.detach_internet_gateway, InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
+    ours = {v["VpcId"] for v in vpcs}
+    for igw in net.internet_gateways:
+        if any(a.get("VpcId") not in ours for a in igw.get("Attachments") or []):
+            continue  # tagged as ours but attached to a VPC that is not: leave both alone
+        if _gone(ec2.delete_internet_gateway, InternetGatewayId=igw["InternetGatewayId"]):
+            done.append(f"deleted internet gateway {igw['InternetGatewayId']}")
+    for vpc in vpcs:
+        if _gone(ec2.delete_vpc, VpcId=vpc["VpcId"]):
+            done.append(f"deleted VPC {vpc['VpcId']}")
+    for key in net.key_pairs:
+        if _gone(ec2.delete_key_pair, KeyName=key["KeyName"]):
+            done.append(f"deleted key pair {key['KeyName']}")
+    return done

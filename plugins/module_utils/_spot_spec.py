@@ -1,0 +1,263 @@
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the user asked ``spot_cluster`` for, checked before any AWS call. Private.
+
+Everything that can be checked without AWS is checked here, and every problem
+is collected, so that the user gets one message listing all of them and no
+resource is created. (What needs AWS - unknown instance types, architecture
+mismatches, regions that are not enabled - is checked in the plan phase of
+``_spot_cluster``, still before anything is created.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import CLUSTER_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import MANAGED_BY_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
+
+ROLES = ("compute", "orchestrator")
+MARKETS = ("spot", "on-demand")
+CLUSTER_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+$")
+ZONE_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+[a-z](?:-[a-z0-9-]+)?$")
+INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+IMAGE_ID_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+PRICE_RE = re.compile(r"^\d+(?:\.\d+)?$")
+SSH_KEY_RE = re.compile(r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521))\s+([A-Za-z0-9+/=]+)(?:\s+.*)?$")
+MAX_COUNT_PER_REGION = 1000
+USER_DATA_LIMIT = 16 * 1024  # bytes, before base64 (EC2's limit)
+NATS_PORT = 4222  # Bacalhau's orchestrator NATS port (BACALHAU.md: Orchestrator.Port)
+
+
+@dataclass
+class RegionSpec:
+    region: str
+    count: int = 0
+    instance_types: list[str] = field(default_factory=list)
+    image_id: str | None = None
+    availability_zones: list[str] | None = None
+    max_price: str | None = None
+
+
+@dataclass
+class ClusterSpec:
+    cluster_name: str
+    state: str
+    role: str | None
+    regions: list[RegionSpec]
+    market: str = "spot"
+    ssh_public_key: str | None = None
+    ssh_cidrs: list[str] = field(default_factory=list)
+    api_cidrs: list[str] = field(default_factory=list)
+    nats_cidrs: list[str] = field(default_factory=list)
+    api_port: int = 1234
+    vpc_cidr: str = "10.0.0.0/16"
+    root_volume_size: int = 20
+    user_data: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    wait: bool = True
+    wait_timeout: int = 600
+    allow_partial: bool = False
+    ubuntu_release: str = "24.04"
+
+    @property
+    def prefix(self) -> str:
+        return f"bacalhau-{self.cluster_name}"
+
+    @property
+    def key_name(self) -> str | None:
+        """Key pairs are named after their material, so a new key never clashes with an old one."""
+        if not self.ssh_public_key:
+            return None
+        m = SSH_KEY_RE.match(self.ssh_public_key.strip())
+        body = f"{m.group(1)} {m.group(2)}" if m else self.ssh_public_key.strip()
+        digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+        return f"{self.prefix}-{digest}"
+
+    @property
+    def region_names(self) -> list[str]:
+        return [r.region for r in self.regions]
+
+
+def _cidrs(value: list[str] | None, what: str, problems: list[str]) -> list[str]:
+    out: list[str] = []
+    for item in value or []:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            problems.append(f"{what}: {item!r} is not a CIDR block such as 203.0.113.0/24")
+    return list(dict.fromkeys(out))
+
+
+def _region(entry: Any, index: int, state: str, market: str, problems: list[str]) -> RegionSpec | None:
+    where = f"regions[{index}]"
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: must be a dictionary with at least 'region'")
+        return None
+    name = str(entry.get("region") or "").strip()
+    if not REGION_RE.match(name):
+        problems.append(f"{where}.region: {name!r} is not an AWS region name such as eu-west-1")
+        return None
+    where = f"regions[{index}] ({name})"
+    spec = RegionSpec(region=name)
+    if state == "absent":
+        return spec
+
+    count = entry.get("count")
+    if count is None:
+        problems.append(f"{where}: 'count' is required (0 empties the region)")
+    else:
+        try:
+            spec.count = int(count)
+        except (TypeError, ValueError):
+            problems.append(f"{where}.count: {count!r} is not a whole number")
+        else:
+            if spec.count < 0 or spec.count > MAX_COUNT_PER_REGION:
+                problems.append(f"{where}.count: {spec.count} is outside 0..{MAX_COUNT_PER_REGION}")
+
+    types = entry.get("instance_types")
+    if types is None:
+        if spec.count > 0:
+            problems.append(f"{where}: 'instance_types' is required, an ordered list such as [t3.small, t3a.small]")
+    elif not isinstance(types, list) or not types:
+        problems.append(f"{where}.instance_types: must be a non-empty list, in order of preference")
+    else:
+        for itype in types:
+            if not isinstance(itype, str) or not INSTANCE_TYPE_RE.match(itype.strip()):
+                problems.append(f"{where}.instance_types: {itype!r} is not an instance type name such as t3.small")
+        spec.instance_types = list(dict.fromkeys(str(t).strip() for t in types))
+
+    image_id = entry.get("image_id")
+    if image_id:
+        if not IMAGE_ID_RE.match(str(image_id)):
+            problems.append(f"{where}.image_id: {image_id!r} is not an AMI id such as ami-0123456789abcdef0")
+        spec.image_id = str(image_id)
+
+    zones = entry.get("availability_zones")
+    if zones is not None:
+        if not isinstance(zones, list) or not zones:
+            problems.append(f"{where}.availability_zones: must be a non-empty list (omit it for every zone)")
+        else:
+            for zone in zones:
+                if not isinstance(zone, str) or not ZONE_RE.match(zone) or not zone.startswith(name):
+                    problems.append(f"{where}.availability_zones: {zone!r} is not a zone of {name} (such as {name}a)")
+            spec.availability_zones = list(dict.fromkeys(str(z) for z in zones))
+
+    price = entry.get("max_price")
+    if price not in (None, ""):
+        if market != "spot":
+            problems.append(f"{where}.max_price: only applies to market=spot")
+        elif not PRICE_RE.match(str(price)) or float(price) <= 0:
+            problems.append(f"{where}.max_price: {price!r} is not a positive price in USD per hour such as 0.05")
+        else:
+            spec.max_price = str(price)
+    unknown = set(entry) - {"region", "count", "instance_types", "image_id", "availability_zones", "max_price"}
+    if unknown:
+        problems.append(f"{where}: unknown keys {sorted(unknown)}")
+    return spec
+
+
+def parse(params: dict[str, Any]) -> ClusterSpec:
+    """Turn module parameters into a :class:`ClusterSpec`, or raise one error naming every problem."""
+    problems: list[str] = []
+    state = params.get("state") or "present"
+    name = str(params.get("cluster_name") or "")
+    if not CLUSTER_NAME_RE.match(name):
+        problems.append(
+            f"cluster_name: {name!r} must be 1-40 lowercase letters, digits and '-', starting and ending "
+            "with a letter or digit"
+        )
+    role = params.get("role")
+    if state == "present" and not role:
+        role = "compute"
+    market = params.get("market") or "spot"
+
+    raw_regions = params.get("regions")
+    regions: list[RegionSpec] = []
+    if raw_regions is None:
+        if state == "present":
+            problems.append("regions: required with state=present, e.g. [{region: eu-west-1, count: 2, instance_types: [t3.small]}]")
+    elif not isinstance(raw_regions, list):
+        problems.append("regions: must be a list")
+    else:
+        if state == "present" and not raw_regions:
+            problems.append("regions: must list at least one region")
+        for index, entry in enumerate(raw_regions):
+            spec = _region(entry, index, state, market, problems)
+            if spec is not None:
+                regions.append(spec)
+        seen: set[str] = set()
+        for spec in regions:
+            if spec.region in seen:
+                problems.append(f"regions: {spec.region} is listed twice; give it one entry")
+            seen.add(spec.region)
+
+    key = params.get("ssh_public_key")
+    if key:
+        key = str(key).strip()
+        if not SSH_KEY_RE.match(key):
+            problems.append(
+                "ssh_public_key: expected OpenSSH public key material ('ssh-ed25519 AAAA...' or 'ssh-rsa AAAA...'), "
+                "not a file name or a private key"
+            )
+
+    vpc_cidr = str(params.get("vpc_cidr") or "10.0.0.0/16")
+    try:
+        net = ipaddress.ip_network(vpc_cidr, strict=True)
+        if net.version != 4 or not 16 <= net.prefixlen <= 24:
+            problems.append(f"vpc_cidr: {vpc_cidr} must be an IPv4 block from /16 to /24")
+    except ValueError:
+        problems.append(f"vpc_cidr: {vpc_cidr!r} is not a network address such as 10.0.0.0/16")
+
+    root = int(params.get("root_volume_size") or 20)
+    if not 8 <= root <= 16384:
+        problems.append(f"root_volume_size: {root} GiB is outside 8..16384")
+    user_data = params.get("user_data")
+    if user_data and len(str(user_data).encode()) > USER_DATA_LIMIT:
+        problems.append(f"user_data: {len(str(user_data).encode())} bytes is more than EC2's {USER_DATA_LIMIT}")
+    wait_timeout = int(params.get("wait_timeout") or 600)
+    if wait_timeout <= 0:
+        problems.append("wait_timeout: must be a positive number of seconds")
+    api_port = int(params.get("api_port") or 1234)
+    if not 1 <= api_port <= 65535:
+        problems.append(f"api_port: {api_port} is not a TCP port")
+
+    tags = {str(k): str(v) for k, v in (params.get("tags") or {}).items()}
+    for key_name in tags:
+        if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY):
+            problems.append(f"tags: {key_name!r} is reserved (aws:* and the bacalhau:* keys are set by the module)")
+
+    spec = ClusterSpec(
+        cluster_name=name,
+        state=state,
+        role=role,
+        regions=regions,
+        market=market,
+        ssh_public_key=key or None,
+        ssh_cidrs=_cidrs(params.get("ssh_cidrs"), "ssh_cidrs", problems),
+        api_cidrs=_cidrs(params.get("api_cidrs"), "api_cidrs", problems),
+        nats_cidrs=_cidrs(params.get("nats_cidrs"), "nats_cidrs", problems),
+        api_port=api_port,
+        vpc_cidr=vpc_cidr,
+        root_volume_size=root,
+        user_data=user_data or None,
+        tags=tags,
+        wait=bool(params.get("wait", True)),
+        wait_timeout=wait_timeout,
+        allow_partial=bool(params.get("allow_partial", False)),
+        ubuntu_release=str(params.get("ubuntu_release") or "24.04"),
+    )
+    if problems:
+        raise AwsSpotError(
+            "Invalid spot_cluster input, nothing was created: " + "; ".join(problems),
+            details={"problems": problems},
+        )
+    return spec

@@ -1,0 +1,386 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: spot_cluster
+short_description: Exact-count fleets of EC2 (spot) instances for a Bacalhau cluster, across regions
+version_added: 0.1.0
+description:
+  - Keeps exactly O(regions[].count) live instances of one O(role) of the cluster O(cluster_name) in every
+    listed region, launching only what is missing and terminating only the surplus. A second identical
+    run launches nothing and reports C(changed=false).
+  - Per region it owns a network that it creates on first use and reuses afterwards - a VPC, a public
+    subnet in every availability zone, an internet gateway with a default route, a security group and
+    the SSH key pair - all tagged C(bacalhau:managed-by=bacalhau.aws_spot) and C(bacalhau:cluster=<cluster_name>)
+    at creation. Both roles of a cluster share the network of a region.
+  - "Launches use one C(RunInstances) call per attempt (C(MinCount=1), C(MaxCount=<missing>)), so N instances
+    take one call when the capacity is there. On capacity errors (C(InsufficientInstanceCapacity),
+    C(SpotMaxPriceTooLow) and the like) it tries the next availability zone, and on quota errors
+    (C(MaxSpotInstanceCountExceeded), C(VcpuLimitExceeded)) the next instance type, in the order given.
+    Every attempt is reported in RV(regions)."
+  - All regions are worked on at the same time. A region that cannot be filled does not stop the others;
+    the module then fails with a message naming it, unless O(allow_partial=true).
+  - Instances require IMDSv2, boot from an encrypted gp3 root volume and run the Ubuntu LTS image of
+    their instance type's architecture (x86_64 or arm64), unless O(regions[].image_id) is given.
+  - Everything is validated before anything is created - names, counts, regions, instance types,
+    architecture of O(regions[].image_id) - and all problems are reported in one message.
+  - With O(state=absent) it terminates the cluster's instances (of O(role), or of every role when O(role)
+    is omitted) and, in every region where none of the cluster's instances remain, deletes the network it
+    made there. Resources of other clusters and untagged resources are never touched.
+author:
+  - bacalhau.aws_spot contributors
+options:
+  cluster_name:
+    description:
+      - Name of the cluster; 1 to 40 lowercase letters, digits and C(-), starting and ending with a letter or digit.
+      - Used in the C(bacalhau:cluster) tag and in the names of what is created (C(bacalhau-<cluster_name>...)).
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) keeps the counts; V(absent) removes the instances of O(role) (or all) and then the network.
+    type: str
+    choices: [present, absent]
+    default: present
+  role:
+    description:
+      - The role of the instances this task manages, stored in the C(bacalhau:role) tag.
+      - Defaults to V(compute) with O(state=present). With O(state=absent) and no O(role), every role goes.
+    type: str
+    choices: [compute, orchestrator]
+  regions:
+    description:
+      - The regions of the cluster and what to run in each.
+      - Required with O(state=present).
+      - With O(state=absent) only O(regions[].region) is used; when O(regions) is omitted, every enabled region
+        is searched for the cluster's resources.
+      - A region left out of the list is not touched; set its O(regions[].count=0) to empty it.
+    type: list
+    elements: dict
+    suboptions:
+      region:
+        description: The region name, for example V(eu-west-1).
+        type: str
+        required: true
+      count:
+        description: How many live (pending or running) instances of O(role) to keep there. V(0) empties it.
+        type: int
+      instance_types:
+        description:
+          - Instance types in order of preference, for example V([t3.small, t3a.small]).
+          - x86_64 and arm64 types may be mixed; each gets the image of its architecture.
+          - Required when O(regions[].count) is above 0.
+        type: list
+        elements: str
+      image_id:
+        description:
+          - An AMI of that region to use instead of the Ubuntu LTS image. Its architecture must match every
+            type in O(regions[].instance_types).
+        type: str
+      availability_zones:
+        description:
+          - Zones to launch in, in order of preference. Default is every zone of the region, in name order.
+          - Subnets are made in every zone anyway, so the list can change later.
+        type: list
+        elements: str
+      max_price:
+        description:
+          - Highest spot price to pay, in USD per instance-hour (for example V("0.05")). Default is the
+            on-demand price (AWS's default). Only with O(market=spot).
+        type: str
+  market:
+    description: V(spot) (one-time requests, terminated on interruption) or V(on-demand).
+    type: str
+    choices: [spot, on-demand]
+    default: spot
+  ssh_public_key:
+    description:
+      - OpenSSH public key material (not a file name), imported as a key pair in every region.
+      - The key pair is named C(bacalhau-<cluster_name>-<hash of the key>), so a new key never replaces the
+        key of running instances; all of the cluster's key pairs are deleted with its network.
+      - Without it instances have no key pair.
+    type: str
+  ssh_cidrs:
+    description: Where SSH (port 22) may come from. Default none.
+    type: list
+    elements: str
+    default: []
+  api_cidrs:
+    description: Where Bacalhau's API port (O(api_port)) may come from. Default none.
+    type: list
+    elements: str
+    default: []
+  nats_cidrs:
+    description:
+      - Where the orchestrator's NATS port (4222) may come from, beside the cluster's own nodes in the same
+        region (always allowed). Compute nodes in other regions reach an orchestrator over its public
+        address, so a multi-region cluster needs their addresses (or a wider block, with NATS
+        authentication) here. Default none.
+    type: list
+    elements: str
+    default: []
+  api_port:
+    description: Bacalhau's API port.
+    type: int
+    default: 1234
+  vpc_cidr:
+    description:
+      - The IPv4 block of the cluster's VPC in every region, from /16 to /24. Each zone gets a subnet four
+        bits longer (a /20 of a /16). Only used when the VPC is created.
+    type: str
+    default: 10.0.0.0/16
+  root_volume_size:
+    description: Size of the encrypted gp3 root volume in GiB.
+    type: int
+    default: 20
+  user_data:
+    description: User data (cloud-init) for new instances, as plain text (at most 16 KiB).
+    type: str
+  tags:
+    description:
+      - Extra tags for every resource created. The C(bacalhau:*) keys and C(Name) are set by the module.
+      - Tags are only set at creation; changing them does not re-tag existing resources.
+    type: dict
+    default: {}
+  ubuntu_release:
+    description: The Ubuntu LTS release of the default images.
+    type: str
+    choices: ["24.04", "22.04"]
+    default: "24.04"
+  allow_partial:
+    description:
+      - When a region cannot be filled (no capacity in any zone or type), report it in RV(regions) and
+        succeed instead of failing. Instances that did launch are kept either way.
+    type: bool
+    default: false
+  wait:
+    description:
+      - Wait until new instances run and terminated ones are gone.
+      - With O(state=absent) the module always waits for termination where it deletes a network.
+    type: bool
+    default: true
+  wait_timeout:
+    description: How long to wait, in seconds.
+    type: int
+    default: 600
+notes:
+  - The O(region) option is only the region used to check the others (C(DescribeRegions)) and, with
+    O(state=absent) and no O(regions), to list the enabled regions.
+  - Scale down terminates the least preferred instances first - types no longer listed, then later types,
+    then later zones - newest first.
+  - RV(estimated_hourly_cost) comes from the spot price history; on-demand instances have no price there,
+    so with O(market=on-demand) it is V(null).
+  - "Why C(RunInstances) and not EC2 Fleet C(instant): errors of a fleet come back per override inside a
+    successful answer, and the offline emulator (moto) only ever uses a fleet's first override, so the
+    fallback could not be tested; one C(RunInstances) per (type, zone) attempt behaves the same on both."
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details: The diff shows the number of live instances of the role per region, before and after.
+  idempotent:
+    description: When run twice in a row with the same arguments, the second run reports no change.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Two regions of compute nodes, x86_64 in one and arm64 in the other
+  bacalhau.aws_spot.spot_cluster:
+    cluster_name: demo
+    regions:
+      - region: eu-west-1
+        count: 3
+        instance_types: [t3.small, t3a.small]
+      - region: us-east-1
+        count: 2
+        instance_types: [t4g.small, m7g.medium]
+        availability_zones: [us-east-1b, us-east-1c]
+    ssh_public_key: "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+    ssh_cidrs: [203.0.113.0/24]
+    api_cidrs: [203.0.113.0/24]
+  register: compute
+
+- name: One on-demand orchestrator
+  bacalhau.aws_spot.spot_cluster:
+    cluster_name: demo
+    role: orchestrator
+    market: on-demand
+    regions:
+      - region: eu-west-1
+        count: 1
+        instance_types: [t3.medium]
+    ssh_public_key: "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+
+- name: Accept fewer instances where capacity is short
+  bacalhau.aws_spot.spot_cluster:
+    cluster_name: demo
+    allow_partial: true
+    regions:
+      - region: ap-southeast-2
+        count: 10
+        instance_types: [c7g.large, c6g.large, m7g.large]
+        max_price: "0.05"
+
+- name: Remove the whole cluster, wherever it has resources
+  bacalhau.aws_spot.spot_cluster:
+    cluster_name: demo
+    state: absent
+"""
+
+RETURN = r"""
+instances:
+  description: The live instances of the role after the run (empty with O(state=absent)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    instance_id: {description: The instance id., type: str, sample: i-0123456789abcdef0}
+    region: {description: Its region., type: str, sample: eu-west-1}
+    availability_zone: {description: Its zone., type: str, sample: eu-west-1a}
+    instance_type: {description: Its type., type: str, sample: t3.small}
+    architecture: {description: C(x86_64) or C(arm64)., type: str, sample: x86_64}
+    image_id: {description: The AMI it runs., type: str, sample: ami-0123456789abcdef0}
+    lifecycle: {description: C(spot) or C(on-demand)., type: str, sample: spot}
+    state: {description: C(pending) or C(running)., type: str, sample: running}
+    public_ip: {description: Public IPv4 address (once running)., type: str, sample: 203.0.113.10}
+    private_ip: {description: Private IPv4 address., type: str, sample: 10.0.0.12}
+    public_dns_name: {description: Public DNS name, when there is one., type: str}
+    role: {description: The C(bacalhau:role) tag., type: str, sample: compute}
+    cluster: {description: The C(bacalhau:cluster) tag., type: str, sample: demo}
+    launch_time: {description: When it was launched (ISO 8601)., type: str}
+    tags: {description: All its tags., type: dict}
+regions:
+  description: What happened in each region, keyed by region name.
+  returned: always
+  type: dict
+  contains:
+    requested: {description: The count asked for., type: int}
+    before: {description: Live instances of the role before the run., type: int}
+    running: {description: Live instances of the role after the run (in check mode, the count it would have)., type: int}
+    to_launch: {description: How many were missing., type: int}
+    to_terminate: {description: Ids of the surplus chosen for termination., type: list, elements: str}
+    launched: {description: Ids of the instances launched., type: list, elements: str}
+    terminated: {description: Ids of the instances terminated., type: list, elements: str}
+    attempts:
+      description: Every launch attempt, in order, with C(instance_type), C(availability_zone), C(requested),
+        C(launched), C(error_code) and C(error).
+      type: list
+      elements: dict
+    network:
+      description: Ids of the cluster's network there (C(vpc_id), C(subnet_ids) by zone, C(internet_gateway_id),
+        C(route_table_id), C(security_group_id), C(key_names)).
+      type: dict
+    network_changes: {description: What was (or would be) created or deleted of the network., type: list, elements: str}
+    network_deleted: {description: With O(state=absent), what of the network was deleted., type: list, elements: str}
+    remaining: {description: With O(state=absent), instances of other roles left in the region., type: int}
+    changed: {description: Whether anything changed in the region., type: bool}
+    failed: {description: Whether the region could not be brought to its count., type: bool}
+    error: {description: Why, when it failed., type: str}
+    estimated_hourly_cost: {description: USD per hour of the role's instances there, or null when unknown., type: float}
+estimated_hourly_cost:
+  description:
+    - USD per hour of all the instances in RV(instances), from the current spot prices of their type and zone.
+    - null when any of them has no known price (on-demand instances).
+  returned: always
+  type: float
+  sample: 0.0312
+failed_regions:
+  description: Region name -> why it could not be filled (only with failures).
+  returned: always
+  type: dict
+diff:
+  description: Live instances of the role per region, before and after.
+  returned: always
+  type: dict
+  sample: {"before": {"eu-west-1": 1}, "after": {"eu-west-1": 3}}
+"""
+
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # handled by AnsibleAWSModule
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_cluster
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_spec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+
+REGION_SPEC = dict(
+    region=dict(type="str", required=True),
+    count=dict(type="int"),
+    instance_types=dict(type="list", elements="str"),
+    image_id=dict(type="str"),
+    availability_zones=dict(type="list", elements="str"),
+    max_price=dict(type="str"),
+)
+
+ARGUMENT_SPEC = dict(
+    cluster_name=dict(type="str", required=True),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    role=dict(type="str", choices=list(_spot_spec.ROLES)),
+    regions=dict(type="list", elements="dict", options=REGION_SPEC),
+    market=dict(type="str", choices=list(_spot_spec.MARKETS), default="spot"),
+    ssh_public_key=dict(type="str", no_log=False),
+    ssh_cidrs=dict(type="list", elements="str", default=[]),
+    api_cidrs=dict(type="list", elements="str", default=[]),
+    nats_cidrs=dict(type="list", elements="str", default=[]),
+    api_port=dict(type="int", default=1234),
+    vpc_cidr=dict(type="str", default="10.0.0.0/16"),
+    root_volume_size=dict(type="int", default=20),
+    user_data=dict(type="str"),
+    tags=dict(type="dict", default={}),
+    ubuntu_release=dict(type="str", choices=["24.04", "22.04"], default="24.04"),
+    allow_partial=dict(type="bool", default=False),
+    wait=dict(type="bool", default=True),
+    wait_timeout=dict(type="int", default=600),
+)
+
+
+def main() -> None:
+    module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        spec = _spot_spec.parse(module.params)
+        result = _spot_cluster.run(module, spec)
+    except AwsSpotError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        hint = _spot_cluster.credential_problem(exc)
+        if hint:
+            module.fail_json(msg=hint)
+        module.fail_json_aws(exc, msg="spot_cluster failed before changing anything")
+
+    failed = result.pop("failed_regions")
+    result.pop("exceptions")
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    refused = _spot_cluster.unaccepted_failures(result["regions"], failed, spec.allow_partial)
+    if refused:
+        summary = "; ".join(f"{region}: {why}" for region, why in refused.items())
+        module.fail_json(
+            msg=(f"spot_cluster could not finish {len(refused)} of {len(result['regions'])} region(s): {summary}. "
+                 "The other regions are done and what launched is kept. Add instance types or zones, raise "
+                 "max_price, use another region, or set allow_partial: true to accept fewer instances."),
+            failed_regions=failed, **result,
+        )
+    if failed:
+        module.warn("spot_cluster left regions short of their count: "
+                    + "; ".join(f"{region}: {why}" for region, why in failed.items()))
+    module.exit_json(failed_regions=failed, **result)
+
+
+if __name__ == "__main__":
+    main()

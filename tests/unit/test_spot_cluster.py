@@ -1,0 +1,326 @@
+"""spot_cluster against the emulator: what exists afterwards, not which calls were made."""
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from tests.emulator import seed
+
+MANAGED = {"bacalhau:managed-by": "bacalhau.aws_spot"}
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0Cr2k3sC0oT6c8UhC6mYp0a6c3oOz5sQmX0y1d2abc tester@example"
+CREATES = ("RunInstances", "CreateVpc", "CreateSubnet", "CreateInternetGateway", "CreateRouteTable",
+           "CreateSecurityGroup", "ImportKeyPair", "AuthorizeSecurityGroupIngress", "TerminateInstances")
+
+
+def ec2(region: str):
+    return boto3.client("ec2", region_name=region)
+
+
+def tags(resource: dict) -> dict:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def live(region: str, cluster: str | None = None, role: str | None = None) -> list[dict]:
+    filters = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    if cluster:
+        filters.append({"Name": "tag:bacalhau:cluster", "Values": [cluster]})
+    if role:
+        filters.append({"Name": "tag:bacalhau:role", "Values": [role]})
+    pages = ec2(region).describe_instances(Filters=filters)["Reservations"]
+    return [i for r in pages for i in r["Instances"]]
+
+
+def cluster_vpcs(region: str, cluster: str) -> list[dict]:
+    return ec2(region).describe_vpcs(Filters=[{"Name": "tag:bacalhau:cluster", "Values": [cluster]}])["Vpcs"]
+
+
+def writes(aws) -> dict:
+    ops = aws.calls()["by_operation"]
+    return {op: n for op, n in ops.items() if op in CREATES}
+
+
+def cluster(name="demo", **kw):
+    args = {
+        "cluster_name": name,
+        "regions": [
+            {"region": "us-east-1", "count": 3, "instance_types": ["t3.small", "t3a.small"]},
+            {"region": "eu-west-1", "count": 2, "instance_types": ["t4g.small"]},
+        ],
+        "ssh_public_key": KEY,
+        "ssh_cidrs": ["198.51.100.0/24"],
+        "api_cidrs": ["203.0.113.0/24"],
+        "root_volume_size": 16,
+    }
+    args.update(kw)
+    return args
+
+
+def test_exact_count_across_regions(aws, run_module):
+    args = cluster()
+    first = run_module("spot_cluster", args)
+    assert not first.failed, first.get("msg")
+    assert first.changed
+    # one launch call per region when the capacity is there
+    assert aws.calls()["by_operation"]["RunInstances"] == 2
+    assert len(live("us-east-1", "demo")) == 3 and len(live("eu-west-1", "demo")) == 2
+    assert {i["region"] for i in first["instances"]} == {"us-east-1", "eu-west-1"}
+    assert first["regions"]["us-east-1"]["running"] == 3
+    assert first["estimated_hourly_cost"] == pytest.approx(5 * 0.00001)
+
+    # the right image for every architecture, IMDSv2, encrypted gp3 root of the asked size
+    for region, arch in (("us-east-1", "x86_64"), ("eu-west-1", "arm64")):
+        image = seed.ami_id(region, "24.04", arch, seed.SERIALS[-1])
+        for instance in live(region, "demo"):
+            assert instance["ImageId"] == image
+            assert instance["MetadataOptions"]["HttpTokens"] == "required"
+            assert instance["InstanceLifecycle"] == "spot"
+            assert tags(instance)["bacalhau:role"] == "compute"
+            volume_id = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+            volume = ec2(region).describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+            assert (volume["Encrypted"], volume["VolumeType"], volume["Size"]) == (True, "gp3", 16)
+    assert {i["architecture"] for i in first["instances"] if i["region"] == "eu-west-1"} == {"arm64"}
+
+    # the same again: nothing to do, nothing written
+    aws.reset_calls()
+    again = run_module("spot_cluster", args)
+    assert not again.failed and not again.changed
+    assert writes(aws) == {}
+    assert sorted(i["instance_id"] for i in again["instances"]) == sorted(i["instance_id"] for i in first["instances"])
+
+    # scale up one region, down the other
+    args["regions"][0]["count"] = 5
+    args["regions"][1]["count"] = 1
+    aws.reset_calls()
+    scaled = run_module("spot_cluster", args, diff=True)
+    assert scaled.changed and not scaled.failed
+    assert scaled["diff"] == {"before": {"us-east-1": 3, "eu-west-1": 2}, "after": {"us-east-1": 5, "eu-west-1": 1}}
+    assert len(scaled["regions"]["us-east-1"]["launched"]) == 2
+    assert len(scaled["regions"]["eu-west-1"]["terminated"]) == 1
+    assert aws.calls()["by_operation"]["RunInstances"] == 1
+    assert len(live("us-east-1", "demo")) == 5 and len(live("eu-west-1", "demo")) == 1
+    # the network was reused, never duplicated
+    assert len(cluster_vpcs("us-east-1", "demo")) == 1 and len(cluster_vpcs("eu-west-1", "demo")) == 1
+    assert "CreateVpc" not in writes(aws)
+
+
+def test_check_mode_changes_nothing(aws, run_module):
+    result = run_module("spot_cluster", cluster(), check_mode=True, diff=True)
+    assert result.changed and not result.failed
+    assert result["diff"] == {"before": {"us-east-1": 0, "eu-west-1": 0}, "after": {"us-east-1": 3, "eu-west-1": 2}}
+    assert "create VPC 10.0.0.0/16" in result["regions"]["us-east-1"]["network_changes"]
+    assert writes(aws) == {}
+    assert not cluster_vpcs("us-east-1", "demo") and not live("us-east-1")
+
+    run_module("spot_cluster", cluster())
+    aws.reset_calls()
+    args = cluster()
+    args["regions"][0]["count"] = 1
+    shrink = run_module("spot_cluster", args, check_mode=True, diff=True)
+    assert shrink.changed and len(shrink["regions"]["us-east-1"]["to_terminate"]) == 2
+    assert writes(aws) == {} and len(live("us-east-1", "demo")) == 3
+
+
+def test_fallback_over_zones_then_types(aws, run_module):
+    # t3.small has no spot capacity anywhere; t3a.small none in zone a
+    aws.capacity_error("us-east-1", instance_type="t3.small", market="spot")
+    aws.capacity_error("us-east-1", availability_zone="us-east-1a", instance_type="t3a.small",
+                       code="SpotMaxPriceTooLow")
+    args = cluster(regions=[{"region": "us-east-1", "count": 2, "instance_types": ["t3.small", "t3a.small"],
+                             "availability_zones": ["us-east-1a", "us-east-1b"]}])
+    result = run_module("spot_cluster", args)
+    assert not result.failed, result.get("msg")
+    tried = [(a["instance_type"], a["availability_zone"], a["error_code"], a["launched"])
+             for a in result["regions"]["us-east-1"]["attempts"]]
+    assert tried == [
+        ("t3.small", "us-east-1a", "InsufficientInstanceCapacity", 0),
+        ("t3.small", "us-east-1b", "InsufficientInstanceCapacity", 0),
+        ("t3a.small", "us-east-1a", "SpotMaxPriceTooLow", 0),
+        ("t3a.small", "us-east-1b", None, 2),
+    ]
+    instances = live("us-east-1", "demo")
+    assert [(i["InstanceType"], i["Placement"]["AvailabilityZone"]) for i in instances] == [("t3a.small", "us-east-1b")] * 2
+
+
+def test_quota_error_skips_to_next_type(aws, run_module):
+    aws.capacity_error("eu-west-1", instance_type="t4g.small", code="MaxSpotInstanceCountExceeded")
+    args = cluster(regions=[{"region": "eu-west-1", "count": 1, "instance_types": ["t4g.small", "t4g.medium"]}])
+    result = run_module("spot_cluster", args)
+    assert not result.failed, result.get("msg")
+    attempts = result["regions"]["eu-west-1"]["attempts"]
+    assert [a["instance_type"] for a in attempts] == ["t4g.small", "t4g.medium"]  # not every zone of t4g.small
+    assert live("eu-west-1", "demo")[0]["InstanceType"] == "t4g.medium"
+
+
+def test_one_region_failing_does_not_hide_the_others(aws, run_module):
+    aws.capacity_error("eu-west-1", market="spot")
+    result = run_module("spot_cluster", cluster())
+    assert result.failed
+    assert "eu-west-1" in result["msg"] and "allow_partial" in result["msg"]
+    assert result["failed_regions"].keys() == {"eu-west-1"}
+    assert result["regions"]["us-east-1"]["running"] == 3 and not result["regions"]["us-east-1"]["failed"]
+    assert result["regions"]["eu-west-1"]["running"] == 0
+    assert {a["error_code"] for a in result["regions"]["eu-west-1"]["attempts"]} == {"InsufficientInstanceCapacity"}
+    assert len(live("us-east-1", "demo")) == 3
+
+    partial = run_module("spot_cluster", dict(cluster(), allow_partial=True))
+    assert not partial.failed and not partial.changed
+    assert "eu-west-1" in str(partial.get("warnings"))
+
+
+def test_throttling_is_ridden_out(aws, run_module):
+    aws.throttle(8, operations=["RunInstances", "DescribeInstances", "CreateVpc", "DescribeVpcs"])
+    result = run_module("spot_cluster", cluster(regions=[{"region": "us-east-1", "count": 2,
+                                                          "instance_types": ["t3.small"]}]))
+    assert not result.failed, result.get("msg")
+    assert len(live("us-east-1", "demo")) == 2
+    assert len(cluster_vpcs("us-east-1", "demo")) == 1
+    assert aws.faults()["throttle"]["count"] == 0
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"cluster_name": "Demo_1"}, "cluster_name"),
+    ({"regions": [{"region": "us-east-1", "count": -1, "instance_types": ["t3.small"]}]}, "count"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": []}]}, "non-empty list"),
+    ({"regions": [{"region": "us-east-1", "count": 1}]}, "instance_types"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]},
+                  {"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]}]}, "listed twice"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                   "availability_zones": ["eu-west-1a"]}]}, "not a zone of us-east-1"),
+    ({"ssh_cidrs": ["everywhere"]}, "ssh_cidrs"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]},
+                  {"region": "eu-west-1", "count": 1, "instance_types": ["t9.nonsense"]}]}, "t9.nonsense"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t4g.small"],
+                   "image_id": seed.ami_id("us-east-1", "24.04", "x86_64", seed.SERIALS[-1])}]}, "arm64"),
+    ({"regions": [{"region": "us-east-7", "count": 1, "instance_types": ["t3.small"]}]}, "us-east-7"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                   "availability_zones": ["us-east-1z"]}]}, "us-east-1z"),
+])
+def test_bad_input_creates_nothing(aws, run_module, change, words):
+    result = run_module("spot_cluster", cluster(**change))
+    assert result.failed
+    assert words in result["msg"], result["msg"]
+    assert writes(aws) == {}
+    for region in ("us-east-1", "eu-west-1"):
+        assert not ec2(region).describe_vpcs(Filters=[{"Name": "tag-key", "Values": ["bacalhau:cluster"]}])["Vpcs"]
+        assert not live(region)
+
+
+def test_bad_input_reports_every_problem_at_once(aws, run_module):
+    result = run_module("spot_cluster", cluster(cluster_name="BAD", ssh_cidrs=["nope"], vpc_cidr="10.0.0.0/8"))
+    assert result.failed
+    for words in ("cluster_name", "ssh_cidrs", "vpc_cidr"):
+        assert words in result["msg"]
+
+
+def test_every_created_resource_is_tagged(aws, run_module):
+    result = run_module("spot_cluster", cluster(tags={"team": "research"}))
+    assert not result.failed, result.get("msg")
+    client = ec2("us-east-1")
+    net = result["regions"]["us-east-1"]["network"]
+    found = {
+        "vpc": client.describe_vpcs(VpcIds=[net["vpc_id"]])["Vpcs"],
+        "subnet": client.describe_subnets(SubnetIds=list(net["subnet_ids"].values()))["Subnets"],
+        "igw": client.describe_internet_gateways(InternetGatewayIds=[net["internet_gateway_id"]])["InternetGateways"],
+        "route table": client.describe_route_tables(RouteTableIds=[net["route_table_id"]])["RouteTables"],
+        "security group": client.describe_security_groups(GroupIds=[net["security_group_id"]])["SecurityGroups"],
+        "key pair": client.describe_key_pairs(KeyNames=net["key_names"])["KeyPairs"],
+        "instance": live("us-east-1", "demo"),
+        "volume": client.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [
+            i["InstanceId"] for i in live("us-east-1", "demo")]}])["Volumes"],
+    }
+    assert len(found["subnet"]) == 6  # every zone of us-east-1
+    for kind, resources in found.items():
+        assert resources, kind
+        for resource in resources:
+            t = tags(resource)
+            assert t.get("bacalhau:managed-by") == "bacalhau.aws_spot", (kind, t)
+            assert t.get("bacalhau:cluster") == "demo", (kind, t)
+            assert t.get("team") == "research", (kind, t)
+            assert t.get("Name", "").startswith("bacalhau-demo"), (kind, t)
+    # nothing untagged was made: every VPC but the default one is ours
+    vpcs = client.describe_vpcs()["Vpcs"]
+    assert all(v.get("IsDefault") or tags(v).get("bacalhau:cluster") == "demo" for v in vpcs)
+
+
+def test_security_group_opens_only_what_was_asked(aws, run_module):
+    result = run_module("spot_cluster", cluster(regions=[{"region": "us-east-1", "count": 1,
+                                                          "instance_types": ["t3.small"]}]))
+    group_id = result["regions"]["us-east-1"]["network"]["security_group_id"]
+
+    def rules():
+        group = ec2("us-east-1").describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+        out = set()
+        for perm in group["IpPermissions"]:
+            for r in perm.get("IpRanges", []):
+                out.add((perm["IpProtocol"], perm.get("FromPort"), r["CidrIp"]))
+            for r in perm.get("UserIdGroupPairs", []):
+                out.add((perm["IpProtocol"], "self" if r["GroupId"] == group_id else r["GroupId"]))
+        return out
+
+    assert rules() == {("tcp", 22, "198.51.100.0/24"), ("tcp", 1234, "203.0.113.0/24"), ("-1", "self")}
+    changed = run_module("spot_cluster", cluster(regions=[{"region": "us-east-1", "count": 1,
+                                                           "instance_types": ["t3.small"]}],
+                                                 ssh_cidrs=["192.0.2.0/24"], api_cidrs=[]))
+    assert changed.changed
+    assert rules() == {("tcp", 22, "192.0.2.0/24"), ("-1", "self")}
+
+
+def test_absent_removes_one_cluster_and_nothing_else(aws, run_module):
+    assert not run_module("spot_cluster", cluster("alpha")).failed
+    assert not run_module("spot_cluster", cluster("alpha", role="orchestrator", market="on-demand",
+                                                  regions=[{"region": "us-east-1", "count": 1,
+                                                            "instance_types": ["t3.medium"]}])).failed
+    assert not run_module("spot_cluster", cluster("beta", regions=[{"region": "us-east-1", "count": 1,
+                                                                    "instance_types": ["t3.small"]}])).failed
+    # somebody else's VPC and instance, untagged
+    client = ec2("us-east-1")
+    other_vpc = client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    other = client.run_instances(ImageId=seed.ami_id("us-east-1", "24.04", "x86_64", seed.SERIALS[-1]),
+                                 InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+
+    # only the orchestrator: the compute nodes keep the network
+    gone = run_module("spot_cluster", {"cluster_name": "alpha", "state": "absent", "role": "orchestrator",
+                                       "regions": [{"region": "us-east-1"}]})
+    assert gone.changed and not gone.failed
+    assert not live("us-east-1", "alpha", "orchestrator") and len(live("us-east-1", "alpha", "compute")) == 3
+    assert len(cluster_vpcs("us-east-1", "alpha")) == 1
+
+    # the whole cluster, every region
+    everything = run_module("spot_cluster", {"cluster_name": "alpha", "state": "absent",
+                                             "regions": [{"region": "us-east-1"}, {"region": "eu-west-1"}]})
+    assert everything.changed and not everything.failed, everything.get("msg")
+    for region in ("us-east-1", "eu-west-1"):
+        c = ec2(region)
+        assert not live(region, "alpha") and not cluster_vpcs(region, "alpha")
+        alpha = [{"Name": "tag:bacalhau:cluster", "Values": ["alpha"]}]
+        assert not c.describe_subnets(Filters=alpha)["Subnets"]
+        assert not c.describe_internet_gateways(Filters=alpha)["InternetGateways"]
+        assert not c.describe_security_groups(Filters=alpha)["SecurityGroups"]
+        assert not c.describe_route_tables(Filters=alpha)["RouteTables"]
+        assert not c.describe_key_pairs(Filters=alpha)["KeyPairs"]
+    # beta and the untagged resources are untouched
+    assert len(live("us-east-1", "beta")) == 1 and len(cluster_vpcs("us-east-1", "beta")) == 1
+    assert client.describe_vpcs(VpcIds=[other_vpc])["Vpcs"]
+    assert client.describe_instances(InstanceIds=[other])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+
+    # and again: nothing left to do
+    again = run_module("spot_cluster", {"cluster_name": "alpha", "state": "absent",
+                                        "regions": [{"region": "us-east-1"}, {"region": "eu-west-1"}]})
+    assert not again.changed and not again.failed
+
+
+def test_absent_without_regions_finds_them(aws, run_module):
+    assert not run_module("spot_cluster", cluster(regions=[{"region": "eu-central-1", "count": 1,
+                                                            "instance_types": ["t3.small"]}])).failed
+    # (every enabled region is searched: slow in the emulator, so only once)
+    gone = run_module("spot_cluster", {"cluster_name": "demo", "state": "absent"})
+    assert gone.changed and list(gone["regions"]) == ["eu-central-1"]
+    assert not live("eu-central-1", "demo") and not cluster_vpcs("eu-central-1", "demo")
+
+
+def test_missing_credentials_say_what_to_do(aws, run_module, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    result = run_module("spot_cluster", cluster())
+    assert result.failed
+    assert "No AWS credentials" in result["msg"] and "AWS_PROFILE" in result["msg"]
