@@ -1,0 +1,73 @@
+"""End to end on real test hosts: an orchestrator and two compute nodes connect; a second converge
+changes nothing; a wrong token, an unreachable orchestrator and a bad signature each fail with a
+message naming the host and the cause. Order matters: the failure cases reuse testhost3."""
+
+from __future__ import annotations
+
+import re
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    out = {}
+    for m in re.finditer(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.M):
+        out[m.group(1)] = {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                           "unreachable": int(m.group(4)), "failed": int(m.group(5))}
+    return out
+
+
+def test_cluster_connects_and_second_converge_changes_nothing(env):
+    first = env.playbook("cluster.yml")
+    assert first.returncode == 0, first.output[-4000:]
+    assert recap(first.output)["testhost2"]["changed"] > 0
+
+    computes = [n for n in env.nodes() if n["Info"]["NodeType"] == "Compute"]
+    assert len(computes) == 2
+    assert {n["Connection"] for n in computes} == {"CONNECTED"}
+    assert sorted(n["Info"]["Labels"]["instance-id"] for n in computes) == ["i-testhost2", "i-testhost3"]
+
+    second = env.playbook("cluster.yml")
+    assert second.returncode == 0, second.output[-4000:]
+    assert {h: r["changed"] for h, r in recap(second.output).items()} == {
+        "testhost1": 0, "testhost2": 0, "testhost3": 0}
+
+    token = env.token_file.read_text().strip()
+    assert len(token) >= 32
+    assert (env.token_file.stat().st_mode & 0o777) == 0o600
+    assert token not in first.output and token not in second.output
+
+
+def test_wrong_token_fails_naming_host_and_cause(env):
+    res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3",
+                       "-e", "bacalhau_compute_auth_token=ThisIsNotTheClusterToken42",
+                       "-e", "bacalhau_compute_connect_timeout=12")
+    assert res.returncode != 0
+    assert re.search(r"testhost3: compute node \S+ did not\s+appear\s+CONNECTED", res.output), res.output[-3000:]
+    assert "WRONG AUTH TOKEN" in res.output
+    assert "Authorization Violation" in res.output
+    assert "ThisIsNotTheClusterToken42" not in res.output
+
+
+def test_unreachable_orchestrator_fails_naming_host_and_cause(env):
+    # testhost2 is up but runs no orchestrator: its NATS port refuses connections.
+    res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3",
+                       "-e", '{"compute_orchestrators": ["10.213.7.12"]}',
+                       "-e", "bacalhau_compute_connect_timeout=10")
+    assert res.returncode != 0
+    assert "testhost3: compute node" in res.output, res.output[-3000:]
+    assert "ORCHESTRATOR UNREACHABLE" in res.output
+    assert re.search(r"nats://10\.213\.7\.12:4222:\s+dial\s+tcp\s+10\.213\.7\.12:4222:\s+connect:\s+connection\s+refused",
+                     res.output), res.output[-3000:]
+
+
+def test_bad_signature_fails_naming_host_and_archive_and_installs_nothing(env):
+    before = env.ssh("testhost3", "sha256sum /usr/local/bin/bacalhau")
+    bad_cache = env.token_file.parent / "cache-bad"
+    res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3",
+                       "-e", f"bacalhau_node_release_url={env.vars.read_text().split('release_url: ')[1].split()[0][:-len('good')]}bad",
+                       "-e", f"bacalhau_node_cache_dir={bad_cache}")
+    assert res.returncode != 0
+    assert re.search(r"testhost3: BAD SIGNATURE: the Bacalhau release archive\s+bacalhau_v1\.9\.3_linux_amd64\.tar\.gz",
+                     res.output), res.output[-3000:]
+    assert "Verification failure" in res.output
+    assert env.ssh("testhost3", "sha256sum /usr/local/bin/bacalhau") == before
+    assert not list(bad_cache.glob("*/*.tar.gz")), "the unverified archive must not stay in the cache"
