@@ -29,7 +29,7 @@ description:
     listing what would be deleted and how to proceed. In check mode it lists what would be
     deleted.
 author:
-  - bacalhau.aws_spot contributors
+  - Bacalhau aws_spot maintainers (@bacalhau-project)
 options:
   regions:
     description:
@@ -80,7 +80,7 @@ attributes:
     description: Lists what would be deleted; C(changed) is true when anything would be.
   diff_mode:
     support: none
-    description: The list of O(resources) says what was or would be deleted.
+    description: The list RV(resources) says what was or would be deleted.
   idempotent:
     support: full
     description: A second run finds nothing and reports C(changed=false).
