@@ -195,9 +195,12 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
             if spec is not None:
                 regions.append(spec)
         seen: set[str] = set()
-        for spec in regions:
+        for spec in list(regions):
             if spec.region in seen:
-                problems.append(f"regions: {spec.region} is listed twice; give it one entry")
+                if state == "present":
+                    problems.append(f"regions: {spec.region} is listed twice; give it one entry")
+                else:
+                    regions.remove(spec)  # absent only needs the names
             seen.add(spec.region)
 
     key = params.get("ssh_public_key")
