@@ -209,11 +209,17 @@ def delete_spot_instance_requests(ctx: RegionContext, items: list[Resource]) -> 
     for_each(items, cancel)
 
 
-def _fleet_instance_ids(ctx: RegionContext, res: Resource) -> list[str]:
-    """The instances of a fleet: listed in the fleet (instant) or by DescribeFleetInstances."""
+def _fleet_instance_ids(ctx: RegionContext, res: Resource) -> list[str] | None:
+    """The instances of a fleet: listed in the fleet (instant) or by DescribeFleetInstances.
+
+    ``None`` when they cannot be listed (the fleet is then deleted with its instances anyway).
+    """
     if res.raw.get("Type") == "instant":
         return [i for group in res.raw.get("Instances") or [] for i in group.get("InstanceIds") or []]
-    answer = ctx.client.describe_fleet_instances(FleetId=res.id, aws_retry=True)
+    try:
+        answer = ctx.client.describe_fleet_instances(FleetId=res.id, aws_retry=True)
+    except botocore.exceptions.ClientError:
+        return None
     return [i["InstanceId"] for i in answer.get("ActiveInstances") or [] if i.get("InstanceId")]
 
 
@@ -224,7 +230,7 @@ def delete_ec2_fleets(ctx: RegionContext, items: list[Resource]) -> None:
         instances = _fleet_instance_ids(ctx, res)
         # instant fleets must be deleted with their instances; others are told to
         # terminate theirs when they have any
-        terminate = bool(instances) or res.raw.get("Type") == "instant"
+        terminate = instances is None or bool(instances) or res.raw.get("Type") == "instant"
         answer = ctx.client.delete_fleets(FleetIds=[res.id], TerminateInstances=terminate, aws_retry=True)
         for failure in answer.get("UnsuccessfulFleetDeletions") or []:
             err = failure.get("Error") or {}
@@ -234,7 +240,7 @@ def delete_ec2_fleets(ctx: RegionContext, items: list[Resource]) -> None:
                 res.failed(f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip())
             return
         res.deleted()
-        fleet_instances.extend(instances)
+        fleet_instances.extend(instances or [])
 
     for_each(items, delete)
     # the fleets terminate their instances; wait, so that subnets and groups are free

@@ -46,7 +46,8 @@ def scene(aws):
 
 def test_every_type_is_in_the_scene(scene):
     assert {t for _, t, _ in scene["ours"].items} == set(world.TYPES)
-    assert {t for _, t, _ in scene["foreign"].items} >= set(world.TYPES) - {"spot_instance_requests", "ec2_fleets"}
+    for region, variant in (("us-east-1", "untagged"), ("eu-west-1", "other")):
+        assert {t for r, t, _ in scene["foreign"].items if r == region} == set(world.TYPES), variant
 
 
 def test_check_mode_lists_exactly_ours_and_deletes_nothing(scene, run_module):

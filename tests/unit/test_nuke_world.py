@@ -165,6 +165,11 @@ def build_compute(region: str, tags: dict[str, str], net: dict[str, Any], made: 
     data = made.add(region, "volumes", c.create_volume(
         AvailabilityZone=f"{region}a", Size=2, TagSpecifications=spec("volume", tags))["VolumeId"])
     c.attach_volume(VolumeId=data, InstanceId=instances[1], Device="/dev/sdf")
+    # a second ENI attached to an instance (not deleted on termination)
+    second = made.add(region, "network_interfaces", c.create_network_interface(
+        SubnetId=net["subnets"][0], Groups=[net["sg"]],
+        TagSpecifications=spec("network-interface", tags))["NetworkInterface"]["NetworkInterfaceId"])
+    c.attach_network_interface(NetworkInterfaceId=second, InstanceId=instances[1], DeviceIndex=1)
     out = {"instances": instances, "lt": lt, "eip": eip, "data_volume": data}
     if full:
         # a spot request (fulfilled at once by the emulator, in the default VPC; its
@@ -193,15 +198,11 @@ def build_ours(region: str, cluster: str, full: bool = True) -> Made:
 
 
 def build_foreign(region: str, variant: str) -> Made:
-    """The same kinds of resource, untagged (``untagged``) or another manager's (``other``).
-
-    No fleet or spot request: instances they launch are untagged in the emulator and
-    would be indistinguishable from this set's own instances.
-    """
+    """The same kinds of resource, untagged (``untagged``) or another manager's (``other``)."""
     made = Made()
     tags = {} if variant == "untagged" else tags_for("c1", managed_by="someone-else", name="not-ours")
     net = build_network(region, tags, made, f"{variant}-{region}")
-    build_compute(region, tags, net, made, f"{variant}-{region}", full=False)
+    build_compute(region, tags, net, made, f"{variant}-{region}")
     return made
 
 
