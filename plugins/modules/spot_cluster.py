@@ -33,7 +33,7 @@ description:
     is omitted) and, in every region where none of the cluster's instances remain, deletes the network it
     made there. Resources of other clusters and untagged resources are never touched.
 author:
-  - bacalhau.aws_spot contributors
+  - Bacalhau aws_spot maintainers (@bacalhau-project)
 options:
   cluster_name:
     description:
@@ -246,33 +246,92 @@ instances:
   type: list
   elements: dict
   contains:
-    instance_id: {description: The instance id., type: str, sample: i-0123456789abcdef0}
-    region: {description: Its region., type: str, sample: eu-west-1}
-    availability_zone: {description: Its zone., type: str, sample: eu-west-1a}
-    instance_type: {description: Its type., type: str, sample: t3.small}
-    architecture: {description: C(x86_64) or C(arm64)., type: str, sample: x86_64}
-    image_id: {description: The AMI it runs., type: str, sample: ami-0123456789abcdef0}
-    lifecycle: {description: C(spot) or C(on-demand)., type: str, sample: spot}
-    state: {description: C(pending) or C(running)., type: str, sample: running}
-    public_ip: {description: Public IPv4 address (once running)., type: str, sample: 203.0.113.10}
-    private_ip: {description: Private IPv4 address., type: str, sample: 10.0.0.12}
-    public_dns_name: {description: Public DNS name, when there is one., type: str}
-    role: {description: The C(bacalhau:role) tag., type: str, sample: compute}
-    cluster: {description: The C(bacalhau:cluster) tag., type: str, sample: demo}
-    launch_time: {description: When it was launched (ISO 8601)., type: str}
-    tags: {description: All its tags., type: dict}
+    instance_id:
+      description: The instance id.
+      type: str
+      sample: i-0123456789abcdef0
+    region:
+      description: Its region.
+      type: str
+      sample: eu-west-1
+    availability_zone:
+      description: Its zone.
+      type: str
+      sample: eu-west-1a
+    instance_type:
+      description: Its type.
+      type: str
+      sample: t3.small
+    architecture:
+      description: "C(x86_64) or C(arm64)."
+      type: str
+      sample: x86_64
+    image_id:
+      description: The AMI it runs.
+      type: str
+      sample: ami-0123456789abcdef0
+    lifecycle:
+      description: "C(spot) or C(on-demand)."
+      type: str
+      sample: spot
+    state:
+      description: "C(pending) or C(running)."
+      type: str
+      sample: running
+    public_ip:
+      description: Public IPv4 address (once running).
+      type: str
+      sample: 203.0.113.10
+    private_ip:
+      description: Private IPv4 address.
+      type: str
+      sample: 10.0.0.12
+    public_dns_name:
+      description: Public DNS name, when there is one.
+      type: str
+    role:
+      description: "The C(bacalhau:role) tag."
+      type: str
+      sample: compute
+    cluster:
+      description: "The C(bacalhau:cluster) tag."
+      type: str
+      sample: demo
+    launch_time:
+      description: When it was launched (ISO 8601).
+      type: str
+    tags:
+      description: All its tags.
+      type: dict
 regions:
   description: What happened in each region, keyed by region name.
   returned: always
   type: dict
   contains:
-    requested: {description: The count asked for., type: int}
-    before: {description: Live instances of the role before the run., type: int}
-    running: {description: Live instances of the role after the run (in check mode, the count it would have)., type: int}
-    to_launch: {description: How many were missing., type: int}
-    to_terminate: {description: Ids of the surplus chosen for termination., type: list, elements: str}
-    launched: {description: Ids of the instances launched., type: list, elements: str}
-    terminated: {description: Ids of the instances terminated., type: list, elements: str}
+    requested:
+      description: The count asked for.
+      type: int
+    before:
+      description: Live instances of the role before the run.
+      type: int
+    running:
+      description: Live instances of the role after the run (in check mode, the count it would have).
+      type: int
+    to_launch:
+      description: How many were missing.
+      type: int
+    to_terminate:
+      description: Ids of the surplus chosen for termination.
+      type: list
+      elements: str
+    launched:
+      description: Ids of the instances launched.
+      type: list
+      elements: str
+    terminated:
+      description: Ids of the instances terminated.
+      type: list
+      elements: str
     attempts:
       description: Every launch attempt, in order, with C(instance_type), C(availability_zone), C(requested),
         C(launched), C(error_code) and C(error).
@@ -282,13 +341,29 @@ regions:
       description: Ids of the cluster's network there (C(vpc_id), C(subnet_ids) by zone, C(internet_gateway_id),
         C(route_table_id), C(security_group_id), C(key_names)).
       type: dict
-    network_changes: {description: What was (or would be) created or deleted of the network., type: list, elements: str}
-    network_deleted: {description: With O(state=absent), what of the network was deleted., type: list, elements: str}
-    remaining: {description: With O(state=absent), instances of other roles left in the region., type: int}
-    changed: {description: Whether anything changed in the region., type: bool}
-    failed: {description: Whether the region could not be brought to its count., type: bool}
-    error: {description: Why, when it failed., type: str}
-    estimated_hourly_cost: {description: USD per hour of the role's instances there, or null when unknown., type: float}
+    network_changes:
+      description: What was (or would be) created or deleted of the network.
+      type: list
+      elements: str
+    network_deleted:
+      description: With O(state=absent), what of the network was deleted.
+      type: list
+      elements: str
+    remaining:
+      description: With O(state=absent), instances of other roles left in the region.
+      type: int
+    changed:
+      description: Whether anything changed in the region.
+      type: bool
+    failed:
+      description: Whether the region could not be brought to its count.
+      type: bool
+    error:
+      description: Why, when it failed.
+      type: str
+    estimated_hourly_cost:
+      description: USD per hour of the role's instances there, or null when unknown.
+      type: float
 estimated_hourly_cost:
   description:
     - USD per hour of all the instances in RV(instances), from the current spot prices of their type and zone.
@@ -362,7 +437,7 @@ def main() -> None:
             module.fail_json(msg=hint)
         module.fail_json_aws(exc, msg="spot_cluster failed before changing anything")
 
-    failed = result.pop("failed_regions")
+    failed = result["failed_regions"]
     result.pop("exceptions")
     diff = result.pop("diff")
     if module._diff:
@@ -374,12 +449,12 @@ def main() -> None:
             msg=(f"spot_cluster could not finish {len(refused)} of {len(result['regions'])} region(s): {summary}. "
                  "The other regions are done and what launched is kept. Add instance types or zones, raise "
                  "max_price, use another region, or set allow_partial: true to accept fewer instances."),
-            failed_regions=failed, **result,
+            **result,
         )
     if failed:
         module.warn("spot_cluster left regions short of their count: "
                     + "; ".join(f"{region}: {why}" for region, why in failed.items()))
-    module.exit_json(failed_regions=failed, **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
