@@ -324,3 +324,32 @@ def test_missing_credentials_say_what_to_do(aws, run_module, monkeypatch):
     result = run_module("spot_cluster", cluster())
     assert result.failed
     assert "No AWS credentials" in result["msg"] and "AWS_PROFILE" in result["msg"]
+
+
+def test_partial_capacity_goes_on_and_allow_partial_accepts_it(aws, run_module):
+    # two free addresses in the emulator: EC2 launches two of the three asked for
+    aws.address_pool(["192.0.2.11", "192.0.2.12"])
+    args = cluster(regions=[{"region": "eu-west-1", "count": 3, "instance_types": ["t4g.small", "t4g.medium"]}])
+    result = run_module("spot_cluster", args)
+    assert result.failed and "launched 2 of the 3" in result["msg"]
+    attempts = result["regions"]["eu-west-1"]["attempts"]
+    assert (attempts[0]["requested"], attempts[0]["launched"]) == (3, 2)
+    # the remaining one was tried in every other zone and type, asking for one
+    assert {a["requested"] for a in attempts[1:]} == {1}
+    assert len(attempts) == 6 and all(a["error_code"] == "InsufficientInstanceCapacity" for a in attempts[1:])
+    assert len(live("eu-west-1", "demo")) == 2
+
+    accepted = run_module("spot_cluster", dict(args, allow_partial=True))
+    assert not accepted.failed and not accepted.changed
+    assert accepted["regions"]["eu-west-1"]["shortfall"] and accepted["regions"]["eu-west-1"]["running"] == 2
+
+
+def test_interrupted_instances_are_replaced(aws, run_module):
+    args = cluster(regions=[{"region": "us-east-1", "count": 2, "instance_types": ["t3.small"]}])
+    first = run_module("spot_cluster", args)
+    victim = first["instances"][0]["instance_id"]
+    aws.interrupt("us-east-1", [victim])
+    again = run_module("spot_cluster", args)
+    assert again.changed and len(again["regions"]["us-east-1"]["launched"]) == 1
+    ids = {i["InstanceId"] for i in live("us-east-1", "demo")}
+    assert len(ids) == 2 and victim not in ids
