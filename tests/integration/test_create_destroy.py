@@ -130,3 +130,14 @@ def test_missing_credentials_stop_before_anything(aws, ssh_key):
     assert "No usable AWS credentials" in result.stdout and "AWS_PROFILE" in result.stdout
     assert "Validate the orchestrator" not in result.stdout  # it stopped first
     assert aws.calls()["total"] == 0
+
+
+def test_ansible_doc_renders_spot_cluster():
+    import sys
+
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "bacalhau.aws_spot.spot_cluster"],
+                         cwd=REPO, capture_output=True, text=True,
+                         env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    for words in ("instance_types", "allow_partial", "RETURN VALUES", "estimated_hourly_cost"):
+        assert words in out.stdout
