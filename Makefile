@@ -55,6 +55,11 @@ integration: setup
 test-roles: setup
 	tests/roles/run.sh
 
+## bench: ours vs the stock amazon.aws way on the emulator, with added latency (not part of test);
+## BENCH_ARGS="--regions 5 --instances 20 --latency-ms 100 [--large]"; report in build/bench/
+bench: setup
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
 ## emulator: run the offline AWS world in the foreground (Ctrl-C stops it)
 emulator: setup
 	$(BIN)/python -m tests.emulator
