@@ -277,3 +277,24 @@ def test_dependency_violation_is_retried_then_reported(monkeypatch):
     res = Resource(region="us-east-1", type="security_groups", id="sg-1", name=None, tags={})
     assert _nuke_delete.attempt(res, missing)
     assert res.action == "deleted" and res.note == "already gone"
+
+
+def test_a_region_that_fails_never_hides_or_stops_the_others(aws, run_module):
+    ours = world.build_ours("us-east-1", "alpha", full=False)
+    # a region the emulator does not know answers HTTP 500, as a broken region would
+    result = run_module(MODULE, {"regions": ["us-east-1", "xx-fake-1"], "force": True})
+    assert result.failed
+    assert set(result["region_errors"]) == {"xx-fake-1"}
+    assert "xx-fake-1" in result["msg"]
+    assert ids(result) == ours.items
+    assert {r["action"] for r in result["resources"]} == {"deleted"}
+    assert not (ours.items & world.inventory(["us-east-1"]))
+
+
+def test_tags_may_repeat_our_own_managed_by_value(aws, run_module):
+    ours = world.build_ours("us-east-1", "alpha", full=False)
+    result = run_module(MODULE, {"regions": ["us-east-1"], "tags": {"bacalhau:managed-by": "bacalhau.aws_spot",
+                                                                     "bacalhau:cluster": "alpha"}}, check_mode=True)
+    assert not result.failed, result["msg"]
+    assert ids(result) == ours.items
+    assert "cluster 'alpha'" in result["msg"]
