@@ -45,6 +45,8 @@ class Env:
 
 @pytest.fixture(scope="session")
 def env():
+    if os.environ.get("BACALHAU_ROLES_E2E") != "1":
+        pytest.skip("end-to-end role tests bring up test hosts: run tests/roles/run.sh (make test-roles)")
     if os.geteuid() != 0:
         pytest.skip("the test hosts need root")
     subprocess.run([str(ROOT / "tests" / "roles" / "env.sh"), "up", "3"], check=True, timeout=900)
