@@ -15,8 +15,13 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any, Callable
 
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore for us
+
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY, error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import NukeSpec, Resource
 
 # States in which a resource still exists (terminated/cancelled/deleted records
@@ -24,6 +29,9 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec impor
 LIVE_INSTANCE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 LIVE_SPOT_REQUEST_STATES = ["open", "active", "disabled"]
 LIVE_FLEET_STATES = ["submitted", "active", "modifying", "failed"]
+
+# What EC2 answers for a filter it does not know.
+INVALID_FILTER_CODES = frozenset({"InvalidParameterValue", "InvalidFilter", "InvalidParameter", "InvalidParameterCombination"})
 
 # How many describes of one region run at once.
 DESCRIBE_WORKERS = 6
@@ -54,8 +62,15 @@ def describe_spot_instance_requests(client: Any, filters: list[dict[str, Any]]) 
 
 
 def describe_fleets(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    filters = filters + [{"Name": "fleet-state", "Values": LIVE_FLEET_STATES}]
-    fleets = paginate(client, "describe_fleets", "Fleets", Filters=filters)
+    state = [{"Name": "fleet-state", "Values": LIVE_FLEET_STATES}]
+    try:
+        fleets = paginate(client, "describe_fleets", "Fleets", Filters=filters + state)
+    except botocore.exceptions.ClientError as exc:
+        # DescribeFleets does not document tag filters: should EC2 refuse them, list
+        # the live fleets and let discover_type's own tag check pick ours
+        if error_code(exc) not in INVALID_FILTER_CODES:
+            raise
+        fleets = paginate(client, "describe_fleets", "Fleets", Filters=state)
     return [f for f in fleets if f.get("FleetState") in LIVE_FLEET_STATES]
 
 

@@ -298,3 +298,39 @@ def test_tags_may_repeat_our_own_managed_by_value(aws, run_module):
     assert not result.failed, result["msg"]
     assert ids(result) == ours.items
     assert "cluster 'alpha'" in result["msg"]
+
+
+def test_fleets_found_even_where_ec2_refuses_tag_filters_on_describe_fleets():
+    """DescribeFleets does not document tag filters: if EC2 refuses them, our own tag check decides."""
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _nuke_discover
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import build_spec
+
+    ours = {"Key": "bacalhau:managed-by", "Value": "bacalhau.aws_spot"}
+    fleets = [
+        {"FleetId": "fleet-ours", "FleetState": "active", "Tags": [ours, {"Key": "bacalhau:cluster", "Value": "a"}]},
+        {"FleetId": "fleet-theirs", "FleetState": "active", "Tags": [{"Key": "bacalhau:managed-by", "Value": "x"}]},
+        {"FleetId": "fleet-untagged", "FleetState": "active"},
+        {"FleetId": "fleet-gone", "FleetState": "deleted_terminating", "Tags": [ours]},
+    ]
+
+    class Pages:
+        def __init__(self, filters):
+            self.filters = filters
+
+        def build_full_result(self):
+            if any(f["Name"].startswith("tag:") for f in self.filters):
+                raise botocore.exceptions.ClientError(
+                    {"Error": {"Code": "InvalidParameterValue", "Message": "unknown filter"}}, "DescribeFleets")
+            return {"Fleets": fleets}
+
+    class Client:
+        def get_paginator(self, name):
+            assert name == "describe_fleets"
+            return self
+
+        def paginate(self, Filters):  # noqa: N803 (boto3's spelling)
+            return Pages(Filters)
+
+    spec = build_spec({"regions": ["us-east-1"], "resource_types": ["ec2_fleets"]})
+    found = _nuke_discover.discover_type(Client(), "us-east-1", spec, "ec2_fleets")
+    assert [r.id for r in found] == ["fleet-ours"]
