@@ -390,7 +390,11 @@ def _group_pairs_only(permissions: list[dict[str, Any]]) -> list[dict[str, Any]]
     """The part of each rule that references another group (CIDR parts stay)."""
     out = []
     for perm in permissions or []:
-        pairs = [{"GroupId": pair["GroupId"]} for pair in perm.get("UserIdGroupPairs") or [] if pair.get("GroupId")]
+        pairs = [
+            {key: pair[key] for key in ("GroupId", "UserId", "VpcPeeringConnectionId") if pair.get(key)}
+            for pair in perm.get("UserIdGroupPairs") or []
+            if pair.get("GroupId")
+        ]
         if pairs:
             rule = {key: perm[key] for key in ("IpProtocol", "FromPort", "ToPort") if key in perm}
             rule["UserIdGroupPairs"] = pairs
