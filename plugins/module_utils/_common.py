@@ -14,14 +14,18 @@ module's ``main()`` turns them into ``fail_json``/``fail_json_aws``.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from typing import Any, Callable, Iterable, TypeVar
 
 try:
+    import boto3
     import botocore.config
 except ImportError:
-    pass  # AnsibleAWSModule reports a missing botocore for us
+    pass  # AnsibleAWSModule reports a missing boto3/botocore for us
 
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
 
 MANAGED_BY_KEY = "bacalhau:managed-by"
@@ -103,9 +107,42 @@ def is_managed(tags: dict[str, str], cluster_name: str | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------- clients
-def region_client(module: Any, service: str, region: str, retries: bool = True) -> Any:
-    """A client for one region; with ``retries``, calls made with ``aws_retry=True`` back off."""
-    return module.client(service, region=region, retry_decorator=RETRY if retries else None)
+_SESSION_LOCK = threading.Lock()
+_SESSIONS: dict[Any, Any] = {}
+
+
+def _session(profile: str | None) -> Any:
+    """One boto3 session per profile for the whole module run.
+
+    ``module.client()`` builds a new session for every client, which loads the
+    service models again (about a quarter of a second each); with many regions that
+    dominated a run. botocore sessions are not safe to create clients from in
+    parallel, so callers hold ``_SESSION_LOCK``.
+    """
+    if profile not in _SESSIONS:
+        _SESSIONS[profile] = boto3.session.Session(profile_name=profile)
+    return _SESSIONS[profile]
+
+
+def region_client(module: Any, service: str, region: str, retries: bool = True,
+                  config: "botocore.config.Config | None" = None) -> Any:
+    """A client for one region, with the module's credentials, endpoint and botocore config.
+
+    With ``retries``, calls made with ``aws_retry=True`` back off on throttling and
+    transient errors. ``config`` is merged over the module's (for example
+    :func:`no_retry_config` for launches).
+    """
+    _region, endpoint_url, params = get_aws_connection_info(module)
+    params = dict(params)
+    profile = params.pop("profile_name", None)
+    merged = botocore.config.Config(user_agent_extra="bacalhau.aws_spot")
+    for extra in (params.pop("aws_config", None), params.pop("config", None), config):
+        if extra:
+            merged = merged.merge(extra if isinstance(extra, botocore.config.Config) else botocore.config.Config(**extra))
+    with _SESSION_LOCK:
+        client = _session(profile).client(service, region_name=region, endpoint_url=endpoint_url,
+                                          config=merged, **params)
+    return RetryingBotoClientWrapper(client, RETRY) if retries else client
 
 
 def no_retry_config() -> "botocore.config.Config":
