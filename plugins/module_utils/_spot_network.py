@@ -317,6 +317,10 @@ def create_default_route(ec2: Any, table_id: str, igw_id: str) -> None:
     ec2.create_route(aws_retry=True, RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw_id)
 
 
+def replace_default_route(ec2: Any, table_id: str, igw_id: str) -> None:
+    ec2.replace_route(aws_retry=True, RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw_id)
+
+
 def associate_route_table(ec2: Any, table_id: str, subnet_id: str) -> None:
     ec2.associate_route_table(aws_retry=True, RouteTableId=table_id, SubnetId=subnet_id)
 
@@ -371,7 +375,11 @@ def ensure(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
     if not net.route_table:
         net.route_table = create_route_table(ec2, spec, vpc_id)
     if not _has_default_route(net.route_table, igw["InternetGatewayId"]):
-        create_default_route(ec2, net.route_table["RouteTableId"], igw["InternetGatewayId"])
+        stale = any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in net.route_table.get("Routes") or [])
+        if stale:  # a default route to a gateway that is gone or not ours to use: point it at ours
+            replace_default_route(ec2, net.route_table["RouteTableId"], igw["InternetGatewayId"])
+        else:
+            create_default_route(ec2, net.route_table["RouteTableId"], igw["InternetGatewayId"])
         net.route_table.setdefault("Routes", []).append(
             {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw["InternetGatewayId"]})
     for subnet_id in _unassociated(net):

@@ -353,3 +353,24 @@ def test_interrupted_instances_are_replaced(aws, run_module):
     assert again.changed and len(again["regions"]["us-east-1"]["launched"]) == 1
     ids = {i["InstanceId"] for i in live("us-east-1", "demo")}
     assert len(ids) == 2 and victim not in ids
+
+
+def test_network_is_repaired_not_duplicated(aws, run_module):
+    args = cluster(regions=[{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                             "availability_zones": ["us-east-1a"]}])
+    first = run_module("spot_cluster", args)
+    net = first["regions"]["us-east-1"]["network"]
+    client = ec2("us-east-1")
+    # somebody deletes an (empty) subnet and detaches the gateway
+    client.delete_subnet(SubnetId=net["subnet_ids"]["us-east-1f"])
+    client.detach_internet_gateway(InternetGatewayId=net["internet_gateway_id"], VpcId=net["vpc_id"])
+    repaired = run_module("spot_cluster", args)
+    assert repaired.changed and not repaired.failed, repaired.get("msg")
+    changes = repaired["regions"]["us-east-1"]["network_changes"]
+    assert "create subnets in us-east-1f" in changes and "attach internet gateway" in changes
+    after = repaired["regions"]["us-east-1"]["network"]
+    assert after["vpc_id"] == net["vpc_id"] and after["internet_gateway_id"] == net["internet_gateway_id"]
+    assert len(cluster_vpcs("us-east-1", "demo")) == 1
+    igw = client.describe_internet_gateways(InternetGatewayIds=[net["internet_gateway_id"]])["InternetGateways"][0]
+    assert [a["VpcId"] for a in igw["Attachments"]] == [net["vpc_id"]]
+    assert not run_module("spot_cluster", args).changed
