@@ -374,3 +374,21 @@ def test_network_is_repaired_not_duplicated(aws, run_module):
     igw = client.describe_internet_gateways(InternetGatewayIds=[net["internet_gateway_id"]])["InternetGateways"][0]
     assert [a["VpcId"] for a in igw["Attachments"]] == [net["vpc_id"]]
     assert not run_module("spot_cluster", args).changed
+
+
+def test_fallback_to_another_architecture_takes_its_image(aws, run_module):
+    aws.capacity_error("us-east-1", instance_type="t3.small")
+    args = cluster(regions=[{"region": "us-east-1", "count": 2, "instance_types": ["t3.small", "t4g.small"],
+                             "availability_zones": ["us-east-1b"]}],
+                   user_data="#cloud-config\nruncmd: [echo hello]\n", market="on-demand")
+    result = run_module("spot_cluster", args)
+    assert not result.failed, result.get("msg")
+    arm_image = seed.ami_id("us-east-1", "24.04", "arm64", seed.SERIALS[-1])
+    found = live("us-east-1", "demo")
+    assert {(i["InstanceType"], i["ImageId"]) for i in found} == {("t4g.small", arm_image)}
+    assert all("InstanceLifecycle" not in i for i in found)  # on-demand
+    assert result["estimated_hourly_cost"] is None  # no on-demand prices offline
+    import base64
+
+    data = ec2("us-east-1").describe_instance_attribute(InstanceId=found[0]["InstanceId"], Attribute="userData")
+    assert base64.b64decode(data["UserData"]["Value"]).decode().startswith("#cloud-config")
