@@ -214,21 +214,32 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
             new_ids = [i["InstanceId"] for i in launched]
             result["launched"] = new_ids
             result["changed"] = result["changed"] or bool(new_ids)
+            waiter_error = None
             if new_ids and spec.wait:
-                inst.wait_running(ec2, new_ids, spec.wait_timeout)
+                try:
+                    inst.wait_running(ec2, new_ids, spec.wait_timeout)
+                except botocore.exceptions.WaiterError as exc:
+                    waiter_error = exc  # e.g. a spot instance reclaimed right after launch
                 launched = inst.describe_instances_by_id(ec2, new_ids)  # now with public addresses
-            current.update({i["InstanceId"]: i for i in launched})
+            current.update({i["InstanceId"]: i for i in launched if inst.is_live(i)})
+            lost = [i["InstanceId"] for i in launched if not inst.is_live(i)]
+            problems = []
             if len(new_ids) < plan.to_launch:
                 tried = ", ".join(
                     f"{a['instance_type']} in {a['availability_zone']}: {a['error_code'] or 'launched ' + str(a['launched'])}"
                     for a in attempts
                 )
-                result["shortfall"] = True
-                raise AwsSpotError(
-                    f"launched {len(new_ids)} of the {plan.to_launch} missing instances "
-                    f"(tried {tried or 'nothing: no instance type is offered in the zones'})",
-                    plan.spec.region,
-                )
+                problems.append(f"launched {len(new_ids)} of the {plan.to_launch} missing instances "
+                                f"(tried {tried or 'nothing: no instance type is offered in the zones'})")
+            if lost:
+                problems.append(f"{len(lost)} new instance(s) ended before running ({', '.join(lost)}); "
+                                "run again to replace them")
+            elif waiter_error is not None:
+                problems.append(f"new instances did not reach running within {spec.wait_timeout}s ({waiter_error}); "
+                                "run again to check on them, or raise wait_timeout")
+            if problems:
+                result["shortfall"] = len(new_ids) < plan.to_launch or bool(lost)
+                raise AwsSpotError("; ".join(problems), plan.spec.region)
     except Exception as exc:  # pylint: disable=broad-except
         result["failed"] = True
         result["error"] = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)

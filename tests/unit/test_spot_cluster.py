@@ -392,3 +392,23 @@ def test_fallback_to_another_architecture_takes_its_image(aws, run_module):
 
     data = ec2("us-east-1").describe_instance_attribute(InstanceId=found[0]["InstanceId"], Attribute="userData")
     assert base64.b64decode(data["UserData"]["Value"]).decode().startswith("#cloud-config")
+
+
+def test_instance_reclaimed_while_starting_is_reported(aws, run_module, monkeypatch):
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances
+
+    original = _spot_instances.wait_running
+
+    def reclaim_first(client, ids, timeout):  # the spot capacity goes away during the launch
+        aws.interrupt("us-east-1", ids[:1])
+        return original(client, ids, timeout)
+
+    monkeypatch.setattr(_spot_instances, "wait_running", reclaim_first)
+    args = cluster(regions=[{"region": "us-east-1", "count": 2, "instance_types": ["t3.small"]}])
+    result = run_module("spot_cluster", args)
+    assert result.failed and "ended before running" in result["msg"] and "run again" in result["msg"]
+    assert result["regions"]["us-east-1"]["running"] == 1
+    monkeypatch.setattr(_spot_instances, "wait_running", original)
+    again = run_module("spot_cluster", args)
+    assert not again.failed and len(again["regions"]["us-east-1"]["launched"]) == 1
+    assert len(live("us-east-1", "demo")) == 2
