@@ -445,10 +445,14 @@ def main() -> None:
     refused = _spot_cluster.unaccepted_failures(result["regions"], failed, spec.allow_partial)
     if refused:
         summary = "; ".join(f"{region}: {why}" for region, why in refused.items())
+        advice = (
+            "The other regions are done and what launched is kept. Add instance types or zones, raise max_price, "
+            "use another region, or set allow_partial: true to accept fewer instances."
+            if spec.state == "present" else
+            "The other regions are done. Run again to finish: what is gone already counts as done."
+        )
         module.fail_json(
-            msg=(f"spot_cluster could not finish {len(refused)} of {len(result['regions'])} region(s): {summary}. "
-                 "The other regions are done and what launched is kept. Add instance types or zones, raise "
-                 "max_price, use another region, or set allow_partial: true to accept fewer instances."),
+            msg=f"spot_cluster could not finish {len(refused)} of {len(result['regions'])} region(s): {summary}. {advice}",
             **result,
         )
     if failed:
