@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.bench import report
 from tests.bench.runner import REPO, SCENARIOS, SIDES, Bench
 
-LARGE = {"regions": 10, "instances": 50}
+LARGE = {"regions": 10, "instances": 50, "stock_regions": 2}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,19 +18,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=100.0, help="added latency per API call (default 100)")
     parser.add_argument("--large", action="store_true",
                         help=f"the larger run: {LARGE['regions']} regions x {LARGE['instances']} instances")
+    parser.add_argument("--stock-regions", type=int, default=None,
+                        help="measure the stock way on this many regions only and scale to all (it does one "
+                             "region after the other); default all, --large: "
+                             f"{LARGE['stock_regions']}")
     parser.add_argument("--sides", default=",".join(SIDES), help="ours,stock (default both)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"subset of {','.join(SCENARIOS)}")
     parser.add_argument("--out", default=str(REPO / "build" / "bench"), help="report directory (default build/bench)")
     args = parser.parse_args(argv)
     if args.large:
         args.regions, args.instances = LARGE["regions"], LARGE["instances"]
+        if args.stock_regions is None:
+            args.stock_regions = LARGE["stock_regions"]
     sides = tuple(s for s in args.sides.split(",") if s)
     scenarios = tuple(s for s in args.scenarios.split(",") if s)
     unknown = (set(sides) - set(SIDES)) | (set(scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
     out = Path(args.out)
-    bench = Bench(args.regions, args.instances, args.latency_ms, out, sides=sides, scenarios=scenarios)
+    bench = Bench(args.regions, args.instances, args.latency_ms, out, sides=sides, scenarios=scenarios,
+                  stock_regions=args.stock_regions)
     data = bench.run()
     path = report.write(data, out)
     print(path.read_text(encoding="utf-8"))

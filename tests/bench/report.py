@@ -52,6 +52,11 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _load(cfg: dict[str, Any]) -> str:
+    load = cfg.get("load_average")
+    return "/".join(f"{x:.1f}" for x in load) if load else "-"
+
+
 def markdown(data: dict[str, Any]) -> str:
     cfg = data["config"]
     lines = [
@@ -61,8 +66,17 @@ def markdown(data: dict[str, Any]) -> str:
         f"Regions: {', '.join(cfg['regions'])}; {cfg['instance_type']}; scale down to {cfg['scaled_to']} per region; "
         f"{cfg['cpus']} CPUs; emulator and Ansible on the same machine. "
         f"Baseline (ansible-playbook, one amazon.aws task, one call): {_num(data['baseline'].get('wall'))} s. "
-        f"Whole run: {data['total_seconds']} s.",
+        f"Whole run: {data['total_seconds']} s; load average {_load(cfg)}.",
         "",
+    ]
+    if cfg.get("stock_measured_regions", len(cfg["regions"])) < len(cfg["regions"]):
+        lines += [
+            f"**Stock side measured on {cfg['stock_measured_regions']} of {len(cfg['regions'])} regions and scaled "
+            f"by {len(cfg['regions'])}/{cfg['stock_measured_regions']}** (its playbook does one region after the "
+            "other, the same work in each; wall time, calls and depth scaled, `measured` in report.json).",
+            "",
+        ]
+    lines += [
         "| scenario | ours s | stock s | ours/stock | speed-up | bound s (depth) | ours/bound wall | ours/bound API span | "
         "ours/bound depth | ours calls | stock calls | ours depth | stock depth | ok |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
