@@ -31,7 +31,6 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
@@ -87,7 +86,7 @@ class Clients:
     def launch(self) -> Any:
         """One HTTP attempt per call (ICE is an HTTP 500); throttling retried by RETRY."""
         if self._launch is None:
-            self._launch = self.module.client("ec2", region=self.region, retry_decorator=RETRY, config=no_retry_config())
+            self._launch = region_client(self.module, "ec2", self.region, config=no_retry_config())
         return self._launch
 
 
