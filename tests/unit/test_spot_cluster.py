@@ -412,3 +412,14 @@ def test_instance_reclaimed_while_starting_is_reported(aws, run_module, monkeypa
     again = run_module("spot_cluster", args)
     assert not again.failed and len(again["regions"]["us-east-1"]["launched"]) == 1
     assert len(live("us-east-1", "demo")) == 2
+
+
+def test_throttled_launch_is_retried_without_launching_twice(aws, run_module):
+    aws.throttle(3, operations=["RunInstances"])
+    result = run_module("spot_cluster", cluster(regions=[{"region": "eu-west-1", "count": 3,
+                                                          "instance_types": ["t4g.small"]}]))
+    assert not result.failed, result.get("msg")
+    log = [e for e in aws.calls()["log"] if e["operation"] == "RunInstances"]
+    assert [e["fault"] for e in log] == [True, True, True, False]  # same attempt, backed off
+    assert len(result["regions"]["eu-west-1"]["attempts"]) == 1
+    assert len(live("eu-west-1", "demo")) == 3
