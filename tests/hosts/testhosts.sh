@@ -221,18 +221,27 @@ cmd_status() {
   done
 }
 
-cmd_down() {
-  local hd pid i
+# PIDs of the nspawn machines this script started: from the pid files, and (should the state
+# dir be gone) any systemd-nspawn whose command line names one of our namespaces.
+our_pids() {
+  local hd p cmd
   for hd in "$STATE"/hosts/testhost*; do
-    [[ -f $hd/pid ]] || continue
-    pid=$(cat "$hd/pid")
-    kill -TERM "$pid" 2>/dev/null || true
+    [[ -f $hd/pid ]] && cat "$hd/pid"
   done
-  for hd in "$STATE"/hosts/testhost*; do
-    [[ -f $hd/pid ]] || continue
-    pid=$(cat "$hd/pid")
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    [[ $cmd == *systemd-nspawn*"--network-namespace-path=/run/netns/$TAG-"* ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+
+cmd_down() {
+  local pid i pids
+  pids=$(our_pids | sort -u)
+  for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $pids; do
     for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; fi
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
   done
   # Leftover mounts from docker inside the hosts (overlay, netns) would keep the roots busy.
   if [[ -d $STATE/hosts ]]; then
