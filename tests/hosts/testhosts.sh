@@ -193,7 +193,7 @@ write_inventory() {
 
 cmd_up() {
   N=${1:-3}
-  [[ $N =~ ^[0-9]+$ ]] && ((N >= 1 && N <= 50)) || die "usage: $0 up N (1..50)"
+  if ! [[ $N =~ ^[0-9]+$ ]] || ((N < 1 || N > 50)); then die "usage: $0 up N (1..50)"; fi
   cmd_build
   mkdir -p "$STATE/hosts"
   [[ -f $STATE/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "$TAG" -f "$STATE/id_ed25519"

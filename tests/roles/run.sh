@@ -8,14 +8,14 @@
 # Ends with a pytest-style "N passed, N failed" line; exits non-zero on any failure.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 export PATH="$ROOT/.venv/bin:$PATH"
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_FORCE_COLOR=0 NO_COLOR=1 PY_COLORS=0
 export BACALHAU_TESTHOSTS_STATE=${BACALHAU_TESTHOSTS_STATE:-/tmp/bacalhau-testhosts}
 export BACALHAU_ROLES_TEST_DIR=${BACALHAU_ROLES_TEST_DIR:-/tmp/bacalhau-roles-test}
 export BACALHAU_ROLES_E2E=1
 LOGS=${BACALHAU_ROLES_LOGS:-$ROOT/build/test-roles}
-ROLES=(${BACALHAU_ROLES:-bacalhau_node bacalhau_orchestrator bacalhau_compute})
+read -r -a ROLES <<<"${BACALHAU_ROLES:-bacalhau_node bacalhau_orchestrator bacalhau_compute}"
 
 if [[ $(id -u) != 0 ]]; then
   echo "test-roles: needs root (network namespaces and systemd-nspawn)" >&2
