@@ -64,5 +64,10 @@ bench: setup
 emulator: setup
 	$(BIN)/python -m tests.emulator
 
+## sandbox: the offline demo (as root): emulator + test hosts + create/status/destroy
+sandbox: setup
+	tests/hosts/install-deps.sh
+	$(BIN)/python -m tests.sandbox $(SANDBOX_ARGS)
+
 clean:
 	rm -rf build .collections .pytest_cache

@@ -1,0 +1,205 @@
+"""The offline demo: a whole Bacalhau cluster on spot instances, with no AWS account.
+
+``make sandbox`` (as root) runs, on this machine only:
+
+1. the AWS emulator (``tests/emulator``) on loopback;
+2. Linux test hosts (``tests/hosts/testhosts.sh``: systemd-nspawn machines with sshd on a
+   private bridge) and the stand-in Bacalhau release served on loopback (``tests/roles/env.sh``);
+3. the binding: the emulator's address pool is set to the test hosts' addresses, so every
+   instance the emulator launches gets one of them as its public IP. The unchanged
+   ``playbooks/create.yml``, the aws_ec2 inventory and SSH then reach a real machine. moto's
+   own fake addresses (54.x) are never handed out, so never dialled;
+4. the real ``playbooks/create.yml`` for a demo cluster in two "regions", a second run that must
+   change nothing, ``playbooks/status.yml``, and ``playbooks/destroy.yml``;
+5. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.emulator import Emulator
+from tests.emulator.client import SCRUBBED_VARS
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("BACALHAU_SANDBOX_STATE", "/tmp/bacalhau-sandbox"))
+HOSTS_STATE = STATE / "testhosts"
+ROLES_DIR = STATE / "roles-test"
+CLUSTER = "sandbox"
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, check: bool = True, capture: bool = False,
+        timeout: int = 1800) -> subprocess.CompletedProcess:
+    print("$ " + " ".join(cmd), flush=True)
+    if capture:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+        sys.stdout.write(proc.stdout)
+    else:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"sandbox: command failed ({proc.returncode}): {' '.join(cmd)}")
+    return proc
+
+
+def env_for_tools() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_VARS}
+    env["BACALHAU_TESTHOSTS_STATE"] = str(HOSTS_STATE)
+    env["BACALHAU_ROLES_TEST_DIR"] = str(ROLES_DIR)
+    env["PYTHON"] = sys.executable
+    return env
+
+
+def playbook_env(emulator: Emulator) -> dict[str, str]:
+    env = env_for_tools()
+    env.update(emulator.env)
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env["ANSIBLE_FORCE_COLOR"] = env.get("ANSIBLE_FORCE_COLOR", "1" if sys.stdout.isatty() else "0")
+    return env
+
+
+def host_addresses() -> list[str]:
+    inventory = (HOSTS_STATE / "inventory.yml").read_text()
+    return re.findall(r"ansible_host:\s*([0-9.]+)", inventory)
+
+
+def write_cluster_vars(hosts: int) -> Path:
+    """The demo cluster: an orchestrator and compute nodes over two regions, two architectures."""
+    computes = hosts - 1
+    east = (computes + 1) // 2
+    west = computes - east
+    key = HOSTS_STATE / "id_ed25519"
+    cluster = {
+        "cluster_name": CLUSTER,
+        "cluster_regions": [
+            {"region": "us-east-1", "count": east, "instance_types": ["t3.small", "t3a.small"]},
+            {"region": "eu-west-1", "count": west, "instance_types": ["t4g.small", "m7g.medium"]},
+        ],
+        "cluster_orchestrator": {"mode": "managed", "region": "us-east-1", "instance_type": "t3.small",
+                                 "market": "spot"},
+        "cluster_ssh_public_key_file": f"{key}.pub",
+        "cluster_ssh_private_key_file": str(key),
+        # the controller reaches the test hosts over the bridge
+        "cluster_ssh_cidrs": ["10.213.7.0/24"],
+        "cluster_api_cidrs": [],
+    }
+    path = STATE / "cluster.yml"
+    path.write_text("# Written by `make sandbox`: the demo cluster.\n" + json.dumps(cluster, indent=2) + "\n")
+    return path
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    return {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
+                         "failed": int(m.group(5))} for m in RECAP.finditer(output)}
+
+
+def teardown(emulator: Emulator | None) -> None:
+    say("Tearing down: test hosts, release server, emulator")
+    run([str(REPO / "tests/roles/env.sh"), "down"], env=env_for_tools(), check=False)
+    if emulator:
+        emulator.stop()
+    generated = REPO / "inventory" / f"{CLUSTER}.aws_ec2.yml"
+    if generated.exists():
+        generated.unlink()
+    shutil.rmtree(STATE, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make sandbox", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=3, help="test hosts: 1 orchestrator + N-1 compute nodes")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster up (prints how to clean up)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("sandbox: run as root (the test hosts are systemd-nspawn machines in network namespaces)")
+    if args.hosts < 3:
+        raise SystemExit("sandbox: needs at least 3 hosts (an orchestrator and a compute node in each of 2 regions)")
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    emulator = None
+    try:
+        say("Starting the AWS emulator (loopback only)")
+        emulator = Emulator.start()
+        print(f"emulator: {emulator.url}")
+
+        say(f"Booting {args.hosts} Linux test hosts and serving the stand-in Bacalhau release")
+        run([str(REPO / "tests/roles/env.sh"), "up", str(args.hosts)], env=env_for_tools())
+        addresses = host_addresses()
+        print(f"test hosts: {', '.join(addresses)}")
+
+        say("Binding: emulated instances get the test hosts' addresses as their public IPs")
+        print(json.dumps(emulator.address_pool(addresses)))
+
+        cluster_vars = write_cluster_vars(args.hosts)
+        release_vars = ROLES_DIR / "vars.yml"
+        env = playbook_env(emulator)
+        book = [str(Path(sys.executable).parent / "ansible-playbook")]
+        extra = ["-e", f"@{cluster_vars}", "-e", f"@{release_vars}"]
+
+        say("ansible-playbook playbooks/create.yml  (spot instances in 2 regions, then Bacalhau on them)")
+        first = run(book + ["playbooks/create.yml", *extra], env=env, capture=True)
+
+        say("ansible-playbook playbooks/create.yml again: nothing may change")
+        second = run(book + ["playbooks/create.yml", *extra], env=env, capture=True)
+        changed = {host: r["changed"] for host, r in recap(second.stdout).items() if r["changed"]}
+        if changed:
+            raise SystemExit(f"sandbox: the second create.yml changed something: {changed}")
+
+        say("ansible-playbook playbooks/status.yml")
+        run(book + ["playbooks/status.yml", *extra], env=env)
+
+        del first
+        if args.keep:
+            say("Left up (--keep)")
+            print(f"""The cluster is up. Emulator: {emulator.url} (pid {emulator.process.pid}).
+  export {' '.join(f'{k}={v}' for k, v in emulator.env.items())}
+  ansible-playbook playbooks/status.yml -e @{cluster_vars} -e @{release_vars}
+Clean up with:
+  ansible-playbook playbooks/destroy.yml -e @{cluster_vars}
+  BACALHAU_TESTHOSTS_STATE={HOSTS_STATE} BACALHAU_ROLES_TEST_DIR={ROLES_DIR} tests/roles/env.sh down
+  kill {emulator.process.pid}; rm -rf {STATE} inventory/{CLUSTER}.aws_ec2.yml""")
+            emulator = None  # keep it running
+            return 0
+
+        say("ansible-playbook playbooks/destroy.yml")
+        run(book + ["playbooks/destroy.yml", "-e", f"@{cluster_vars}"], env=env)
+        left = [i for r in ("us-east-1", "eu-west-1")
+                for i in _live_instances(emulator, r)]
+        if left:
+            raise SystemExit(f"sandbox: instances left after destroy: {left}")
+        print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
+              "healthy, destroyed.")
+        return 0
+    finally:
+        if emulator is not None or not args.keep:
+            teardown(emulator)
+
+
+def _live_instances(emulator: Emulator, region: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("ec2", region_name=region, endpoint_url=emulator.url,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    reservations = client.describe_instances(Filters=[
+        {"Name": "tag:bacalhau:cluster", "Values": [CLUSTER]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+    ])["Reservations"]
+    return [i["InstanceId"] for r in reservations for i in r["Instances"]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
