@@ -9,7 +9,7 @@ SANITY_DIR ?= build/sanity
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup test lint sanity unit integration test-roles emulator sandbox bench clean
+.PHONY: setup test lint sanity unit integration test-roles test-sandbox emulator sandbox bench clean
 
 setup: $(VENV)/.installed $(COLL)
 
@@ -25,7 +25,7 @@ $(COLL):
 	ln -sfn ../../.. $(COLL)
 
 ## test: every check, as CI runs it
-test: setup lint sanity unit integration test-roles
+test: setup lint sanity unit integration test-roles test-sandbox
 
 lint: setup
 	$(BIN)/ansible-lint --profile production
@@ -54,6 +54,10 @@ integration: setup
 
 test-roles: setup
 	tests/roles/run.sh
+
+# the offline demo, end to end, as a test (root: it boots test hosts)
+test-sandbox: setup
+	$(BIN)/pytest -q tests/e2e
 
 ## bench: ours vs the stock amazon.aws way on the emulator, with added latency (not part of test);
 ## BENCH_ARGS="--regions 5 --instances 20 --latency-ms 100 [--large]"; report in build/bench/

@@ -169,9 +169,10 @@ def _attached_to(igw: dict[str, Any], vpc_id: str) -> bool:
 Rule = tuple  # (protocol, from_port, to_port, kind, value)
 
 
-def desired_rules(spec: ClusterSpec, group_id: str | None) -> set[Rule]:
+def desired_rules(spec: ClusterSpec, group_id: str | None, region: str) -> set[Rule]:
     rules: set[Rule] = set()
-    for port, cidrs in ((22, spec.ssh_cidrs), (spec.api_port, spec.api_cidrs), (NATS_PORT, spec.nats_cidrs)):
+    nats = spec.nats_cidrs_for(region)
+    for port, cidrs in ((22, spec.ssh_cidrs), (spec.api_port, spec.api_cidrs), (NATS_PORT, nats)):
         for cidr in cidrs:
             kind = "cidr6" if ipaddress.ip_network(cidr).version == 6 else "cidr"
             rules.add(("tcp", port, port, kind, cidr))
@@ -250,7 +251,7 @@ def pending_changes(spec: ClusterSpec, net: Network) -> list[str]:
     if not net.security_group:
         changes.append("create security group")
     else:
-        want = desired_rules(spec, net.security_group["GroupId"])
+        want = desired_rules(spec, net.security_group["GroupId"], net.region)
         have = current_rules(net.security_group)
         if want - have or have - want:
             changes.append("update security group rules")
@@ -388,7 +389,7 @@ def ensure(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
     if not net.security_group:
         net.security_group = create_security_group(ec2, spec, vpc_id)
     group_id = net.security_group["GroupId"]
-    want, have = desired_rules(spec, group_id), current_rules(net.security_group)
+    want, have = desired_rules(spec, group_id, net.region), current_rules(net.security_group)
     if have - want:
         revoke_ingress(ec2, group_id, have - want)
     if want - have:

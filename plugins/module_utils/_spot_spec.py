@@ -45,6 +45,7 @@ class RegionSpec:
     image_id: str | None = None
     availability_zones: list[str] | None = None
     max_price: str | None = None
+    nats_cidrs: list[str] | None = None  # None: the cluster-wide nats_cidrs
 
 
 @dataclass
@@ -67,6 +68,13 @@ class ClusterSpec:
     wait_timeout: int = 600
     allow_partial: bool = False
     ubuntu_release: str = "24.04"
+
+    def nats_cidrs_for(self, region: str) -> list[str]:
+        """NATS sources of one region: its own list when given, else the cluster-wide one."""
+        for entry in self.regions:
+            if entry.region == region and entry.nats_cidrs is not None:
+                return entry.nats_cidrs
+        return self.nats_cidrs
 
     @property
     def prefix(self) -> str:
@@ -159,7 +167,10 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
             problems.append(f"{where}.max_price: {price!r} is not a positive price in USD per hour such as 0.05")
         else:
             spec.max_price = str(price)
-    unknown = set(entry) - {"region", "count", "instance_types", "image_id", "availability_zones", "max_price"}
+    if entry.get("nats_cidrs") is not None:
+        spec.nats_cidrs = _cidrs(entry.get("nats_cidrs"), f"{where}.nats_cidrs", problems)
+    unknown = set(entry) - {"region", "count", "instance_types", "image_id", "availability_zones", "max_price",
+                            "nats_cidrs"}
     if unknown:
         problems.append(f"{where}: unknown keys {sorted(unknown)}")
     return spec

@@ -93,6 +93,12 @@ options:
           - Highest spot price to pay, in USD per instance-hour (for example V("0.05")). Default is the
             on-demand price (AWS's default). Only with O(market=spot).
         type: str
+      nats_cidrs:
+        description:
+          - Where NATS (4222) may come from in this region, instead of O(nats_cidrs). Lets a playbook open
+            the orchestrator's region to the compute nodes of other regions without opening the others.
+        type: list
+        elements: str
   market:
     description: V(spot) (one-time requests, terminated on interruption) or V(on-demand).
     type: str
@@ -400,6 +406,7 @@ REGION_SPEC = dict(
     image_id=dict(type="str"),
     availability_zones=dict(type="list", elements="str"),
     max_price=dict(type="str"),
+    nats_cidrs=dict(type="list", elements="str"),
 )
 
 ARGUMENT_SPEC = dict(

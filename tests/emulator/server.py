@@ -55,6 +55,8 @@ from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
 from moto.ec2.models.instances import StateReason  # noqa: E402
+from moto.ec2.responses.spot_instances import SpotInstances  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
 from moto.moto_api._internal import moto_api_backend  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
@@ -133,6 +135,28 @@ def _patch_moto() -> None:
                 )
 
     ParameterDict._check_loading_status = _check_loading_status  # type: ignore[method-assign]
+
+    def describe_spot_price_history(self: Any) -> ActionResult:
+        offers = self.ec2_backend.describe_spot_price_history(
+            self._get_param("InstanceTypes", []), self._filters_from_querystring()
+        )
+        history = []
+        for offer in offers:
+            info = INSTANCE_TYPES.get(offer["InstanceType"], {})
+            history.append({
+                "InstanceType": offer["InstanceType"],
+                "ProductDescription": "Linux/UNIX",
+                "SpotPrice": seed.spot_price(
+                    self.region, offer["Location"], offer["InstanceType"],
+                    info.get("VCpuInfo", {}).get("DefaultVCpus", 2), info.get("MemoryInfo", {}).get("SizeInMiB", 4096),
+                    (info.get("ProcessorInfo", {}).get("SupportedArchitectures") or ["x86_64"])[0],
+                ),
+                "AvailabilityZone": offer["Location"],
+                "Timestamp": _now().strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            })
+        return ActionResult({"SpotPriceHistory": history})
+
+    SpotInstances.describe_spot_price_history = describe_spot_price_history  # type: ignore[method-assign]
     AmiBackend._bacalhau_seeded = True  # type: ignore[attr-defined]
 
 

@@ -95,6 +95,8 @@ def write_cluster_vars(hosts: int) -> Path:
         # the controller reaches the test hosts over the bridge
         "cluster_ssh_cidrs": ["10.213.7.0/24"],
         "cluster_api_cidrs": [],
+        # the emulator hands out the test hosts' addresses; nothing else may be dialled
+        "cluster_allowed_addresses": r"^10\.213\.7\.[0-9]+$",
     }
     path = STATE / "cluster.yml"
     path.write_text("# Written by `make sandbox`: the demo cluster.\n" + json.dumps(cluster, indent=2) + "\n")

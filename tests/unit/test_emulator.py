@@ -165,3 +165,14 @@ def test_spot_interruption(aws):
     got = client.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]
     assert got["State"]["Name"] == "terminated"
     assert got["StateReason"]["Code"] == "Server.SpotInstanceTermination"
+
+
+def test_spot_prices_are_plausible_and_differ(aws):
+    history = ec2("us-east-1").describe_spot_price_history(InstanceTypes=["t3.small", "m5.xlarge", "t4g.small"],
+                                                           ProductDescriptions=["Linux/UNIX"])["SpotPriceHistory"]
+    prices = {(h["InstanceType"], h["AvailabilityZone"]): float(h["SpotPrice"]) for h in history}
+    assert prices and all(0.001 < p < 1.0 for p in prices.values())
+    small = [p for (t, _z), p in prices.items() if t == "t3.small"]
+    large = [p for (t, _z), p in prices.items() if t == "m5.xlarge"]
+    assert max(small) < min(large)
+    assert len(set(small)) > 1  # zones differ

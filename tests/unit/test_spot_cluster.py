@@ -265,6 +265,24 @@ def test_security_group_opens_only_what_was_asked(aws, run_module):
     assert rules() == {("tcp", 22, "192.0.2.0/24"), ("-1", "self")}
 
 
+def test_nats_open_only_where_a_region_asks(aws, run_module):
+    """The orchestrator's region opens 4222 to other regions' nodes; the others stay closed."""
+    regions = [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                "nats_cidrs": ["192.0.2.7/32"]},
+               {"region": "eu-west-1", "count": 1, "instance_types": ["t3.small"]}]
+    result = run_module("spot_cluster", cluster(regions=regions))
+    assert not result.failed, result
+
+    def nats_sources(region):
+        group_id = result["regions"][region]["network"]["security_group_id"]
+        group = ec2(region).describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+        return {r["CidrIp"] for p in group["IpPermissions"] if p.get("FromPort") == 4222 for r in p["IpRanges"]}
+
+    assert nats_sources("us-east-1") == {"192.0.2.7/32"}
+    assert nats_sources("eu-west-1") == set()
+    assert not run_module("spot_cluster", cluster(regions=regions)).changed
+
+
 def test_absent_removes_one_cluster_and_nothing_else(aws, run_module):
     assert not run_module("spot_cluster", cluster("alpha")).failed
     assert not run_module("spot_cluster", cluster("alpha", role="orchestrator", market="on-demand",
