@@ -9,6 +9,8 @@ emulator's clock). From it:
   such chain of intervals). ``region_depth`` is the same inside each region (max shown).
 * ``span``: first call's start to last call's end (the API part of the wall time).
 * ``concurrency``: the sum of call durations over the span (1.0 = one call at a time).
+* ``peak_per_second``: the most calls of one operation in one region started within one
+  second (EC2's throttling is per API, per account, per region).
 """
 from __future__ import annotations
 
@@ -29,6 +31,27 @@ def chain_depth(entries: Iterable[dict[str, Any]]) -> int:
     return depth
 
 
+def peak_rate(entries: Iterable[dict[str, Any]], window: float = 1.0) -> tuple[int, str]:
+    """Most calls of one operation in one region started within ``window`` seconds, and which.
+
+    EC2 throttles per API, per account, per region (token buckets), so this is the figure to
+    hold against its limits.
+    """
+    starts: dict[tuple[str, str], list[float]] = {}
+    for e in entries:
+        starts.setdefault((e["region"], e["operation"]), []).append(e["start"])
+    best, which = 0, ""
+    for (region, op), times in starts.items():
+        times.sort()
+        lo = 0
+        for hi, t in enumerate(times):
+            while t - times[lo] >= window:
+                lo += 1
+            if hi - lo + 1 > best:
+                best, which = hi - lo + 1, f"{op} in {region}"
+    return best, which
+
+
 def summarize(calls: dict[str, Any], offset: float | None = None, wall: float | None = None) -> dict[str, Any]:
     """``offset``: when the run started on the emulator's call clock; with ``wall``, splits
     the wall time into before the first call, the API span, and after the last answer."""
@@ -36,6 +59,7 @@ def summarize(calls: dict[str, Any], offset: float | None = None, wall: float | 
     if not log:
         return {"total": 0, "by_operation": {}, "by_region": {}, "depth": 0, "region_depth": 0,
                 "span": 0.0, "concurrency": 0.0, "mean_call_ms": 0.0, "faults": 0, "errors": 0,
+                "peak_per_second": 0, "peak_what": "",
                 "before_first": None, "after_last": None}
     start = min(e["start"] for e in log)
     end = max(e["end"] for e in log)
@@ -56,6 +80,8 @@ def summarize(calls: dict[str, Any], offset: float | None = None, wall: float | 
         "mean_call_ms": round(1000.0 * busy / len(log), 1),
         "faults": sum(1 for e in log if e.get("fault")),
         "errors": sum(1 for e in log if int(e.get("status") or 0) >= 400),
+        "peak_per_second": peak_rate(log)[0],
+        "peak_what": peak_rate(log)[1],
         "before_first": round(start - offset, 3) if offset is not None else None,
         "after_last": round(offset + wall - end, 3) if offset is not None and wall is not None else None,
     }

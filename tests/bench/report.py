@@ -114,7 +114,8 @@ def markdown(data: dict[str, Any]) -> str:
             ops = ", ".join(f"{op} {n}" for op, n in c["by_operation"].items())
             lines.append(f"- **{side}, {LABELS[scenario]}** ({c['total']} calls, depth {c['depth']} overall / "
                          f"{c['region_depth']} per region, concurrency {c['concurrency']}, mean call "
-                         f"{c['mean_call_ms']} ms, errors {c['errors']}, changed tasks {m['changed']}): {ops}")
+                         f"{c['mean_call_ms']} ms, 4xx/5xx answers {c['errors']}, peak {c.get('peak_per_second', '-')}/s of one API "
+                         f"in one region ({c.get('peak_what', '')}), changed tasks {m['changed']}): {ops}")
     lines += ["", "## Critical paths (one region)", ""]
     for scenario, b in data["bounds"].items():
         lines.append(f"- **{LABELS[scenario]}** (depth {b['depth']}): " + " -> ".join(b["path"]))
