@@ -65,7 +65,14 @@ def test_exact_count_across_regions(aws, run_module):
     assert len(live("us-east-1", "demo")) == 3 and len(live("eu-west-1", "demo")) == 2
     assert {i["region"] for i in first["instances"]} == {"us-east-1", "eu-west-1"}
     assert first["regions"]["us-east-1"]["running"] == 3
-    assert first["estimated_hourly_cost"] == pytest.approx(5 * 0.00001)
+    # the cost is the sum of the current spot price of each instance's type in its zone
+    expected = 0.0
+    for i in first["instances"]:
+        history = ec2(i["region"]).describe_spot_price_history(
+            InstanceTypes=[i["instance_type"]], ProductDescriptions=["Linux/UNIX"])["SpotPriceHistory"]
+        expected += {h["AvailabilityZone"]: float(h["SpotPrice"]) for h in history}[i["availability_zone"]]
+    assert expected > 0.01
+    assert first["estimated_hourly_cost"] == pytest.approx(expected, abs=1e-5)
 
     # the right image for every architecture, IMDSv2, encrypted gp3 root of the asked size
     for region, arch in (("us-east-1", "x86_64"), ("eu-west-1", "arm64")):
