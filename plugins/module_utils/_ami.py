@@ -23,6 +23,8 @@ from typing import Any, Iterable
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
 
 SUPPORTED_ARCHITECTURES = ("x86_64", "arm64")
 UBUNTU_RELEASES = ("24.04", "22.04")
@@ -328,9 +330,6 @@ def lookup(
     image_ids: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What ami_arch_lookup returns; raises AwsSpotError listing every region's problem."""
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
-
     regions = list(dict.fromkeys(r.strip() for r in regions))
     image_ids = dict(image_ids or {})
     problems = []
