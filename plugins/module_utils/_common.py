@@ -145,6 +145,17 @@ def region_client(module: Any, service: str, region: str, retries: bool = True,
     return RetryingBotoClientWrapper(client, RETRY) if retries else client
 
 
+def known_region_names(module: Any, service: str = "ec2") -> set[str]:
+    """Every region botocore's own endpoint data knows for a service (no API call)."""
+    profile = get_aws_connection_info(module)[2].get("profile_name")
+    with _SESSION_LOCK:
+        session = _session(profile)
+        known: set[str] = set()
+        for partition in session.get_available_partitions():
+            known.update(session.get_available_regions(service, partition_name=partition))
+    return known
+
+
 def no_retry_config() -> "botocore.config.Config":
     """botocore config that makes exactly one attempt per call.
 
@@ -181,6 +192,22 @@ def run_per_region(
             except Exception as exc:  # pylint: disable=broad-except
                 errors[region] = exc
     return results, errors
+
+
+def together(*calls: Callable[[], Any] | None) -> list[Any]:
+    """Independent calls of one region in one round trip of wall time.
+
+    ``None`` entries are skipped (handy for calls that only sometimes apply); the
+    results of the others come back in order. The first exception is re-raised once
+    every call has ended.
+    """
+    todo = [c for c in calls if c is not None]
+    if len(todo) <= 1:
+        return [c() for c in todo]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="together") as pool:
+        futures = [pool.submit(c) for c in todo]
+        concurrent.futures.wait(futures)
+        return [f.result() for f in futures]
 
 
 def error_text(exc: BaseException) -> str:

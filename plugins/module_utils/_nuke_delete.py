@@ -36,6 +36,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     MANAGED_BY_VALUE,
     error_code,
     error_text,
+    together,
 )
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import (
     describe_by_values,
@@ -424,9 +425,13 @@ def delete_security_groups(ctx: RegionContext, items: list[Resource]) -> None:
     # 2. what still uses them: groups that are not ours referencing them, and ENIs.
     users: dict[str, list[str]] = {group_id: [] for group_id in ids}
     referencing: dict[str, dict[str, Any]] = {}
-    for name in ("ip-permission.group-id", "egress.ip-permission.group-id"):
-        for group in describe_by_values(describe_security_groups, ctx.client, name, ids):
-            referencing[group["GroupId"]] = group
+    by_ingress, by_egress, live_enis = together(
+        lambda: describe_by_values(describe_security_groups, ctx.client, "ip-permission.group-id", ids),
+        lambda: describe_by_values(describe_security_groups, ctx.client, "egress.ip-permission.group-id", ids),
+        lambda: _live_enis(ctx, "group-id", ids),
+    )
+    for group in by_ingress + by_egress:
+        referencing[group["GroupId"]] = group
     for group in referencing.values():
         if group["GroupId"] in ours:
             continue
@@ -437,7 +442,7 @@ def delete_security_groups(ctx: RegionContext, items: list[Resource]) -> None:
                 label = f"security group {group['GroupId']} ({group.get('GroupName')}) referencing it"
                 if target in users and label not in users[target]:
                     users[target].append(label)
-    for eni in _live_enis(ctx, "group-id", ids):
+    for eni in live_enis:
         for group in eni.get("Groups") or []:
             if group.get("GroupId") in users:
                 users[group["GroupId"]].append(f"network interface {_eni_label(eni)}")
@@ -475,10 +480,11 @@ def delete_route_tables(ctx: RegionContext, items: list[Resource]) -> None:
                 "and goes when its VPC is deleted"
             )
             return
-        for assoc in associations:
-            if assoc.get("RouteTableAssociationId"):
-                ignore_gone(lambda a=assoc: ctx.client.disassociate_route_table(
-                    AssociationId=a["RouteTableAssociationId"], aws_retry=True))
+        together(*[
+            (lambda a=assoc: ignore_gone(lambda: ctx.client.disassociate_route_table(
+                AssociationId=a["RouteTableAssociationId"], aws_retry=True)))
+            for assoc in associations if assoc.get("RouteTableAssociationId")
+        ])
         attempt(res, lambda: ctx.client.delete_route_table(RouteTableId=res.id, aws_retry=True), dependency=True)
 
     for_each(items, delete)
@@ -499,19 +505,26 @@ def delete_internet_gateways(ctx: RegionContext, items: list[Resource]) -> None:
 def delete_vpcs(ctx: RegionContext, items: list[Resource]) -> None:
     ids = [res.id for res in items]
     users: dict[str, list[str]] = {vpc_id: [] for vpc_id in ids}
-    for subnet in describe_by_values(describe_subnets, ctx.client, "vpc-id", ids):
+    subnets, groups, tables, gateways, live_enis = together(
+        lambda: describe_by_values(describe_subnets, ctx.client, "vpc-id", ids),
+        lambda: describe_by_values(describe_security_groups, ctx.client, "vpc-id", ids),
+        lambda: describe_by_values(describe_route_tables, ctx.client, "vpc-id", ids),
+        lambda: describe_by_values(describe_internet_gateways, ctx.client, "attachment.vpc-id", ids),
+        lambda: _live_enis(ctx, "vpc-id", ids),
+    )
+    for subnet in subnets:
         users[subnet["VpcId"]].append(f"subnet {subnet['SubnetId']}")
-    for group in describe_by_values(describe_security_groups, ctx.client, "vpc-id", ids):
+    for group in groups:
         if group.get("GroupName") != "default":
             users[group["VpcId"]].append(f"security group {group['GroupId']}")
-    for table in describe_by_values(describe_route_tables, ctx.client, "vpc-id", ids):
+    for table in tables:
         if not any(assoc.get("Main") for assoc in table.get("Associations") or []):
             users[table["VpcId"]].append(f"route table {table['RouteTableId']}")
-    for gateway in describe_by_values(describe_internet_gateways, ctx.client, "attachment.vpc-id", ids):
+    for gateway in gateways:
         for attachment in gateway.get("Attachments") or []:
             if attachment.get("VpcId") in users:
                 users[attachment["VpcId"]].append(f"internet gateway {gateway['InternetGatewayId']}")
-    for eni in _live_enis(ctx, "vpc-id", ids):
+    for eni in live_enis:
         if eni.get("VpcId") in users:
             users[eni["VpcId"]].append(f"network interface {_eni_label(eni)}")
 
@@ -555,17 +568,34 @@ DELETERS: dict[str, Callable[[RegionContext, list[Resource]], None]] = {
 }
 
 
+# Types in the same phase do not depend on one another and go at once; phases go in order.
+PHASES: tuple[tuple[str, ...], ...] = (
+    ("spot_instance_requests", "ec2_fleets"),
+    ("instances", "key_pairs"),
+    ("elastic_ips", "launch_templates", "network_interfaces", "volumes"),
+    ("security_groups", "subnets", "route_tables", "internet_gateways"),
+    ("vpcs",),
+)
+
+
+def _delete_type(ctx: RegionContext, resource_type: str, items: list[Resource]) -> None:
+    try:
+        DELETERS[resource_type](ctx, items)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        # a describe of this phase failed: its resources stay, reported; go on
+        for res in items:
+            if res.action == ACTION_WOULD_DELETE:
+                res.failed(error_text(exc))
+
+
 def delete_region(client: Any, region: str, resources: list[Resource]) -> None:
-    """Delete ``resources`` (all of one region), type by type in dependency order."""
+    """Delete ``resources`` (all of one region) in dependency order, independent types at once."""
     ctx = RegionContext(client=client, region=region, resources=resources)
-    for resource_type in RESOURCE_TYPES:
-        items = [res for res in resources if res.type == resource_type]
-        if not items:
-            continue
-        try:
-            DELETERS[resource_type](ctx, items)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            # a describe of this phase failed: its resources stay, reported; go on
-            for res in items:
-                if res.action == ACTION_WOULD_DELETE:
-                    res.failed(error_text(exc))
+    unphased = tuple(t for t in RESOURCE_TYPES if not any(t in phase for phase in PHASES))
+    for phase in PHASES + ((unphased,) if unphased else ()):
+        work = []
+        for resource_type in phase:
+            items = [res for res in resources if res.type == resource_type]
+            if items:
+                work.append(lambda t=resource_type, i=items: _delete_type(ctx, t, i))
+        together(*work)

@@ -34,7 +34,7 @@ LIVE_FLEET_STATES = ["submitted", "active", "modifying", "failed"]
 INVALID_FILTER_CODES = frozenset({"InvalidParameterValue", "InvalidFilter", "InvalidParameter", "InvalidParameterCombination"})
 
 # How many describes of one region run at once.
-DESCRIBE_WORKERS = 6
+DESCRIBE_WORKERS = 13  # one per resource type: one round trip (each is a different API, throttled apart)
 # EC2 accepts at most 200 values per filter.
 FILTER_CHUNK = 200
 

@@ -18,7 +18,7 @@ Check mode stops after phase 1 and reports what phase 2 would do.
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
+
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
@@ -34,9 +35,11 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pri
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import known_region_names
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import no_retry_config
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
 
@@ -105,6 +108,7 @@ class RegionPlan:
     to_terminate: list[dict[str, Any]] = field(default_factory=list)
     network_changes: list[str] = field(default_factory=list)
     delete_network: bool = False
+    prices: dict[tuple[str, str], float] | None = None  # spot prices of the wanted types, read while planning
 
 
 # --------------------------------------------------------------------------- helpers
@@ -129,10 +133,8 @@ def _raise_all(errors: dict[str, BaseException]) -> None:
 
 
 def _concurrently(*calls: Any) -> list[Any]:
-    """Independent describes of one region in one round trip of wall time."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="describe") as pool:
-        futures = [pool.submit(fn, *args) for fn, *args in calls]
-        return [f.result() for f in futures]
+    """Independent describes of one region in one round trip: ``(function, *args)`` each."""
+    return together(*[functools.partial(fn, *args) for fn, *args in calls])
 
 
 # --------------------------------------------------------------------------- present
@@ -158,17 +160,26 @@ def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec) -> RegionPl
         image = _ami.describe_images(ec2, [region.image_id]).get(region.image_id) or {}
         return image.get("RootDeviceName") or inst.ROOT_DEVICE
 
-    zones, resolved, offered, net, instances, root_device = _concurrently(
+    def _prices() -> dict[tuple[str, str], float] | None:
+        if not wanted_types or spec.market != "spot":
+            return None
+        try:
+            return pricing.spot_prices(ec2, wanted_types)
+        except botocore.exceptions.ClientError:
+            return None
+
+    zones, resolved, offered, net, instances, root_device, prices = _concurrently(
         (network.describe_zones, ec2), (_resolve,), (_offered,),
         (network.find, ec2, spec, region.region, []), (inst.describe_cluster_instances, ec2, spec.cluster_name),
-        (_root_device,),
+        (_root_device,), (_prices,),
     )
     net.zones = zones
     unknown_zones = [z for z in region.availability_zones or [] if z not in zones]
     if unknown_zones:
         raise AwsSpotError(f"availability zone(s) {', '.join(unknown_zones)} do not exist or are not available "
                            f"in {region.region}; available: {', '.join(zones)}", region.region)
-    plan = RegionPlan(spec=region, clients=clients, net=net, instances=instances, root_device=root_device)
+    plan = RegionPlan(spec=region, clients=clients, net=net, instances=instances, root_device=root_device,
+                      prices=prices)
     if resolved:
         plan.images = {t: v["image_id"] for t, v in resolved["instance_types"].items()}
         plan.architectures = {t: v["architecture"] for t, v in resolved["instance_types"].items()}
@@ -250,7 +261,11 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     result["network"] = plan.net.ids()
     try:
         types = sorted({v["instance_type"] for v in views if v["lifecycle"] == "spot"})
-        prices = pricing.spot_prices(ec2, types) if types else {}
+        prices = dict(plan.prices or {})
+        known = set(plan.spec.instance_types or []) if plan.prices is not None else set()
+        unknown = [t for t in types if t not in known]
+        if unknown:  # types read while planning need no second call
+            prices.update(pricing.spot_prices(ec2, unknown))
         result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices)
     except botocore.exceptions.ClientError:
         result["estimated_hourly_cost"] = None
@@ -284,10 +299,34 @@ def unaccepted_failures(regions: dict[str, dict[str, Any]], failed: dict[str, st
     return {r: why for r, why in failed.items() if not (allow_partial and regions[r].get("shortfall"))}
 
 
+def _known_locally(module: Any, names: list[str]) -> bool:
+    """Every name is an EC2 region of botocore's own endpoint data (no API call)."""
+    try:
+        known = known_region_names(module)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return all(name in known for name in names)
+
+
+def _plans(module: Any, names: list[str], plan_one: Any) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """Every region's plan, with ``DescribeRegions``' check of unknown and not-enabled regions.
+
+    When botocore knows every name the check goes out together with the plans (one round
+    trip less) and its error, if any, wins over theirs; otherwise it goes first, as the
+    plan of an unknown region would only fail after retries.
+    """
+    ec2 = _default_client(module)
+    if not _known_locally(module, names):
+        _ami.check_regions(ec2, names)
+        return run_per_region(names, plan_one)
+    _checked, (plans, errors) = together(lambda: _ami.check_regions(ec2, names),
+                                         lambda: run_per_region(names, plan_one))
+    return plans, errors
+
+
 def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
-    _ami.check_regions(_default_client(module), spec.region_names)
     by_name = {r.region: r for r in spec.regions}
-    plans, errors = run_per_region(by_name, lambda r: plan_present(module, spec, by_name[r]))
+    plans, errors = _plans(module, spec.region_names, lambda r: plan_present(module, spec, by_name[r]))
     _raise_all(errors)
 
     if module.check_mode:
@@ -350,12 +389,12 @@ def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
     ec2 = _default_client(module)
     if spec.regions:
         names = spec.region_names
-        _ami.check_regions(ec2, names)
+        plans, errors = _plans(module, names, lambda r: plan_absent(module, spec, r))
         discovered = False
     else:
         names = sorted(r for r, status in _ami.enabled_regions(ec2).items() if status != "not-opted-in")
+        plans, errors = run_per_region(names, lambda r: plan_absent(module, spec, r))
         discovered = True
-    plans, errors = run_per_region(names, lambda r: plan_absent(module, spec, r))
     _raise_all(errors)
     if discovered:  # report only where the cluster had something
         plans = {r: p for r, p in plans.items() if p.instances or p.network_changes}

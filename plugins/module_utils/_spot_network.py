@@ -36,6 +36,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import i
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import NATS_PORT
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 
@@ -107,10 +108,6 @@ def describe_zones(ec2: Any) -> list[str]:
     )
 
 
-def describe_vpcs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
-    return _paginate(ec2, "describe_vpcs", "Vpcs", Filters=managed_filters(cluster))
-
-
 def describe_subnets(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
     filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
     return _paginate(ec2, "describe_subnets", "Subnets", Filters=filters)
@@ -134,29 +131,47 @@ def describe_key_pairs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
     return ec2.describe_key_pairs(aws_retry=True, Filters=managed_filters(cluster)).get("KeyPairs", [])
 
 
-def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = None) -> Network:
-    """Everything of the cluster's network in one region: a handful of describes, no more.
+def _by_tag(ec2: Any, operation: str, key: str, cluster: str) -> list[dict[str, Any]]:
+    return _paginate(ec2, operation, key, Filters=managed_filters(cluster))
 
-    Nothing of a VPC can exist without it, so when there is no VPC the other
-    describes (but key pairs and detached gateways) are skipped.
+
+def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = None) -> Network:
+    """Everything of the cluster's network in one region: one round of describes, by tag.
+
+    Subnets, route tables and security groups are found by tag (not by VPC id), so that
+    none of the describes waits for another; they are matched to the VPC here.
     """
     cluster = spec.cluster_name
-    net = Network(region=region, zones=list(zones) if zones is not None else describe_zones(ec2))
-    vpcs = sorted(_mine(describe_vpcs(ec2, cluster), cluster), key=lambda v: v["VpcId"])
-    if spec.ssh_public_key or spec.state == "absent":
-        net.key_pairs = _mine(describe_key_pairs(ec2, cluster), cluster)
-    net.internet_gateways = _mine(describe_internet_gateways(ec2, cluster), cluster)
+    want_keys = bool(spec.ssh_public_key or spec.state == "absent")
+    found = together(
+        (lambda: describe_zones(ec2)) if zones is None else None,
+        lambda: _by_tag(ec2, "describe_vpcs", "Vpcs", cluster),
+        (lambda: describe_key_pairs(ec2, cluster)) if want_keys else None,
+        lambda: describe_internet_gateways(ec2, cluster),
+        lambda: _by_tag(ec2, "describe_subnets", "Subnets", cluster),
+        lambda: _by_tag(ec2, "describe_route_tables", "RouteTables", cluster),
+        lambda: _by_tag(ec2, "describe_security_groups", "SecurityGroups", cluster),
+    )
+    if zones is None:
+        zones = found.pop(0)
+    vpcs = found.pop(0)
+    keys = found.pop(0) if want_keys else []
+    igws, subnets, tables, groups = found
+    net = Network(region=region, zones=list(zones))
+    vpcs = sorted(_mine(vpcs, cluster), key=lambda v: v["VpcId"])
+    net.key_pairs = _mine(keys, cluster)
+    net.internet_gateways = _mine(igws, cluster)
     if not vpcs:
         return net
     net.vpc, net.extra_vpcs = vpcs[0], vpcs[1:]
     vpc_id = net.vpc["VpcId"]
-    # prefer the gateway attached to our VPC
     net.internet_gateways.sort(key=lambda g: 0 if _attached_to(g, vpc_id) else 1)
-    for subnet in _mine(describe_subnets(ec2, cluster, vpc_id), cluster):
-        net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
-    tables = _mine(describe_route_tables(ec2, cluster, vpc_id), cluster)
+    for subnet in _mine(subnets, cluster):
+        if subnet.get("VpcId") == vpc_id:
+            net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
+    tables = [t for t in _mine(tables, cluster) if t.get("VpcId") == vpc_id]
     net.route_table = tables[0] if tables else None
-    groups = _mine(describe_security_groups(ec2, cluster, vpc_id), cluster)
+    groups = [g for g in _mine(groups, cluster) if g.get("VpcId") == vpc_id]
     net.security_group = groups[0] if groups else None
     return net
 
@@ -279,22 +294,26 @@ def _tags_for(spec: ClusterSpec, name: str) -> dict[str, str]:
 
 
 def create_vpc(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
-    vpc = ec2.create_vpc(
+    return ec2.create_vpc(
         aws_retry=True, CidrBlock=spec.vpc_cidr,
         TagSpecifications=tag_specifications("vpc", _tags_for(spec, spec.prefix)),
     )["Vpc"]
-    ec2.modify_vpc_attribute(aws_retry=True, VpcId=vpc["VpcId"], EnableDnsHostnames={"Value": True})
-    return vpc
+
+
+def enable_dns_hostnames(ec2: Any, vpc_id: str) -> None:
+    ec2.modify_vpc_attribute(aws_retry=True, VpcId=vpc_id, EnableDnsHostnames={"Value": True})
 
 
 def create_subnet(ec2: Any, spec: ClusterSpec, vpc_id: str, zone: str, cidr: str) -> dict[str, Any]:
-    subnet = ec2.create_subnet(
+    return ec2.create_subnet(
         aws_retry=True, VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zone,
         TagSpecifications=tag_specifications("subnet", _tags_for(spec, f"{spec.prefix}-{zone}")),
     )["Subnet"]
+
+
+def map_public_ip_on_launch(ec2: Any, subnet_id: str) -> None:
     # instances get a public address (no NAT gateway: nodes talk to each other over the internet)
-    ec2.modify_subnet_attribute(aws_retry=True, SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": True})
-    return subnet
+    ec2.modify_subnet_attribute(aws_retry=True, SubnetId=subnet_id, MapPublicIpOnLaunch={"Value": True})
 
 
 def create_internet_gateway(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
@@ -357,47 +376,81 @@ def import_key_pair(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
 
 
 def ensure(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
-    """Create or repair what is missing, in dependency order; returns what was done."""
+    """Create or repair what is missing, in three rounds of calls made together:
+
+    1. VPC, internet gateway, key pair (need nothing);
+    2. on the VPC: DNS attribute, subnets, gateway attachment, route table, security group;
+    3. subnet attributes, default route, route table associations, security group rules.
+    """
     done = pending_changes(spec, net)
     if not done:
         return done
-    if not net.vpc:
+    new_vpc = not net.vpc
+    want_key = bool(spec.key_name and spec.key_name not in {k["KeyName"] for k in net.key_pairs})
+
+    def _vpc() -> None:
         net.vpc = create_vpc(ec2, spec)
-    vpc_id = net.vpc["VpcId"]
-    for zone, cidr in subnet_cidrs(spec.vpc_cidr, net.zones, net.subnets).items():
-        net.subnets[zone] = create_subnet(ec2, spec, vpc_id, zone, cidr)
-    igw = net.internet_gateway
-    if not igw:
-        igw = create_internet_gateway(ec2, spec)
-        net.internet_gateways.insert(0, igw)
-    if not _attached_to(igw, vpc_id):
-        attach_internet_gateway(ec2, igw["InternetGatewayId"], vpc_id)
-        igw["Attachments"] = [{"VpcId": vpc_id, "State": "available"}]
-    if not net.route_table:
-        net.route_table = create_route_table(ec2, spec, vpc_id)
-    if not _has_default_route(net.route_table, igw["InternetGatewayId"]):
-        stale = any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in net.route_table.get("Routes") or [])
-        if stale:  # a default route to a gateway that is gone or not ours to use: point it at ours
-            replace_default_route(ec2, net.route_table["RouteTableId"], igw["InternetGatewayId"])
-        else:
-            create_default_route(ec2, net.route_table["RouteTableId"], igw["InternetGatewayId"])
-        net.route_table.setdefault("Routes", []).append(
-            {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw["InternetGatewayId"]})
-    for subnet_id in _unassociated(net):
-        associate_route_table(ec2, net.route_table["RouteTableId"], subnet_id)
-        net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
-    if not net.security_group:
-        net.security_group = create_security_group(ec2, spec, vpc_id)
-    group_id = net.security_group["GroupId"]
-    want, have = desired_rules(spec, group_id, net.region), current_rules(net.security_group)
-    if have - want:
-        revoke_ingress(ec2, group_id, have - want)
-    if want - have:
-        authorize_ingress(ec2, spec, group_id, want - have)
-    net.security_group["IpPermissions"] = _permissions(want)
-    if spec.key_name and spec.key_name not in {k["KeyName"] for k in net.key_pairs}:
+
+    def _igw() -> None:
+        net.internet_gateways.insert(0, create_internet_gateway(ec2, spec))
+
+    def _key() -> None:
         import_key_pair(ec2, spec)
         net.key_pairs.append({"KeyName": spec.key_name})
+
+    together(_vpc if new_vpc else None, _igw if not net.internet_gateway else None, _key if want_key else None)
+    vpc_id = net.vpc["VpcId"]
+    igw = net.internet_gateway
+    new_subnets: list[str] = []
+
+    def _subnet(zone: str, cidr: str) -> Any:
+        def make() -> None:
+            subnet = create_subnet(ec2, spec, vpc_id, zone, cidr)
+            net.subnets[zone] = subnet
+            new_subnets.append(subnet["SubnetId"])
+        return make
+
+    def _attach() -> None:
+        attach_internet_gateway(ec2, igw["InternetGatewayId"], vpc_id)
+        igw["Attachments"] = [{"VpcId": vpc_id, "State": "available"}]
+
+    def _table() -> None:
+        net.route_table = create_route_table(ec2, spec, vpc_id)
+
+    def _group() -> None:
+        net.security_group = create_security_group(ec2, spec, vpc_id)
+
+    together(
+        (lambda: enable_dns_hostnames(ec2, vpc_id)) if new_vpc else None,
+        *[_subnet(z, c) for z, c in subnet_cidrs(spec.vpc_cidr, net.zones, net.subnets).items()],
+        _attach if not _attached_to(igw, vpc_id) else None,
+        _table if not net.route_table else None,
+        _group if not net.security_group else None,
+    )
+    table_id = net.route_table["RouteTableId"]
+    group_id = net.security_group["GroupId"]
+    igw_id = igw["InternetGatewayId"]
+    want, have = desired_rules(spec, group_id, net.region), current_rules(net.security_group)
+    round3: list[Any] = []
+    for subnet_id in new_subnets:
+        round3.append(lambda sid=subnet_id: map_public_ip_on_launch(ec2, sid))
+    route_missing = not _has_default_route(net.route_table, igw_id)
+    if route_missing:
+        stale = any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in net.route_table.get("Routes") or [])
+        round3.append(lambda: (replace_default_route if stale else create_default_route)(ec2, table_id, igw_id))
+    unassociated = _unassociated(net)
+    for subnet_id in unassociated:
+        round3.append(lambda sid=subnet_id: associate_route_table(ec2, table_id, sid))
+    if have - want:
+        round3.append(lambda: revoke_ingress(ec2, group_id, have - want))
+    if want - have:
+        round3.append(lambda: authorize_ingress(ec2, spec, group_id, want - have))
+    together(*round3)
+    if route_missing:
+        net.route_table.setdefault("Routes", []).append({"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id})
+    for subnet_id in unassociated:
+        net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
+    net.security_group["IpPermissions"] = _permissions(want)
     return done
 
 
@@ -425,45 +478,59 @@ def deletion_plan(net: Network) -> list[str]:
 
 
 def delete(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
-    """Delete everything of the cluster's network here; instances must be gone already."""
+    """Delete everything of the cluster's network here; instances must be gone already.
+
+    Three rounds of calls made together: security groups, route table associations,
+    gateway detachments, key pairs; then route tables, subnets, gateways; then VPCs.
+    """
     cluster = spec.cluster_name
     done: list[str] = []
     vpcs = ([net.vpc] if net.vpc else []) + net.extra_vpcs
+    parts: dict[str, tuple[list, list, list]] = {}
     for vpc in vpcs:
         vpc_id = vpc["VpcId"]
         if vpc is net.vpc:
-            groups = [net.security_group] if net.security_group else []
-            tables = [net.route_table] if net.route_table else []
-            subnets = list(net.subnets.values())
+            parts[vpc_id] = ([net.security_group] if net.security_group else [],
+                             [net.route_table] if net.route_table else [], list(net.subnets.values()))
         else:
-            groups = _mine(describe_security_groups(ec2, cluster, vpc_id), cluster)
-            tables = _mine(describe_route_tables(ec2, cluster, vpc_id), cluster)
-            subnets = _mine(describe_subnets(ec2, cluster, vpc_id), cluster)
+            parts[vpc_id] = (_mine(describe_security_groups(ec2, cluster, vpc_id), cluster),
+                             _mine(describe_route_tables(ec2, cluster, vpc_id), cluster),
+                             _mine(describe_subnets(ec2, cluster, vpc_id), cluster))
+    ours = set(parts)
+
+    def _delete(what: str, call: Any, **kwargs: Any) -> Any:
+        def run() -> None:
+            if _gone(call, **kwargs):
+                done.append(what)
+        return run
+
+    round1: list[Any] = []
+    round2: list[Any] = []
+    for vpc_id, (groups, tables, subnets) in parts.items():
         for group in groups:
-            if _gone(ec2.delete_security_group, GroupId=group["GroupId"]):
-                done.append(f"deleted security group {group['GroupId']}")
+            round1.append(_delete(f"deleted security group {group['GroupId']}", ec2.delete_security_group,
+                                  GroupId=group["GroupId"]))
         for table in tables:
             for assoc in table.get("Associations") or []:
                 if not assoc.get("Main") and assoc.get("RouteTableAssociationId"):
-                    _gone(ec2.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"])
-            if _gone(ec2.delete_route_table, RouteTableId=table["RouteTableId"]):
-                done.append(f"deleted route table {table['RouteTableId']}")
+                    round1.append(lambda a=assoc["RouteTableAssociationId"]: _gone(
+                        ec2.disassociate_route_table, AssociationId=a))
+            round2.append(_delete(f"deleted route table {table['RouteTableId']}", ec2.delete_route_table,
+                                  RouteTableId=table["RouteTableId"]))
         for subnet in subnets:
-            if _gone(ec2.delete_subnet, SubnetId=subnet["SubnetId"]):
-                done.append(f"deleted subnet {subnet['SubnetId']}")
+            round2.append(_delete(f"deleted subnet {subnet['SubnetId']}", ec2.delete_subnet, SubnetId=subnet["SubnetId"]))
         for igw in net.internet_gateways:
             if _attached_to(igw, vpc_id):
-                _gone(ec2.detach_internet_gateway, InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
-    ours = {v["VpcId"] for v in vpcs}
+                round1.append(lambda g=igw["InternetGatewayId"], v=vpc_id: _gone(
+                    ec2.detach_internet_gateway, InternetGatewayId=g, VpcId=v))
+    for key in net.key_pairs:
+        round1.append(_delete(f"deleted key pair {key['KeyName']}", ec2.delete_key_pair, KeyName=key["KeyName"]))
     for igw in net.internet_gateways:
         if any(a.get("VpcId") not in ours for a in igw.get("Attachments") or []):
             continue  # tagged as ours but attached to a VPC that is not: leave both alone
-        if _gone(ec2.delete_internet_gateway, InternetGatewayId=igw["InternetGatewayId"]):
-            done.append(f"deleted internet gateway {igw['InternetGatewayId']}")
-    for vpc in vpcs:
-        if _gone(ec2.delete_vpc, VpcId=vpc["VpcId"]):
-            done.append(f"deleted VPC {vpc['VpcId']}")
-    for key in net.key_pairs:
-        if _gone(ec2.delete_key_pair, KeyName=key["KeyName"]):
-            done.append(f"deleted key pair {key['KeyName']}")
+        round2.append(_delete(f"deleted internet gateway {igw['InternetGatewayId']}", ec2.delete_internet_gateway,
+                              InternetGatewayId=igw["InternetGatewayId"]))
+    together(*round1)
+    together(*round2)
+    together(*[_delete(f"deleted VPC {v}", ec2.delete_vpc, VpcId=v) for v in parts])
     return done
