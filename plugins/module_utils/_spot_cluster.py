@@ -336,6 +336,9 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
             res["changed"] = bool(plan.to_launch or plan.to_terminate or plan.network_changes)
             res["running"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
             res["instances"] = [inst.view(i, name, plan.architectures) for i in plan.in_scope]
+            # what the instances there now cost (nothing is launched in check mode)
+            res["estimated_hourly_cost"] = (pricing.hourly_cost(res["instances"], plan.prices)
+                                            if plan.prices is not None else None)
             regions[name] = res
     else:
         regions, errors = run_per_region(by_name, lambda r: apply_present(spec, plans[r]))

@@ -373,6 +373,7 @@ regions:
 estimated_hourly_cost:
   description:
     - USD per hour of all the instances in RV(instances), from the current spot prices of their type and zone.
+    - In check mode, of the instances that exist now.
     - null when any of them has no known price (on-demand instances).
   returned: always
   type: float

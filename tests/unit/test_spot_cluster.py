@@ -448,3 +448,12 @@ def test_throttled_launch_is_retried_without_launching_twice(aws, run_module):
     assert [e["fault"] for e in log] == [True, True, True, False]  # same attempt, backed off
     assert len(result["regions"]["eu-west-1"]["attempts"]) == 1
     assert len(live("eu-west-1", "demo")) == 3
+
+
+def test_check_mode_reports_the_cost_of_what_exists(aws, run_module):
+    args = cluster(regions=[{"region": "us-east-1", "count": 2, "instance_types": ["t3.small"]}])
+    applied = run_module("spot_cluster", args)
+    checked = run_module("spot_cluster", args, check_mode=True)
+    assert not checked.changed
+    assert checked["estimated_hourly_cost"] == pytest.approx(applied["estimated_hourly_cost"])
+    assert checked["estimated_hourly_cost"] > 0
