@@ -147,7 +147,7 @@ def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec) -> RegionPl
         if not wanted_types:
             return None
         return _ami.resolve_region(ec2, clients.ssm, region.region, architectures=[], release=spec.ubuntu_release,
-                                   instance_types=wanted_types, image_id=region.image_id)
+                                   instance_types=wanted_types, image_id=region.image_id, details=False)
 
     def _offered() -> dict[str, set[str]]:
         if not wanted_types:
@@ -202,8 +202,9 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     ec2 = plan.clients.ec2
     current = {i["InstanceId"]: i for i in plan.in_scope}
     try:
+        finish_network = None
         if plan.network_changes:
-            network.ensure(ec2, spec, plan.net)
+            _done, finish_network = network.prepare(ec2, spec, plan.net)
             result["changed"] = True
         if plan.to_terminate:
             ids = [i["InstanceId"] for i in plan.to_terminate]
@@ -214,12 +215,26 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
                 current.pop(iid, None)
             if spec.wait:
                 inst.wait_terminated(ec2, ids, spec.wait_timeout)
+        network_error = None
         if plan.to_launch:
             ids = plan.net.ids()
-            launched, attempts = inst.launch(
-                plan.clients.launch, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
-                ids["security_group_id"], plan.to_launch, plan.root_device,
-            )
+            outcome: dict[str, Any] = {}
+
+            def _launch() -> None:
+                outcome["launch"] = inst.launch(
+                    plan.clients.launch, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
+                    ids["security_group_id"], plan.to_launch, plan.root_device,
+                )
+
+            # the network's last round (routes, rules, attributes) goes with the launch
+            try:
+                together(_launch, finish_network)
+            except Exception as exc:  # pylint: disable=broad-except
+                if "launch" not in outcome:
+                    raise
+                network_error = exc  # the instances are up: report them, and the network's error
+            finish_network = None
+            launched, attempts = outcome["launch"]
             result["attempts"] = attempts
             new_ids = [i["InstanceId"] for i in launched]
             result["launched"] = new_ids
@@ -247,9 +262,13 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
             elif waiter_error is not None:
                 problems.append(f"new instances did not reach running within {spec.wait_timeout}s ({waiter_error}); "
                                 "run again to check on them, or raise wait_timeout")
+            if network_error is not None:
+                problems.append(f"the network could not be completed: {error_text(network_error)}; run again")
             if problems:
                 result["shortfall"] = len(new_ids) < plan.to_launch or bool(lost)
                 raise AwsSpotError("; ".join(problems), plan.spec.region)
+        if finish_network is not None:  # nothing was launched: the network's last round alone
+            finish_network()
     except Exception as exc:  # pylint: disable=broad-except
         result["failed"] = True
         result["error"] = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)

@@ -156,8 +156,12 @@ def launch_parameters(
         "InstanceType": itype,
         "MinCount": 1,
         "MaxCount": count,
-        "SubnetId": subnet_id,
-        "SecurityGroupIds": [group_id],
+        # The address is asked for here, not through the subnet's MapPublicIpOnLaunch, so a
+        # launch does not wait for that attribute (it is set as well, for other launches).
+        "NetworkInterfaces": [{
+            "DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [group_id],
+            "AssociatePublicIpAddress": True, "DeleteOnTermination": True,
+        }],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
         "BlockDeviceMappings": [{
             "DeviceName": root_device,

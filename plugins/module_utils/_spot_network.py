@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 try:
     import botocore.exceptions
@@ -376,15 +376,24 @@ def import_key_pair(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
 
 
 def ensure(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
-    """Create or repair what is missing, in three rounds of calls made together:
+    """Create or repair what is missing, in three rounds of calls made together."""
+    done, finish = prepare(ec2, spec, net)
+    finish()
+    return done
+
+
+def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Callable[[], None]]:
+    """Make what a launch needs, and return the rest as one call to make later.
 
     1. VPC, internet gateway, key pair (need nothing);
     2. on the VPC: DNS attribute, subnets, gateway attachment, route table, security group;
-    3. subnet attributes, default route, route table associations, security group rules.
+    3. (returned) subnet attributes, default route, route table associations, security
+       group rules. A launch needs none of these (it asks for its public address itself),
+       so the caller can send them together with the launch: one round trip less.
     """
     done = pending_changes(spec, net)
     if not done:
-        return done
+        return done, lambda: None
     new_vpc = not net.vpc
     want_key = bool(spec.key_name and spec.key_name not in {k["KeyName"] for k in net.key_pairs})
 
@@ -445,13 +454,16 @@ def ensure(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
         round3.append(lambda: revoke_ingress(ec2, group_id, have - want))
     if want - have:
         round3.append(lambda: authorize_ingress(ec2, spec, group_id, want - have))
-    together(*round3)
-    if route_missing:
-        net.route_table.setdefault("Routes", []).append({"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id})
-    for subnet_id in unassociated:
-        net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
-    net.security_group["IpPermissions"] = _permissions(want)
-    return done
+
+    def finish() -> None:
+        together(*round3)
+        if route_missing:
+            net.route_table.setdefault("Routes", []).append({"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id})
+        for subnet_id in unassociated:
+            net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
+        net.security_group["IpPermissions"] = _permissions(want)
+
+    return done, finish
 
 
 # --------------------------------------------------------------------------- deleting
