@@ -119,6 +119,9 @@ class Emulator:
     def throttle(self, count: int, operations: list[str] | None = None, regions: list[str] | None = None) -> dict:
         return self.set_faults(throttle={"count": count, "operations": operations or [], "regions": regions or []})
 
+    def expire_credentials(self, expired: bool = True) -> dict:
+        return self.set_faults(expired_credentials=expired)
+
     def latency(self, ms: float) -> dict:
         return self.set_faults(latency_ms=ms)
 

@@ -20,7 +20,8 @@ can drive it with ``ansible.builtin.uri``:
 ``POST /_emulator/reset``             forget every resource, fault and counter
 ``GET  /_emulator/faults``            the faults in force
 ``POST /_emulator/faults``            merge: ``{"capacity": [rule, ...], "throttle": {"count": N,
-                                      "operations": [...], "regions": [...]}, "latency_ms": 100}``
+                                      "operations": [...], "regions": [...]}, "latency_ms": 100,
+                                      "expired_credentials": true}``
 ``DELETE /_emulator/faults``          clear all faults
 ``GET  /_emulator/calls``             ``{"total", "by_operation", "by_region", "log": [...]}``
 ``POST /_emulator/address_pool``      ``{"addresses": ["10.213.7.11", ...]}``: public IPs for new
@@ -243,12 +244,14 @@ class Faults:
         self.capacity: list[dict[str, Any]] = []
         self.throttle: dict[str, Any] = {"count": 0, "operations": [], "regions": []}
         self.latency_ms: float = 0.0
+        self.expired_credentials: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "throttle": self.throttle, "latency_ms": self.latency_ms}
+        return {"capacity": self.capacity, "throttle": self.throttle, "latency_ms": self.latency_ms,
+                "expired_credentials": self.expired_credentials}
 
     def update(self, body: dict[str, Any]) -> None:
-        unknown = set(body) - {"capacity", "throttle", "latency_ms"}
+        unknown = set(body) - {"capacity", "throttle", "latency_ms", "expired_credentials"}
         if unknown:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
         for rule in body.get("capacity") or []:
@@ -267,6 +270,8 @@ class Faults:
             }
         if "latency_ms" in body:
             self.latency_ms = float(body["latency_ms"] or 0)
+        if "expired_credentials" in body:
+            self.expired_credentials = bool(body["expired_credentials"])
 
     def take_throttle(self, operation: str, region: str) -> bool:
         with self.lock:
@@ -337,6 +342,16 @@ def _xml_error(code: str, message: str, status: int) -> tuple[int, list[tuple[st
     return status, [("Content-Type", "text/xml;charset=UTF-8")], body
 
 
+def _query_error(code: str, message: str, status: int) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The error shape of query-protocol services other than EC2 (STS, IAM...)."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error><Type>Sender</Type>'
+        f"<Code>{code}</Code><Message>{_xml_escape(message)}</Message></Error>"
+        f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+    ).encode()
+    return status, [("Content-Type", "text/xml;charset=UTF-8")], body
+
+
 def _json_error(code: str, message: str, status: int) -> tuple[int, list[tuple[str, str]], bytes]:
     body = json.dumps({"__type": code, "message": message}).encode()
     return status, [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)], body
@@ -374,7 +389,16 @@ class EmulatorApp:
             time.sleep(self.faults.latency_ms / 1000.0)
 
         error = None
-        if operation and self.faults.take_throttle(operation, region):
+        if operation and self.faults.expired_credentials:
+            # as AWS answers a request signed with an expired session token
+            message = "The security token included in the request is expired"
+            if protocol == "json":
+                error = _json_error("ExpiredTokenException", message, 400)
+            elif service == "ec2":
+                error = _xml_error("RequestExpired", message, 400)
+            else:
+                error = _query_error("ExpiredToken", message, 403)
+        elif operation and self.faults.take_throttle(operation, region):
             if protocol == "json":
                 error = _json_error("ThrottlingException", "Rate exceeded", 400)
             else:

@@ -135,6 +135,19 @@ def test_missing_credentials_stop_before_anything(aws, ssh_key):
     assert aws.calls()["total"] == 0
 
 
+def test_expired_credentials_stop_before_anything(playbook, aws, ssh_key):
+    aws.expire_credentials()
+    result = playbook(CREATE, extra_vars=cluster_vars(ssh_key))
+    assert result.returncode != 0
+    assert "No usable AWS credentials" in result.stdout
+    assert "security token included in the request is expired" in result.stdout
+    assert "aws sso login" in result.stdout
+    assert "Validate the orchestrator" not in result.stdout  # it stopped first
+    assert set(aws.calls()["by_operation"]) == {"GetCallerIdentity"}
+    aws.expire_credentials(False)
+    assert not instances("us-east-1") and not instances("eu-west-1")
+
+
 def test_ansible_doc_renders_spot_cluster():
     import sys
 

@@ -176,3 +176,14 @@ def test_spot_prices_are_plausible_and_differ(aws):
     large = [p for (t, _z), p in prices.items() if t == "m5.xlarge"]
     assert max(small) < min(large)
     assert len(set(small)) > 1  # zones differ
+
+
+def test_expired_credentials_as_aws_answers(aws):
+    aws.expire_credentials()
+    for call, code in ((lambda: boto3.client("sts", region_name="us-east-1").get_caller_identity(), "ExpiredToken"),
+                       (lambda: ec2().describe_vpcs(), "RequestExpired")):
+        with pytest.raises(botocore.exceptions.ClientError) as err:
+            call()
+        assert err.value.response["Error"]["Code"] == code
+    aws.expire_credentials(False)
+    assert ec2().describe_vpcs()["Vpcs"]
