@@ -33,11 +33,13 @@ lint: setup
 # ansible-test needs the collection under ansible_collections/<ns>/<name> for real
 # (not via a symlink), so it runs on a copy of the tracked and new files, in a git
 # repository of its own (ansible-test lists files through git).
-ANSIBLE_TEST_PIP := $(shell $(BIN)/python -c "import re,ansible_test,pathlib;print(re.search(r\"pip='([0-9.]+)'\",(pathlib.Path(ansible_test.__file__).parent/'_internal/python_requirements.py').read_text()).group(1))" 2>/dev/null)
-GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
-
+# ansible-test bootstraps pip in its venvs with a get-pip.py it downloads from a host we
+# cannot reach: give it ours under the name it looks for (its pip version, read from
+# ansible-test itself once the venv exists).
 sanity: setup
-	mkdir -p $(dir $(GET_PIP_CACHE)) && cp tests/sanity/get_pip_offline.py $(GET_PIP_CACHE)
+	pip_version=$$($(BIN)/python -c "import re,ansible_test,pathlib;print(re.search(r\"pip='([0-9.]+)'\",(pathlib.Path(ansible_test.__file__).parent/'_internal/python_requirements.py').read_text()).group(1))") && \
+	  mkdir -p $(HOME)/.ansible/test/cache && \
+	  cp tests/sanity/get_pip_offline.py $(HOME)/.ansible/test/cache/get_pip_$${pip_version//./_}.py
 	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot
 	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(SANITY_DIR)/ansible_collections/bacalhau/aws_spot
 	ln -s $$($(BIN)/python -c "import ansible_collections.amazon.aws as m;print(m.__path__[0].rsplit('/',1)[0])") \
