@@ -26,7 +26,7 @@ def test_sandbox_end_to_end(tmp_path):
     out = proc.stdout
     (tmp_path / "sandbox.log").write_text(out)
     assert proc.returncode == 0, out[-6000:]
-    assert "cluster created, unchanged on re-run, healthy, destroyed" in out
+    assert "cluster created, unchanged on re-run, healthy, interruption reported, destroyed" in out
     # every compute node connected, both regions, Bacalhau alive on every node
     assert "us-east-1" in out and "eu-west-1" in out
     # nothing left: no nspawn machine, no netns, no bridge

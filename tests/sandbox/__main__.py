@@ -10,7 +10,8 @@
    ``playbooks/create.yml``, the aws_ec2 inventory and SSH then reach a real machine. moto's
    own fake addresses (54.x) are never handed out, so never dialled;
 4. the real ``playbooks/create.yml`` for a demo cluster in two "regions", a second run that must
-   change nothing, ``playbooks/status.yml``, and ``playbooks/destroy.yml``;
+   change nothing, ``playbooks/status.yml``, a spot interruption (the emulator reclaims an
+   instance) that ``status.yml`` must report, and ``playbooks/destroy.yml``;
 5. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
 """
 from __future__ import annotations
@@ -164,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         say("ansible-playbook playbooks/status.yml")
         run(book + ["playbooks/status.yml", *extra], env=env)
 
+        say("A spot interruption in eu-west-1 (the emulator reclaims the instance), then status.yml again")
+        victim = _live_instances(emulator, "eu-west-1")[:1]
+        print(json.dumps(emulator.interrupt("eu-west-1", victim)))
+        after = run(book + ["playbooks/status.yml", *extra], env=env, capture=True)
+        if not victim or f"Spot interruptions seen: {victim[0]}" not in after.stdout:
+            raise SystemExit(f"sandbox: status.yml did not report the interruption of {victim}")
+
         del first
         if args.keep:
             say("Left up (--keep)")
@@ -184,7 +192,7 @@ Clean up with:
         if left:
             raise SystemExit(f"sandbox: instances left after destroy: {left}")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
-              "healthy, destroyed.")
+              "healthy, interruption reported, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
