@@ -21,6 +21,7 @@ import concurrent.futures
 from typing import Any, Iterable
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import check_regions
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
@@ -80,8 +81,8 @@ def instance_type_architectures(ec2: Any, instance_types: list[str]) -> dict[str
     wanted = sorted(set(instance_types))
     found: dict[str, list[str]] = {}
     for chunk in _chunks(wanted):
-        result = paginate(ec2, "describe_instance_types", Filters=[{"Name": "instance-type", "Values": chunk}])
-        for itype in result.get("InstanceTypes", []):
+        for itype in paginate(ec2, "describe_instance_types", "InstanceTypes",
+                              Filters=[{"Name": "instance-type", "Values": chunk}]):
             found[itype["InstanceType"]] = list(itype.get("ProcessorInfo", {}).get("SupportedArchitectures", []))
     unknown = [t for t in wanted if t not in found]
     if unknown:
@@ -116,8 +117,8 @@ def offered_instance_types(
         filters = [{"Name": "instance-type", "Values": chunk}]
         if zones and location_type == "availability-zone":
             filters.append({"Name": "location", "Values": list(zones)})
-        result = paginate(ec2, "describe_instance_type_offerings", LocationType=location_type, Filters=filters)
-        for offer in result.get("InstanceTypeOfferings", []):
+        for offer in paginate(ec2, "describe_instance_type_offerings", "InstanceTypeOfferings",
+                              LocationType=location_type, Filters=filters):
             offered.setdefault(offer["InstanceType"], set()).add(offer["Location"])
     return offered
 
@@ -304,29 +305,6 @@ def resolve_region(
             itype: {"architecture": arch, "image_id": images[arch]["image_id"]} for itype, arch in chosen.items()
         },
     }
-
-
-def enabled_regions(ec2: Any) -> dict[str, str]:
-    """Region name -> opt-in status, for every region the partition knows."""
-    regions = ec2.describe_regions(AllRegions=True, aws_retry=True)["Regions"]
-    return {r["RegionName"]: r.get("OptInStatus", "opt-in-not-required") for r in regions}
-
-
-def check_regions(ec2: Any, regions: list[str]) -> None:
-    """Refuse unknown regions and regions not enabled for the account, all in one message."""
-    known = enabled_regions(ec2)
-    unknown = [r for r in regions if r not in known]
-    disabled = [r for r in regions if known.get(r) == "not-opted-in"]
-    problems = []
-    if unknown:
-        problems.append(f"unknown region(s): {', '.join(unknown)}")
-    if disabled:
-        problems.append(
-            f"region(s) not enabled for this account: {', '.join(disabled)} "
-            "(enable them under Account > AWS Regions, or leave them out)"
-        )
-    if problems:
-        raise AwsSpotError("; ".join(problems) + ".")
 
 
 # --------------------------------------------------------------------------- the module's work

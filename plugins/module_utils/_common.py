@@ -227,9 +227,38 @@ def error_code(exc: BaseException) -> str | None:
 
 
 @RETRY
-def paginate(client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
-    """Every page of a describe call merged into one result, retried as a whole.
+def paginate(client: Any, operation: str, result_key: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every item under ``result_key`` of every page of a describe call, retried as a whole.
 
     (Paginators bypass the retrying client wrapper, so the retry sits here.)
     """
-    return client.get_paginator(operation).paginate(**kwargs).build_full_result()
+    return client.get_paginator(operation).paginate(**kwargs).build_full_result().get(result_key, [])
+
+
+# --------------------------------------------------------------------------- regions
+def region_opt_in(ec2: Any) -> dict[str, str]:
+    """Region name -> opt-in status, for every region the partition knows."""
+    regions = ec2.describe_regions(AllRegions=True, aws_retry=True)["Regions"]
+    return {r["RegionName"]: r.get("OptInStatus", "opt-in-not-required") for r in regions}
+
+
+def enabled_region_names(ec2: Any) -> list[str]:
+    """Every region enabled for the account, sorted."""
+    return sorted(name for name, status in region_opt_in(ec2).items() if status != "not-opted-in")
+
+
+def check_regions(ec2: Any, regions: list[str]) -> None:
+    """Refuse unknown regions and regions not enabled for the account, all in one message."""
+    known = region_opt_in(ec2)
+    unknown = [r for r in regions if r not in known]
+    disabled = [r for r in regions if known.get(r) == "not-opted-in"]
+    problems = []
+    if unknown:
+        problems.append(f"unknown region(s): {', '.join(unknown)}")
+    if disabled:
+        problems.append(
+            f"region(s) not enabled for this account: {', '.join(disabled)} "
+            "(enable them under Account > AWS Regions, or leave them out)"
+        )
+    if problems:
+        raise AwsSpotError("; ".join(problems) + ".")

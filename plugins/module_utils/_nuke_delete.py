@@ -36,6 +36,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     MANAGED_BY_VALUE,
     error_code,
     error_text,
+    paginate,
     together,
 )
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import (
@@ -46,7 +47,6 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover i
     describe_security_groups,
     describe_subnets,
     describe_volumes,
-    paginate,
 )
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import (
     ACTION_WOULD_DELETE,

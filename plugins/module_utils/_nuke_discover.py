@@ -21,7 +21,7 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore for us
 
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY, error_code
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code, paginate
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import NukeSpec, Resource
 
 # States in which a resource still exists (terminated/cancelled/deleted records
@@ -40,13 +40,6 @@ FILTER_CHUNK = 200
 
 
 # --------------------------------------------------------------------------- describe calls
-@RETRY
-def paginate(client: Any, operation: str, result_key: str, **params: Any) -> list[dict[str, Any]]:
-    """Every item of a paginated describe (retried as a whole on throttling)."""
-    paginator = client.get_paginator(operation)
-    return paginator.paginate(**params).build_full_result().get(result_key, [])
-
-
 def describe_instances(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     filters = filters + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
     reservations = paginate(client, "describe_instances", "Reservations", Filters=filters)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
+    enabled_region_names,
     error_text,
     region_client,
     run_per_region,
@@ -37,11 +38,7 @@ MAX_LISTED = 30
 
 def enabled_regions(module: Any) -> list[str]:
     """Every region enabled for the account (``DescribeRegions`` without opt-in regions not opted in)."""
-    client = region_client(module, "ec2", module.region or DEFAULT_REGION)
-    regions = client.describe_regions(AllRegions=False, aws_retry=True).get("Regions", [])
-    return sorted(
-        r["RegionName"] for r in regions if r.get("OptInStatus", "opt-in-not-required") != "not-opted-in"
-    )
+    return enabled_region_names(region_client(module, "ec2", module.region or DEFAULT_REGION))
 
 
 @dataclass

@@ -33,6 +33,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_ins
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import check_regions
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import enabled_region_names
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import known_region_names
@@ -336,9 +338,9 @@ def _plans(module: Any, names: list[str], plan_one: Any) -> tuple[dict[str, Any]
     """
     ec2 = _default_client(module)
     if not _known_locally(module, names):
-        _ami.check_regions(ec2, names)
+        check_regions(ec2, names)
         return run_per_region(names, plan_one)
-    _checked, (plans, errors) = together(lambda: _ami.check_regions(ec2, names),
+    _checked, (plans, errors) = together(lambda: check_regions(ec2, names),
                                          lambda: run_per_region(names, plan_one))
     return plans, errors
 
@@ -414,7 +416,7 @@ def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
         plans, errors = _plans(module, names, lambda r: plan_absent(module, spec, r))
         discovered = False
     else:
-        names = sorted(r for r, status in _ami.enabled_regions(ec2).items() if status != "not-opted-in")
+        names = enabled_region_names(ec2)
         plans, errors = run_per_region(names, lambda r: plan_absent(module, spec, r))
         discovered = True
     _raise_all(errors)

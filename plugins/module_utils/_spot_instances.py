@@ -36,13 +36,13 @@ from typing import Any
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import CLUSTER_KEY
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
@@ -77,10 +77,8 @@ ROOT_DEVICE = "/dev/sda1"  # Canonical's Ubuntu images boot from /dev/sda1
 
 
 # --------------------------------------------------------------------------- describes
-@RETRY
 def _paginate_instances(ec2: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    pages = ec2.get_paginator("describe_instances").paginate(**kwargs).build_full_result()
-    return [i for r in pages.get("Reservations", []) for i in r.get("Instances", [])]
+    return [i for r in paginate(ec2, "describe_instances", "Reservations", **kwargs) for i in r.get("Instances", [])]
 
 
 def describe_cluster_instances(ec2: Any, cluster: str) -> list[dict[str, Any]]:

@@ -30,11 +30,11 @@ from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import NATS_PORT
@@ -95,11 +95,6 @@ def _mine(resources: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]]
 
 
 # --------------------------------------------------------------------------- describes
-@RETRY
-def _paginate(ec2: Any, operation: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
-    return ec2.get_paginator(operation).paginate(**kwargs).build_full_result().get(key, [])
-
-
 def describe_zones(ec2: Any) -> list[str]:
     zones = ec2.describe_availability_zones(aws_retry=True, Filters=[{"Name": "state", "Values": ["available"]}])
     return sorted(
@@ -110,21 +105,21 @@ def describe_zones(ec2: Any) -> list[str]:
 
 def describe_subnets(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
     filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return _paginate(ec2, "describe_subnets", "Subnets", Filters=filters)
+    return paginate(ec2, "describe_subnets", "Subnets", Filters=filters)
 
 
 def describe_internet_gateways(ec2: Any, cluster: str) -> list[dict[str, Any]]:
-    return _paginate(ec2, "describe_internet_gateways", "InternetGateways", Filters=managed_filters(cluster))
+    return paginate(ec2, "describe_internet_gateways", "InternetGateways", Filters=managed_filters(cluster))
 
 
 def describe_route_tables(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
     filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return _paginate(ec2, "describe_route_tables", "RouteTables", Filters=filters)
+    return paginate(ec2, "describe_route_tables", "RouteTables", Filters=filters)
 
 
 def describe_security_groups(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
     filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return _paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
+    return paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
 
 
 def describe_key_pairs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
@@ -132,7 +127,7 @@ def describe_key_pairs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
 
 
 def _by_tag(ec2: Any, operation: str, key: str, cluster: str) -> list[dict[str, Any]]:
-    return _paginate(ec2, operation, key, Filters=managed_filters(cluster))
+    return paginate(ec2, operation, key, Filters=managed_filters(cluster))
 
 
 def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = None) -> Network:

@@ -15,22 +15,20 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import RETRY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
 
 PRODUCT = "Linux/UNIX"
 
 
-@RETRY
 def spot_prices(ec2: Any, instance_types: list[str]) -> dict[tuple[str, str], float]:
     """(instance type, zone) -> USD per hour, the newest price of each."""
     if not instance_types:
         return {}
     now = datetime.datetime.now(datetime.timezone.utc)
-    pages = ec2.get_paginator("describe_spot_price_history").paginate(
-        InstanceTypes=sorted(set(instance_types)), ProductDescriptions=[PRODUCT], StartTime=now,
-    ).build_full_result()
+    history = paginate(ec2, "describe_spot_price_history", "SpotPriceHistory",
+                       InstanceTypes=sorted(set(instance_types)), ProductDescriptions=[PRODUCT], StartTime=now)
     newest: dict[tuple[str, str], tuple[Any, float]] = {}
-    for entry in pages.get("SpotPriceHistory", []):
+    for entry in history:
         if not str(entry.get("ProductDescription", PRODUCT)).startswith(PRODUCT):
             continue
         key = (entry["InstanceType"], entry["AvailabilityZone"])
