@@ -371,6 +371,7 @@ class EmulatorApp:
         self.inner = inner
         self.faults = Faults()
         self.calls = Calls()
+        self.moto_lock = threading.Lock()
 
     # -- WSGI entry
     def __call__(self, environ: dict, start_response: Callable) -> Any:
@@ -388,6 +389,15 @@ class EmulatorApp:
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
 
+        # moto is not safe for concurrent requests (seen: "dictionary changed size during
+        # iteration" in its serializer under parallel calls), so requests reach it one at a
+        # time. The added latency above is outside the lock: calls still overlap in time as
+        # on AWS, only moto's own (CPU-bound, GIL-held) work is serialised.
+        with self.moto_lock:
+            return self._dispatch(environ, start_response, region, service, operation, params, protocol, start)
+
+    def _dispatch(self, environ: dict, start_response: Callable, region: str, service: str, operation: str,
+                  params: dict[str, str], protocol: str, start: float) -> Any:
         error = None
         if operation and self.faults.expired_credentials:
             # as AWS answers a request signed with an expired session token
@@ -422,7 +432,12 @@ class EmulatorApp:
                 captured["status"] = status
                 return start_response(status, headers, exc_info)
 
-            result = self.inner(environ, _start)
+            inner = self.inner(environ, _start)
+            try:
+                result = list(inner)  # produced while the lock is held
+            finally:
+                if hasattr(inner, "close"):
+                    inner.close()
             try:
                 status_code = int(str(captured.get("status", "200")).split()[0])
             except ValueError:
@@ -581,7 +596,8 @@ class EmulatorApp:
         if what == "health":
             return 200, {"status": "ok"}
         if what == "reset" and method == "POST":
-            moto_api_backend.reset()
+            with self.moto_lock:
+                moto_api_backend.reset()
             with ADDRESS_POOL.lock:
                 ADDRESS_POOL.addresses = []
             self.faults.clear()
@@ -604,9 +620,11 @@ class EmulatorApp:
                         raise ValueError(f"not an IPv4 address: {address}")
                 with ADDRESS_POOL.lock:
                     ADDRESS_POOL.addresses = addresses
-            return 200, {"addresses": ADDRESS_POOL.addresses, "free": ADDRESS_POOL.free()}
+            with self.moto_lock:  # free() reads moto's backends
+                return 200, {"addresses": ADDRESS_POOL.addresses, "free": ADDRESS_POOL.free()}
         if what == "interrupt" and method == "POST":
-            return 200, {"interrupted": interrupt_instances(body["region"], list(body["instance_ids"]))}
+            with self.moto_lock:
+                return 200, {"interrupted": interrupt_instances(body["region"], list(body["instance_ids"]))}
         if what == "calls":
             if method == "GET":
                 return 200, self.calls.summary()
