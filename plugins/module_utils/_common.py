@@ -142,7 +142,23 @@ def region_client(module: Any, service: str, region: str, retries: bool = True,
     with _SESSION_LOCK:
         client = _session(profile).client(service, region_name=region, endpoint_url=endpoint_url,
                                           config=merged, **params)
+        _prime(client)
     return RetryingBotoClientWrapper(client, RETRY) if retries else client
+
+
+def _prime(client: Any) -> None:
+    """Load the client's paginator and waiter models now, once, under the session lock.
+
+    botocore loads them on a client's first ``get_paginator``/``get_waiter``; when a
+    dozen threads do that at the same moment, its loader's cache is still empty for all
+    of them and each one walks botocore's data directories (seen: seconds of CPU in a
+    5-region run, spreading calls meant to go out together over several round trips).
+    """
+    try:
+        client.can_paginate("describe_instances")  # the paginator model (any operation name does)
+        _names = client.waiter_names  # the waiter model
+    except Exception:  # pylint: disable=broad-except
+        pass  # a service without paginators or waiters has nothing to load
 
 
 def known_region_names(module: Any, service: str = "ec2") -> set[str]:

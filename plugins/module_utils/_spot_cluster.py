@@ -87,6 +87,12 @@ class Clients:
             self._ssm = region_client(self.module, "ssm", self.region)
         return self._ssm
 
+    def ready(self, ssm: bool = False) -> "Clients":
+        """Make the clients now (before a round of calls that should go out together)."""
+        _ec2 = self.ec2
+        _ssm = self.ssm if ssm else None
+        return self
+
     @property
     def launch(self) -> Any:
         """One HTTP attempt per call (ICE is an HTTP 500); throttling retried by RETRY."""
@@ -140,8 +146,8 @@ def _concurrently(*calls: Any) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- present
-def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec) -> RegionPlan:
-    clients = Clients(module, region.region)
+def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec, clients: Clients | None = None) -> RegionPlan:
+    clients = clients or Clients(module, region.region)
     ec2 = clients.ec2
     wanted_types = region.instance_types
 
@@ -329,25 +335,30 @@ def _known_locally(module: Any, names: list[str]) -> bool:
     return all(name in known for name in names)
 
 
-def _plans(module: Any, names: list[str], plan_one: Any) -> tuple[dict[str, Any], dict[str, BaseException]]:
-    """Every region's plan, with ``DescribeRegions``' check of unknown and not-enabled regions.
+def _plans(module: Any, names: list[str], plan_one: Any, ssm: bool = False) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """Every region's plan, ``plan_one(region, clients)``, with ``DescribeRegions``' check of
+    unknown and not-enabled regions.
 
     When botocore knows every name the check goes out together with the plans (one round
     trip less) and its error, if any, wins over theirs; otherwise it goes first, as the
-    plan of an unknown region would only fail after retries.
+    plan of an unknown region would only fail after retries. Every region's clients are
+    made before the first call: making one takes CPU (tens of milliseconds), and calls
+    meant to go out together would otherwise be spread over more than one round trip.
     """
     ec2 = _default_client(module)
     if not _known_locally(module, names):
         check_regions(ec2, names)
-        return run_per_region(names, plan_one)
+        return run_per_region(names, lambda r: plan_one(r, Clients(module, r)))
+    clients = {name: Clients(module, name).ready(ssm=ssm) for name in names}
     _checked, (plans, errors) = together(lambda: check_regions(ec2, names),
-                                         lambda: run_per_region(names, plan_one))
+                                         lambda: run_per_region(names, lambda r: plan_one(r, clients[r])))
     return plans, errors
 
 
 def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
     by_name = {r.region: r for r in spec.regions}
-    plans, errors = _plans(module, spec.region_names, lambda r: plan_present(module, spec, by_name[r]))
+    plans, errors = _plans(module, spec.region_names, lambda r, c: plan_present(module, spec, by_name[r], c),
+                           ssm=any(not r.image_id for r in spec.regions))
     _raise_all(errors)
 
     if module.check_mode:
@@ -369,8 +380,8 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- absent
-def plan_absent(module: Any, spec: ClusterSpec, region: str) -> RegionPlan:
-    clients = Clients(module, region)
+def plan_absent(module: Any, spec: ClusterSpec, region: str, clients: Clients | None = None) -> RegionPlan:
+    clients = clients or Clients(module, region)
     net, instances = _concurrently(
         (network.find, clients.ec2, spec, region, []), (inst.describe_cluster_instances, clients.ec2, spec.cluster_name),
     )
@@ -413,7 +424,7 @@ def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
     ec2 = _default_client(module)
     if spec.regions:
         names = spec.region_names
-        plans, errors = _plans(module, names, lambda r: plan_absent(module, spec, r))
+        plans, errors = _plans(module, names, lambda r, c: plan_absent(module, spec, r, c))
         discovered = False
     else:
         names = enabled_region_names(ec2)

@@ -393,11 +393,13 @@ class EmulatorApp:
         # iteration" in its serializer under parallel calls), so requests reach it one at a
         # time. The added latency above is outside the lock: calls still overlap in time as
         # on AWS, only moto's own (CPU-bound, GIL-held) work is serialised.
+        waited = time.monotonic()
         with self.moto_lock:
-            return self._dispatch(environ, start_response, region, service, operation, params, protocol, start)
+            return self._dispatch(environ, start_response, region, service, operation, params, protocol, start, waited)
 
     def _dispatch(self, environ: dict, start_response: Callable, region: str, service: str, operation: str,
-                  params: dict[str, str], protocol: str, start: float) -> Any:
+                  params: dict[str, str], protocol: str, start: float, waited: float) -> Any:
+        entered = time.monotonic()
         error = None
         if operation and self.faults.expired_credentials:
             # as AWS answers a request signed with an expired session token
@@ -443,13 +445,17 @@ class EmulatorApp:
             except ValueError:
                 status_code = 0
         if operation:
+            now = time.monotonic()
             self.calls.add(
                 {
+                    # the emulator's own time: waiting for moto, and moto's work (CPU, GIL held)
+                    "queued_ms": round(1000.0 * (entered - waited), 2),
+                    "service_ms": round(1000.0 * (now - entered), 2),
                     "operation": operation,
                     "service": service,
                     "region": region,
                     "start": round(start - self.calls.t0, 6),
-                    "end": round(time.monotonic() - self.calls.t0, 6),
+                    "end": round(now - self.calls.t0, 6),
                     "status": status_code,
                     "fault": error is not None,
                 }
