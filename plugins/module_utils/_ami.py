@@ -123,6 +123,14 @@ def offered_instance_types(
     return offered
 
 
+def not_offered(instance_type: str, region: str) -> AwsSpotError:
+    return AwsSpotError(
+        f"instance type {instance_type} is not offered in {region}. "
+        f"Pick another type for {region}, or another region.",
+        region,
+    )
+
+
 # --------------------------------------------------------------------------- images
 def describe_images(ec2: Any, image_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Image id -> DescribeImages entry; ids that do not exist are left out."""
@@ -238,8 +246,12 @@ def resolve_region(
     instance_types: list[str] | None = None,
     image_id: str | None = None,
     details: bool = True,
+    check_offered: bool = True,
 ) -> dict[str, Any]:
     """Images and instance-type architectures for one region, checked against each other.
+
+    Without ``check_offered`` the caller checks the offerings itself (``spot_cluster``
+    reads them per zone anyway: one call instead of two).
 
     Returns ``{"images": {arch: info}, "instance_types": {type: {"architecture", "image_id"}}}``.
     Raises AwsSpotError naming region, type, AMI and both architectures on a mismatch,
@@ -262,7 +274,8 @@ def resolve_region(
     # the instance types' architectures are not known yet.
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         f_types = pool.submit(instance_type_architectures, ec2, instance_types) if instance_types else None
-        f_offer = pool.submit(offered_instance_types, ec2, region, instance_types) if instance_types else None
+        f_offer = (pool.submit(offered_instance_types, ec2, region, instance_types)
+                   if instance_types and check_offered else None)
         f_given = pool.submit(describe_image, ec2, region, image_id) if image_id else None
         ssm_arches = list(SUPPORTED_ARCHITECTURES) if instance_types else architectures
         f_ssm = pool.submit(_ssm_image_ids, ssm, release, ssm_arches) if not image_id else None
@@ -278,12 +291,8 @@ def resolve_region(
     chosen: dict[str, str] = {}
     for itype in instance_types:
         chosen[itype] = pick_architecture(itype, type_arches[itype])
-        if region not in offered.get(itype, set()):
-            raise AwsSpotError(
-                f"instance type {itype} is not offered in {region}. "
-                f"Pick another type for {region}, or another region.",
-                region,
-            )
+        if check_offered and region not in offered.get(itype, set()):
+            raise not_offered(itype, region)
 
     if given is not None:
         images = {given["architecture"]: given}

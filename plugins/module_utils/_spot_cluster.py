@@ -155,7 +155,8 @@ def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec, clients: Cl
         if not wanted_types:
             return None
         return _ami.resolve_region(ec2, clients.ssm, region.region, architectures=[], release=spec.ubuntu_release,
-                                   instance_types=wanted_types, image_id=region.image_id, details=False)
+                                   instance_types=wanted_types, image_id=region.image_id, details=False,
+                                   check_offered=False)  # offerings are read per zone below
 
     def _offered() -> dict[str, set[str]]:
         if not wanted_types:
@@ -188,6 +189,9 @@ def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec, clients: Cl
                            f"in {region.region}; available: {', '.join(zones)}", region.region)
     plan = RegionPlan(spec=region, clients=clients, net=net, instances=instances, root_device=root_device,
                       prices=prices)
+    for itype in wanted_types or []:
+        if not offered.get(itype):  # offered in no zone: not offered in the region
+            raise _ami.not_offered(itype, region.region)
     if resolved:
         plan.images = {t: v["image_id"] for t, v in resolved["instance_types"].items()}
         plan.architectures = {t: v["architecture"] for t, v in resolved["instance_types"].items()}
@@ -250,10 +254,10 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
             waiter_error = None
             if new_ids and spec.wait:
                 try:
-                    inst.wait_running(ec2, new_ids, spec.wait_timeout)
+                    launched = inst.wait_running(ec2, new_ids, spec.wait_timeout)  # with public addresses
                 except botocore.exceptions.WaiterError as exc:
                     waiter_error = exc  # e.g. a spot instance reclaimed right after launch
-                launched = inst.describe_instances_by_id(ec2, new_ids)  # now with public addresses
+                    launched = inst.describe_instances_by_id(ec2, new_ids)
             current.update({i["InstanceId"]: i for i in launched if inst.is_live(i)})
             lost = [i["InstanceId"] for i in launched if not inst.is_live(i)]
             problems = []

@@ -256,20 +256,46 @@ def terminate(ec2: Any, instance_ids: list[str]) -> None:
         ec2.terminate_instances(aws_retry=True, InstanceIds=instance_ids[start:start + 1000])
 
 
-def _wait(ec2: Any, waiter_name: str, instance_ids: list[str], timeout: int) -> None:
+def _wait(ec2: Any, waiter_name: str, instance_ids: list[str], timeout: int) -> dict[str, dict[str, Any]]:
+    """Wait with botocore's waiter; return the instances as its last ``DescribeInstances`` saw them.
+
+    The waiter polls ``DescribeInstances`` and drops the answers; what its last poll saw
+    (the instances running, with their public addresses) is kept from botocore's
+    ``after-call`` event, so nobody has to ask again: one round trip less per launch.
+    """
+    seen: dict[str, dict[str, Any]] = {}
     if not instance_ids:
-        return
+        return seen
+    wanted = set(instance_ids)
+
+    def keep(parsed: dict[str, Any] | None = None, **_kwargs: Any) -> None:
+        for reservation in (parsed or {}).get("Reservations") or []:
+            for instance in reservation.get("Instances") or []:
+                if instance.get("InstanceId") in wanted:
+                    seen[instance["InstanceId"]] = instance
+
     delay = 5
     waiter = ec2.get_waiter(waiter_name)
-    for start in range(0, len(instance_ids), 200):
-        waiter.wait(
-            InstanceIds=instance_ids[start:start + 200],
-            WaiterConfig={"Delay": delay, "MaxAttempts": max(1, timeout // delay)},
-        )
+    events = ec2.meta.events
+    events.register("after-call.ec2.DescribeInstances", keep)
+    try:
+        for start in range(0, len(instance_ids), 200):
+            waiter.wait(
+                InstanceIds=instance_ids[start:start + 200],
+                WaiterConfig={"Delay": delay, "MaxAttempts": max(1, timeout // delay)},
+            )
+    finally:
+        events.unregister("after-call.ec2.DescribeInstances", keep)
+    return seen
 
 
-def wait_running(ec2: Any, instance_ids: list[str], timeout: int) -> None:
-    _wait(ec2, "instance_running", instance_ids, timeout)
+def wait_running(ec2: Any, instance_ids: list[str], timeout: int) -> list[dict[str, Any]]:
+    """Wait until running; the instances as last seen (with addresses), asked again only if unseen."""
+    seen = _wait(ec2, "instance_running", instance_ids, timeout)
+    missing = [i for i in instance_ids if i not in seen]
+    if missing:
+        seen.update({i["InstanceId"]: i for i in describe_instances_by_id(ec2, missing)})
+    return [seen[i] for i in instance_ids if i in seen]
 
 
 def wait_terminated(ec2: Any, instance_ids: list[str], timeout: int) -> None:

@@ -199,6 +199,10 @@ def test_throttling_is_ridden_out(aws, run_module):
     ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t4g.small"],
                    "image_id": seed.ami_id("us-east-1", "24.04", "x86_64", seed.SERIALS[-1])}]}, "arm64"),
     ({"regions": [{"region": "us-east-7", "count": 1, "instance_types": ["t3.small"]}]}, "us-east-7"),
+    # a type that exists but is not offered in the region (read per zone, with the plan)
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]},
+                  {"region": "ap-southeast-1", "count": 1, "instance_types": ["t3.small", "p4d.24xlarge"]}]},
+     "p4d.24xlarge is not offered in ap-southeast-1"),
     ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
                    "availability_zones": ["us-east-1z"]}]}, "us-east-1z"),
 ])
