@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regions", type=int, default=5, help="how many regions (default 5)")
     parser.add_argument("--instances", type=int, default=20, help="instances per region (default 20)")
     parser.add_argument("--latency-ms", type=float, default=100.0, help="added latency per API call (default 100)")
+    parser.add_argument("--structural-latency-ms", type=float, default=1000.0,
+                        help="run our side again at this latency and report its depth: at 1 s per call the "
+                             "machine's CPU cannot chain calls sent together, so it is the code's order alone "
+                             "(default 1000; 0 skips it)")
     parser.add_argument("--large", action="store_true",
                         help=f"the larger run: {LARGE['regions']} regions x {LARGE['instances']} instances")
     parser.add_argument("--stock-regions", type=int, default=None,
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
     out = Path(args.out)
     bench = Bench(args.regions, args.instances, args.latency_ms, out, sides=sides, scenarios=scenarios,
-                  stock_regions=args.stock_regions)
+                  stock_regions=args.stock_regions, structural_latency_ms=args.structural_latency_ms)
     data = bench.run()
     path = report.write(data, out)
     print(path.read_text(encoding="utf-8"))

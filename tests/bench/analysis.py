@@ -11,6 +11,9 @@ emulator's clock). From it:
 * ``concurrency``: the sum of call durations over the span (1.0 = one call at a time).
 * ``peak_per_second``: the most calls of one operation in one region started within one
   second (EC2's throttling is per API, per account, per region).
+* ``emulator_busy``: seconds moto spent working on the calls (``service_ms`` of the log). moto
+  answers one call at a time, on the same 2 CPUs as Ansible: the part of the span that is the
+  test world's cost, not the API's (AWS answers calls in parallel).
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def summarize(calls: dict[str, Any], offset: float | None = None, wall: float | 
     if not log:
         return {"total": 0, "by_operation": {}, "by_region": {}, "depth": 0, "region_depth": 0,
                 "span": 0.0, "concurrency": 0.0, "mean_call_ms": 0.0, "faults": 0, "errors": 0,
-                "peak_per_second": 0, "peak_what": "",
+                "peak_per_second": 0, "peak_what": "", "emulator_busy": 0.0,
                 "before_first": None, "after_last": None}
     start = min(e["start"] for e in log)
     end = max(e["end"] for e in log)
@@ -82,6 +85,7 @@ def summarize(calls: dict[str, Any], offset: float | None = None, wall: float | 
         "errors": sum(1 for e in log if int(e.get("status") or 0) >= 400),
         "peak_per_second": peak_rate(log)[0],
         "peak_what": peak_rate(log)[1],
+        "emulator_busy": round(sum(e.get("service_ms") or 0.0 for e in log) / 1000.0, 3),
         "before_first": round(start - offset, 3) if offset is not None else None,
         "after_last": round(offset + wall - end, 3) if offset is not None and wall is not None else None,
     }

@@ -77,7 +77,7 @@ class Bench:
     def __init__(self, regions: int, instances: int, latency_ms: float, out_dir: Path,
                  sides: tuple[str, ...] = SIDES, scenarios: tuple[str, ...] = SCENARIOS,
                  emulator: Emulator | None = None, verbose: bool = True, baseline: bool = True,
-                 stock_regions: int | None = None) -> None:
+                 stock_regions: int | None = None, structural_latency_ms: float = 0.0) -> None:
         if regions > len(REGIONS):
             raise ValueError(f"at most {len(REGIONS)} regions")
         self.regions = list(REGIONS[:regions])
@@ -87,6 +87,10 @@ class Bench:
         self.instances = instances
         self.scaled = max(1, instances // 2)
         self.latency_ms = latency_ms
+        # Our side again at a latency so high that this machine's CPU cannot chain calls
+        # that were sent together: the depth then is the code's order alone (0: skip).
+        self.structural_latency_ms = structural_latency_ms
+        self.structural: dict[str, int] = {}
         self.out_dir = out_dir
         self.sides = sides
         self.scenarios = scenarios
@@ -271,11 +275,25 @@ class Bench:
             for side in self.sides:
                 self.say(f"{side}:")
                 self.run_side(side)
+            if self.structural_latency_ms and "ours" in self.sides:
+                self.run_structural()
         finally:
             if self._own_emulator and self.emulator is not None:
                 self.emulator.clear_faults()
                 self.emulator.stop()
         return self.data(time.monotonic() - started)
+
+    def run_structural(self) -> None:
+        """Our scenarios again at ``structural_latency_ms``; keeps only each one's depth per region."""
+        kept, latency = self.results, self.latency_ms
+        self.results, self.latency_ms = [], self.structural_latency_ms
+        self.say(f"ours again at {self.structural_latency_ms:g} ms per call (depth only):")
+        try:
+            self.run_side("ours")
+            self.structural = {m.scenario: m.calls["region_depth"] for m in self.results if m.ok}
+        finally:
+            self.results, self.latency_ms = kept, latency
+            self.emulator.latency(latency)
 
     def data(self, total: float) -> dict[str, Any]:
         return {
@@ -283,9 +301,11 @@ class Bench:
                        "stock_measured_regions": self.stock_regions,
                        "load_average": os.getloadavg(),
                        "scaled_to": self.scaled, "latency_ms": self.latency_ms, "instance_type": INSTANCE_TYPE,
+                       "structural_latency_ms": self.structural_latency_ms,
                        "cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "baseline": self.baseline,
             "bounds": {s: bound.bound(s, self.latency_ms) for s in SCENARIOS},
             "results": [m.as_dict() for m in self.results],
+            "structural_depth": self.structural,
             "total_seconds": round(total, 1),
         }
