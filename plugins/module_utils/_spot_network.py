@@ -4,10 +4,16 @@
 """The network ``spot_cluster`` owns in each region. Private: not a public API.
 
 Per region and cluster: one VPC, a public subnet in every availability zone, an
-internet gateway with a default route in a route table of our own, one security
+internet gateway with the default route in the VPC's main route table, one security
 group and the SSH key pair(s). Every piece is found by our tags first (so it is
 never duplicated), created with ``TagSpecifications`` (so it is never untagged)
 and deleted in dependency order, treating "not found" as "already gone".
+
+The main route table is made by ``CreateVpc`` and goes with ``DeleteVpc``: it cannot
+leak, and using it saves a route table, one association per zone, and a round trip
+on every delete. It is tagged after the fact (``CreateTags``) only so that the next
+run finds it by tag with the rest. A route table of our own (non-main) found from an
+earlier version is still kept in use, and deleted with the network.
 
 Security group: SSH (22) only from ``ssh_cidrs``, Bacalhau's API port only from
 ``api_cidrs``, NATS (4222) only from ``nats_cidrs``, and every protocol from the
@@ -30,6 +36,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
@@ -165,10 +172,22 @@ def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = Non
         if subnet.get("VpcId") == vpc_id:
             net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
     tables = [t for t in _mine(tables, cluster) if t.get("VpcId") == vpc_id]
-    net.route_table = tables[0] if tables else None
+    tables.sort(key=lambda t: 0 if is_main(t) else 1)  # the main table, else one of our own (earlier versions)
+    net.route_table = tables[0] if tables else main_route_table(ec2, vpc_id)  # untagged: a run cut short
     groups = [g for g in _mine(groups, cluster) if g.get("VpcId") == vpc_id]
     net.security_group = groups[0] if groups else None
     return net
+
+
+def is_main(table: dict[str, Any]) -> bool:
+    return any(a.get("Main") for a in table.get("Associations") or [])
+
+
+def main_route_table(ec2: Any, vpc_id: str) -> dict[str, Any] | None:
+    """The VPC's main route table (CreateVpc makes it; it goes with DeleteVpc)."""
+    tables = paginate(ec2, "describe_route_tables", "RouteTables",
+                      Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "association.main", "Values": ["true"]}])
+    return tables[0] if tables else None
 
 
 def _attached_to(igw: dict[str, Any], vpc_id: str) -> bool:
@@ -253,11 +272,13 @@ def pending_changes(spec: ClusterSpec, net: Network) -> list[str]:
     elif not net.vpc or not _attached_to(igw, net.vpc["VpcId"]):
         changes.append("attach internet gateway")
     if not net.route_table:
-        changes.append("create route table with a default route")
+        changes.append("add a default route to the VPC's main route table")
     elif igw and not _has_default_route(net.route_table, igw["InternetGatewayId"]):
         changes.append("add default route")
     elif missing or _unassociated(net):
         changes.append("associate subnets with the route table")
+    elif not is_managed(_tags(net.route_table), spec.cluster_name):
+        changes.append("tag the main route table")
     if not net.security_group:
         changes.append("create security group")
     else:
@@ -277,8 +298,9 @@ def _has_default_route(table: dict[str, Any], igw_id: str) -> bool:
 
 
 def _unassociated(net: Network) -> list[str]:
-    if not net.route_table:
-        return [s["SubnetId"] for s in net.subnets.values()]
+    """Subnets a route table of our own (not the main one, which needs none) is not associated with."""
+    if not net.route_table or is_main(net.route_table):
+        return []
     associated = {a.get("SubnetId") for a in net.route_table.get("Associations") or []}
     return [s["SubnetId"] for s in net.subnets.values() if s["SubnetId"] not in associated]
 
@@ -321,11 +343,10 @@ def attach_internet_gateway(ec2: Any, igw_id: str, vpc_id: str) -> None:
     ec2.attach_internet_gateway(aws_retry=True, InternetGatewayId=igw_id, VpcId=vpc_id)
 
 
-def create_route_table(ec2: Any, spec: ClusterSpec, vpc_id: str) -> dict[str, Any]:
-    return ec2.create_route_table(
-        aws_retry=True, VpcId=vpc_id,
-        TagSpecifications=tag_specifications("route-table", _tags_for(spec, f"{spec.prefix}-public")),
-    )["RouteTable"]
+def tag_route_table(ec2: Any, spec: ClusterSpec, table_id: str) -> None:
+    """Tag the main route table (made by CreateVpc, so not taggable at creation) to find it by tag."""
+    tags = _tags_for(spec, f"{spec.prefix}-public")
+    ec2.create_tags(aws_retry=True, Resources=[table_id], Tags=tag_specifications("route-table", tags)[0]["Tags"])
 
 
 def create_default_route(ec2: Any, table_id: str, igw_id: str) -> None:
@@ -419,7 +440,10 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Calla
         igw["Attachments"] = [{"VpcId": vpc_id, "State": "available"}]
 
     def _table() -> None:
-        net.route_table = create_route_table(ec2, spec, vpc_id)
+        net.route_table = main_route_table(ec2, vpc_id)
+        if net.route_table is None:
+            raise AwsSpotError(f"VPC {vpc_id} has no main route table; delete the cluster (state: absent) "
+                               "and create it again", net.region)
 
     def _group() -> None:
         net.security_group = create_security_group(ec2, spec, vpc_id)
@@ -445,6 +469,8 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Calla
     unassociated = _unassociated(net)
     for subnet_id in unassociated:
         round3.append(lambda sid=subnet_id: associate_route_table(ec2, table_id, sid))
+    if not is_managed(_tags(net.route_table), spec.cluster_name):
+        round3.append(lambda: tag_route_table(ec2, spec, table_id))
     if have - want:
         round3.append(lambda: revoke_ingress(ec2, group_id, have - want))
     if want - have:
@@ -456,6 +482,7 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Calla
             net.route_table.setdefault("Routes", []).append({"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id})
         for subnet_id in unassociated:
             net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
+        net.route_table["Tags"] = tag_specifications("route-table", _tags_for(spec, f"{spec.prefix}-public"))[0]["Tags"]
         net.security_group["IpPermissions"] = _permissions(want)
 
     return done, finish
@@ -487,8 +514,9 @@ def deletion_plan(net: Network) -> list[str]:
 def delete(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
     """Delete everything of the cluster's network here; instances must be gone already.
 
-    Three rounds of calls made together: security groups, route table associations,
-    gateway detachments, key pairs; then route tables, subnets, gateways; then VPCs.
+    Two rounds of calls made together: security groups, subnets, gateway detachments,
+    key pairs; then VPCs (their main route tables go with them) and gateways. A route
+    table of our own from an earlier version takes a round between the two.
     """
     cluster = spec.cluster_name
     done: list[str] = []
@@ -512,20 +540,22 @@ def delete(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
         return run
 
     round1: list[Any] = []
+    tables_round: list[Any] = []  # route tables of our own (not main): after their subnets
     round2: list[Any] = []
     for vpc_id, (groups, tables, subnets) in parts.items():
         for group in groups:
             round1.append(_delete(f"deleted security group {group['GroupId']}", ec2.delete_security_group,
                                   GroupId=group["GroupId"]))
+        for subnet in subnets:  # a subnet's route table association goes with it
+            round1.append(_delete(f"deleted subnet {subnet['SubnetId']}", ec2.delete_subnet, SubnetId=subnet["SubnetId"]))
         for table in tables:
-            for assoc in table.get("Associations") or []:
-                if not assoc.get("Main") and assoc.get("RouteTableAssociationId"):
-                    round1.append(lambda a=assoc["RouteTableAssociationId"]: _gone(
-                        ec2.disassociate_route_table, AssociationId=a))
-            round2.append(_delete(f"deleted route table {table['RouteTableId']}", ec2.delete_route_table,
-                                  RouteTableId=table["RouteTableId"]))
-        for subnet in subnets:
-            round2.append(_delete(f"deleted subnet {subnet['SubnetId']}", ec2.delete_subnet, SubnetId=subnet["SubnetId"]))
+            if not is_main(table):
+                for assoc in table.get("Associations") or []:
+                    if assoc.get("RouteTableAssociationId"):
+                        round1.append(lambda a=assoc["RouteTableAssociationId"]: _gone(
+                            ec2.disassociate_route_table, AssociationId=a))
+                tables_round.append(_delete(f"deleted route table {table['RouteTableId']}", ec2.delete_route_table,
+                                            RouteTableId=table["RouteTableId"]))
         for igw in net.internet_gateways:
             if _attached_to(igw, vpc_id):
                 round1.append(lambda g=igw["InternetGatewayId"], v=vpc_id: _gone(
@@ -537,7 +567,10 @@ def delete(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
             continue  # tagged as ours but attached to a VPC that is not: leave both alone
         round2.append(_delete(f"deleted internet gateway {igw['InternetGatewayId']}", ec2.delete_internet_gateway,
                               InternetGatewayId=igw["InternetGatewayId"]))
+    vpcs_round = [_delete(f"deleted VPC {v}", ec2.delete_vpc, VpcId=v) for v in parts]
     together(*round1)
-    together(*round2)
-    together(*[_delete(f"deleted VPC {v}", ec2.delete_vpc, VpcId=v) for v in parts])
+    if tables_round:
+        together(*tables_round, *round2)
+        round2 = []
+    together(*round2, *vpcs_round)
     return done

@@ -15,9 +15,10 @@ description:
     listed region, launching only what is missing and terminating only the surplus. A second identical
     run launches nothing and reports C(changed=false).
   - Per region it owns a network that it creates on first use and reuses afterwards - a VPC, a public
-    subnet in every availability zone, an internet gateway with a default route, a security group and
-    the SSH key pair - all tagged C(bacalhau:managed-by=bacalhau.aws_spot) and C(bacalhau:cluster=<cluster_name>)
-    at creation. Both roles of a cluster share the network of a region.
+    subnet in every availability zone, an internet gateway with the default route in the VPC's main route
+    table, a security group and the SSH key pair - all tagged C(bacalhau:managed-by=bacalhau.aws_spot) and
+    C(bacalhau:cluster=<cluster_name>) at creation (the main route table, made by AWS with the VPC and
+    deleted with it, is tagged right after). Both roles of a cluster share the network of a region.
   - "Launches use one C(RunInstances) call per attempt (C(MinCount=1), C(MaxCount=<missing>)), so N instances
     take one call when the capacity is there. On capacity errors (C(InsufficientInstanceCapacity),
     C(SpotMaxPriceTooLow) and the like) it tries the next availability zone, and on quota errors
@@ -345,7 +346,7 @@ regions:
       elements: dict
     network:
       description: Ids of the cluster's network there (C(vpc_id), C(subnet_ids) by zone, C(internet_gateway_id),
-        C(route_table_id), C(security_group_id), C(key_names)).
+        C(route_table_id) (the VPC's main route table), C(security_group_id), C(key_names)).
       type: dict
     network_changes:
       description: What was (or would be) created or deleted of the network.

@@ -9,7 +9,7 @@ from tests.emulator import seed
 MANAGED = {"bacalhau:managed-by": "bacalhau.aws_spot"}
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0Cr2k3sC0oT6c8UhC6mYp0a6c3oOz5sQmX0y1d2abc tester@example"
 CREATES = ("RunInstances", "CreateVpc", "CreateSubnet", "CreateInternetGateway", "CreateRouteTable",
-           "CreateSecurityGroup", "ImportKeyPair", "AuthorizeSecurityGroupIngress", "TerminateInstances")
+           "CreateRoute", "CreateTags", "CreateSecurityGroup", "ImportKeyPair", "AuthorizeSecurityGroupIngress", "TerminateInstances")
 
 
 def ec2(region: str):
@@ -251,6 +251,12 @@ def test_every_created_resource_is_tagged(aws, run_module):
     # nothing untagged was made: every VPC but the default one is ours
     vpcs = client.describe_vpcs()["Vpcs"]
     assert all(v.get("IsDefault") or tags(v).get("bacalhau:cluster") == "demo" for v in vpcs)
+    # the default route is in the VPC's main route table (it goes with the VPC): no table of our own
+    tables = client.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [net["vpc_id"]]}])["RouteTables"]
+    assert [t["RouteTableId"] for t in tables] == [net["route_table_id"]]
+    assert any(a.get("Main") for a in tables[0]["Associations"])
+    assert any(r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("GatewayId") == net["internet_gateway_id"]
+               for r in tables[0]["Routes"])
 
 
 def test_security_group_opens_only_what_was_asked(aws, run_module):
@@ -393,10 +399,14 @@ def test_network_is_repaired_not_duplicated(aws, run_module):
     # somebody deletes an (empty) subnet and detaches the gateway
     client.delete_subnet(SubnetId=net["subnet_ids"]["us-east-1f"])
     client.detach_internet_gateway(InternetGatewayId=net["internet_gateway_id"], VpcId=net["vpc_id"])
+    client.delete_route(RouteTableId=net["route_table_id"], DestinationCidrBlock="0.0.0.0/0")
     repaired = run_module("spot_cluster", args)
     assert repaired.changed and not repaired.failed, repaired.get("msg")
     changes = repaired["regions"]["us-east-1"]["network_changes"]
     assert "create subnets in us-east-1f" in changes and "attach internet gateway" in changes
+    routes = client.describe_route_tables(RouteTableIds=[net["route_table_id"]])["RouteTables"][0]["Routes"]
+    assert any(r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("GatewayId") == net["internet_gateway_id"]
+               for r in routes)
     after = repaired["regions"]["us-east-1"]["network"]
     assert after["vpc_id"] == net["vpc_id"] and after["internet_gateway_id"] == net["internet_gateway_id"]
     assert len(cluster_vpcs("us-east-1", "demo")) == 1
@@ -461,3 +471,27 @@ def test_check_mode_reports_the_cost_of_what_exists(aws, run_module):
     assert not checked.changed
     assert checked["estimated_hourly_cost"] == pytest.approx(applied["estimated_hourly_cost"])
     assert checked["estimated_hourly_cost"] > 0
+
+
+def test_a_route_table_of_our_own_from_an_earlier_version_is_kept_then_deleted(aws, run_module):
+    # development versions before the main route table routed through a table of their own, in every subnet
+    args = cluster(regions=[{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                             "availability_zones": ["us-east-1a"]}])
+    net = run_module("spot_cluster", args)["regions"]["us-east-1"]["network"]
+    client = ec2("us-east-1")
+    main = net["route_table_id"]
+    client.delete_tags(Resources=[main], Tags=[{"Key": "bacalhau:managed-by"}, {"Key": "bacalhau:cluster"}])
+    own = client.create_route_table(VpcId=net["vpc_id"], TagSpecifications=[{"ResourceType": "route-table", "Tags": [
+        {"Key": "bacalhau:managed-by", "Value": "bacalhau.aws_spot"}, {"Key": "bacalhau:cluster", "Value": "demo"}]}],
+    )["RouteTable"]["RouteTableId"]
+    client.create_route(RouteTableId=own, DestinationCidrBlock="0.0.0.0/0", GatewayId=net["internet_gateway_id"])
+    for subnet_id in net["subnet_ids"].values():
+        client.associate_route_table(RouteTableId=own, SubnetId=subnet_id)
+
+    again = run_module("spot_cluster", args)
+    assert not again.failed and not again.changed, again.get("network_changes")
+    assert again["regions"]["us-east-1"]["network"]["route_table_id"] == own
+    gone = run_module("spot_cluster", {"cluster_name": "demo", "state": "absent", "regions": [{"region": "us-east-1"}]})
+    assert gone.changed and not gone.failed, gone.get("msg")
+    assert not cluster_vpcs("us-east-1", "demo")
+    assert not client.describe_route_tables(Filters=[{"Name": "route-table-id", "Values": [own, main]}])["RouteTables"]
