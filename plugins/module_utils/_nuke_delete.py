@@ -1,18 +1,39 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Delete what :mod:`._nuke_discover` found in one region, in dependency order. Private.
+"""Delete what :mod:`._nuke_discover` found in one region, in as few round trips as it allows. Private.
 
-Rules every deleter keeps:
+:func:`delete_region` goes in rounds: the calls of a round go out at once, and a round
+starts when the one before has answered (round A is the discovery).
+
+* B. What needs nothing else gone first: cancel spot requests, delete fleets (after
+  ``DescribeFleetInstances`` when a fleet's instances are not in its record),
+  ``TerminateInstances``, delete key pairs and launch templates, release elastic IPs
+  (disassociated first when associated).
+* C. One waiter for every instance terminating, ours and the fleets'.
+* D. Every "current state / who still uses it" describe, by the ids the discovery
+  found (:func:`survey`), with the steps that need no check: revoke our groups' rules
+  that reference groups, detach our internet gateways, disassociate our route tables.
+* E. The deletes: our ENIs and volumes, security groups, subnets, route tables,
+  internet gateways.
+* F. VPCs: their users are what round D found that is not ours, and what of ours
+  round E could not delete.
+
+Rare paths cost more: an ENI or volume still attached to a terminated instance is
+detached and waited for within round E, and an ENI attached to an instance we did
+not terminate costs one ``DescribeInstances`` (is it terminated?) after round D.
+
+Rules every step keeps:
 
 * NotFound means already gone (idempotent deletes).
 * A resource that cannot be deleted gets ``action: failed`` and the AWS error, and
-  the rest carries on; one phase that blows up fails its own resources only.
+  the rest carries on; a step that blows up fails its own resources only.
 * ``DependencyViolation`` is retried with backoff for a while (AWS is eventually
-  consistent after terminations), then reported.
-* Before deleting a security group, subnet or VPC we look for what still uses it
-  (network interfaces, foreign security groups referencing ours, subnets, ...)
-  and report those by id instead of trying. Real EC2 would refuse those deletes
+  consistent after terminations, and our own ENIs go in the same round as the
+  subnets and groups they are in), then reported.
+* A security group, subnet or VPC that something else still uses (network
+  interfaces, foreign security groups referencing ours, subnets, ...) is reported
+  with those users by id instead of tried. Real EC2 would refuse those deletes
   too; the emulator lets some of them through, and an explicit list is more useful
   than a bare ``DependencyViolation`` either way.
 * Nothing that is not ours is ever modified: an ENI or volume attached to a
@@ -22,8 +43,9 @@ Rules every deleter keeps:
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, List
 
 try:
     import botocore.exceptions
@@ -47,10 +69,11 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover i
     describe_security_groups,
     describe_subnets,
     describe_volumes,
+    goes_with_its_vpc,
 )
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import (
+    ACTION_FAILED,
     ACTION_WOULD_DELETE,
-    RESOURCE_TYPES,
     Resource,
 )
 
@@ -96,16 +119,51 @@ NOT_OURS = f"not tagged {MANAGED_BY_KEY}={MANAGED_BY_VALUE}"
 
 
 @dataclass
+class Survey:
+    """Round D's answers: what each kind of look-up found, and the error of each that failed."""
+
+    found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def enis(self) -> dict[str, dict[str, Any]]:
+        """Every ENI found (in our VPCs, of our groups and subnets, ours), by id."""
+        return {eni["NetworkInterfaceId"]: eni for eni in self.found.get("enis", [])}
+
+    def volumes(self) -> dict[str, dict[str, Any]]:
+        return {vol["VolumeId"]: vol for vol in self.found.get("volumes", [])}
+
+
+@dataclass
 class RegionContext:
     """One region's client and what has happened there so far."""
 
     client: Any
     region: str
     resources: list[Resource]
-    terminated: set[str] = field(default_factory=set)
+    terminated: set[str] = field(default_factory=set)  # instances known to be terminated
+    terminating: list[str] = field(default_factory=list)  # ours, TerminateInstances accepted (round B)
+    fleet_instances: list[str] = field(default_factory=list)  # of the fleets deleted in round B
+    survey: Survey = field(default_factory=Survey)  # round D
+    users: dict[str, list[str]] = field(default_factory=dict)  # resource id -> what still uses it
+
+    def of_type(self, resource_type: str) -> list[Resource]:
+        return [res for res in self.resources if res.type == resource_type]
+
+    def pending(self, resource_type: str) -> list[Resource]:
+        """Ours of this type not deleted and not failed yet."""
+        return [res for res in self.of_type(resource_type) if res.action == ACTION_WOULD_DELETE]
 
     def ids(self, resource_type: str) -> set[str]:
-        return {res.id for res in self.resources if res.type == resource_type}
+        return {res.id for res in self.of_type(resource_type)}
+
+    def going(self, resource_type: str) -> set[str]:
+        """Ours of this type that are gone or still to be deleted: all but the failed."""
+        return {res.id for res in self.of_type(resource_type) if res.action != ACTION_FAILED}
+
+
+# A type's deletes in one round: the region, and its resources still to be deleted.
+# (typing.List: an alias is evaluated at import, on whatever Python the module runs.)
+Deleter = Callable[[RegionContext, List[Resource]], None]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -167,6 +225,26 @@ def for_each(items: Iterable[Resource], work: Callable[[Resource], None]) -> Non
         list(pool.map(guarded, items))
 
 
+def guard(items: list[Resource], work: Callable[[], None]) -> None:
+    """Run ``work`` for ``items``; if it blows up, those of them not done yet fail with its error."""
+    try:
+        work()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        for res in items:
+            if res.action == ACTION_WOULD_DELETE:
+                res.failed(error_text(exc))
+
+
+def run_round(ctx: RegionContext, deleters: dict[str, Deleter]) -> None:
+    """One round: every type's deleter at once, each on its resources still to be deleted."""
+    work = []
+    for resource_type, deleter in deleters.items():
+        items = ctx.pending(resource_type)
+        if items:
+            work.append(functools.partial(guard, items, functools.partial(deleter, ctx, items)))
+    together(*work)
+
+
 def blocked(res: Resource, users: list[str]) -> None:
     shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
     res.failed(
@@ -175,23 +253,31 @@ def blocked(res: Resource, users: list[str]) -> None:
     )
 
 
+def _batches(ids: list[str]) -> list[list[str]]:
+    return [ids[start:start + TERMINATE_BATCH] for start in range(0, len(ids), TERMINATE_BATCH)]
+
+
+def _instance_of(eni: dict[str, Any]) -> str | None:
+    return (eni.get("Attachment") or {}).get("InstanceId")
+
+
 def _eni_label(eni: dict[str, Any]) -> str:
-    instance = (eni.get("Attachment") or {}).get("InstanceId")
+    instance = _instance_of(eni)
     return f"{eni['NetworkInterfaceId']} (instance {instance})" if instance else eni["NetworkInterfaceId"]
 
 
-def _live_enis(ctx: RegionContext, name: str, values: list[str]) -> list[dict[str, Any]]:
-    """ENIs matching a filter, leaving out those of terminated instances (they go with them)."""
-    enis = describe_by_values(describe_network_interfaces, ctx.client, name, values)
-    unknown = sorted({
-        instance for instance in ((eni.get("Attachment") or {}).get("InstanceId") for eni in enis)
-        if instance and instance not in ctx.terminated
-    })
-    if unknown:
-        for inst in describe_by_values(_all_instances, ctx.client, "instance-id", unknown):
-            if inst["State"]["Name"] == "terminated":
-                ctx.terminated.add(inst["InstanceId"])
-    return [eni for eni in enis if (eni.get("Attachment") or {}).get("InstanceId") not in ctx.terminated]
+def _all_instances(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Instances in any state (the discovery describe leaves terminated ones out)."""
+    reservations = paginate(client, "describe_instances", "Reservations", Filters=filters)
+    return [instance for reservation in reservations for instance in reservation.get("Instances", [])]
+
+
+def _instance_states(ctx: RegionContext, ids: list[str]) -> dict[str, str]:
+    """Instance id -> state; the terminated ones also go into ``ctx.terminated``."""
+    instances = describe_by_values(_all_instances, ctx.client, "instance-id", ids)
+    states = {inst["InstanceId"]: inst["State"]["Name"] for inst in instances}
+    ctx.terminated.update(instance_id for instance_id, state in states.items() if state == "terminated")
+    return states
 
 
 def _wait(ctx: RegionContext, waiter_name: str, **params: Any) -> None:
@@ -199,7 +285,16 @@ def _wait(ctx: RegionContext, waiter_name: str, **params: Any) -> None:
     waiter.wait(WaiterConfig={"Delay": WAIT_DELAY, "MaxAttempts": WAIT_MAX_ATTEMPTS}, **params)
 
 
-# --------------------------------------------------------------------------- deleters
+def _waited(ctx: RegionContext, waiter_name: str, **params: Any) -> str | None:
+    """``_wait``, returning why it gave up (None when it did not)."""
+    try:
+        _wait(ctx, waiter_name, **params)
+    except botocore.exceptions.WaiterError as exc:
+        return str(exc)
+    return None
+
+
+# --------------------------------------------------------------------------- round B
 def delete_spot_instance_requests(ctx: RegionContext, items: list[Resource]) -> None:
     def cancel(res: Resource) -> None:
         if attempt(res, lambda: ctx.client.cancel_spot_instance_requests(SpotInstanceRequestIds=[res.id], aws_retry=True)):
@@ -225,8 +320,7 @@ def _fleet_instance_ids(ctx: RegionContext, res: Resource) -> list[str] | None:
 
 
 def delete_ec2_fleets(ctx: RegionContext, items: list[Resource]) -> None:
-    fleet_instances: list[str] = []
-
+    """Delete the fleets; the instances they terminate go to ``ctx.fleet_instances`` (round C waits)."""
     def delete(res: Resource) -> None:
         instances = _fleet_instance_ids(ctx, res)
         # instant fleets must be deleted with their instances; others are told to
@@ -241,63 +335,25 @@ def delete_ec2_fleets(ctx: RegionContext, items: list[Resource]) -> None:
                 res.failed(f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip())
             return
         res.deleted()
-        fleet_instances.extend(instances or [])
+        ctx.fleet_instances.extend(instances or [])
 
     for_each(items, delete)
-    # the fleets terminate their instances; wait, so that subnets and groups are free
-    # (a timeout here is not fatal: what still holds a subnet is named later)
-    if fleet_instances:
-        try:
-            _wait(ctx, "instance_terminated", InstanceIds=fleet_instances[:TERMINATE_BATCH])
-            ctx.terminated.update(fleet_instances)
-        except botocore.exceptions.WaiterError:
-            pass
 
 
-def delete_instances(ctx: RegionContext, items: list[Resource]) -> None:
-    ids = [res.id for res in items]
+def terminate_instances(ctx: RegionContext, items: list[Resource]) -> None:
+    """``TerminateInstances``; the ids it took go to ``ctx.terminating`` (round C waits for them)."""
     by_id = {res.id: res for res in items}
-    terminating: list[str] = []
-    for start in range(0, len(ids), TERMINATE_BATCH):
-        batch = ids[start:start + TERMINATE_BATCH]
+    for batch in _batches(list(by_id)):
         try:
             ctx.client.terminate_instances(InstanceIds=batch, aws_retry=True)
-            terminating.extend(batch)
+            ctx.terminating.extend(batch)
         except botocore.exceptions.ClientError:
             # one bad id fails the whole call: go one by one to know which
             for instance_id in batch:
-                if attempt(by_id[instance_id], lambda i=instance_id: ctx.client.terminate_instances(InstanceIds=[i], aws_retry=True)):
-                    if by_id[instance_id].note != ALREADY_GONE:
-                        terminating.append(instance_id)
-    if not terminating:
-        return
-    try:
-        for start in range(0, len(terminating), TERMINATE_BATCH):
-            _wait(ctx, "instance_terminated", InstanceIds=terminating[start:start + TERMINATE_BATCH])
-        for instance_id in terminating:
-            by_id[instance_id].deleted()
-            ctx.terminated.add(instance_id)
-        return
-    except botocore.exceptions.WaiterError as exc:
-        reason = str(exc)
-    # the waiter gave up: see which did terminate
-    states = {
-        inst["InstanceId"]: inst["State"]["Name"]
-        for inst in describe_by_values(_all_instances, ctx.client, "instance-id", terminating)
-    }
-    for instance_id in terminating:
-        state = states.get(instance_id, "terminated")
-        if state == "terminated":
-            by_id[instance_id].deleted()
-            ctx.terminated.add(instance_id)
-        else:
-            by_id[instance_id].failed(f"still {state} after termination was requested: {reason}")
-
-
-def _all_instances(client: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Instances in any state (the discovery describe leaves terminated ones out)."""
-    reservations = paginate(client, "describe_instances", "Reservations", Filters=filters)
-    return [instance for reservation in reservations for instance in reservation.get("Instances", [])]
+                res = by_id[instance_id]
+                if attempt(res, lambda i=instance_id: ctx.client.terminate_instances(InstanceIds=[i], aws_retry=True)):
+                    if res.note != ALREADY_GONE:
+                        ctx.terminating.append(instance_id)
 
 
 def delete_elastic_ips(ctx: RegionContext, items: list[Resource]) -> None:
@@ -314,6 +370,191 @@ def delete_launch_templates(ctx: RegionContext, items: list[Resource]) -> None:
     for_each(items, lambda res: attempt(res, lambda: ctx.client.delete_launch_template(LaunchTemplateId=res.id, aws_retry=True)))
 
 
+def delete_key_pairs(ctx: RegionContext, items: list[Resource]) -> None:
+    for_each(items, lambda res: attempt(res, lambda: _delete_key_pair(ctx, res)))
+
+
+def _delete_key_pair(ctx: RegionContext, res: Resource) -> None:
+    # by name: DeleteKeyPair answers success for any id, and some implementations
+    # (the emulator) ignore KeyPairId; names are unique per region
+    name = res.raw.get("KeyName")
+    if name:
+        ctx.client.delete_key_pair(KeyName=name, aws_retry=True)
+    else:
+        ctx.client.delete_key_pair(KeyPairId=res.id, aws_retry=True)
+
+
+# --------------------------------------------------------------------------- round C
+def wait_terminated(ctx: RegionContext) -> None:
+    """One waiter for every instance terminating, ours and the fleets'.
+
+    Ours are deleted once terminated, or failed with their state. A fleet's instance
+    that is not terminated in time is not fatal: what it still holds is named later.
+    """
+    ids = list(dict.fromkeys(ctx.terminating + ctx.fleet_instances))
+    if not ids:
+        return
+    reasons = [r for r in together(*[functools.partial(_waited, ctx, "instance_terminated", InstanceIds=batch)
+                                     for batch in _batches(ids)]) if r]
+    # the waiter gave up: see which did terminate (those not listed any more are gone)
+    states = _instance_states(ctx, ids) if reasons else {}
+    ours = {res.id: res for res in ctx.of_type("instances")}
+    for instance_id in ids:
+        state = states.get(instance_id, "terminated")
+        if state == "terminated":
+            ctx.terminated.add(instance_id)
+            if instance_id in ours:
+                ours[instance_id].deleted()
+        elif instance_id in ours:
+            ours[instance_id].failed(f"still {state} after termination was requested: {reasons[0]}")
+
+
+# --------------------------------------------------------------------------- round D
+# ENIs are looked up by VPC (which covers the subnets, groups and ENIs of ours in our
+# VPCs) and by these filters for ours that sit in a VPC that is not ours.
+ENI_FILTERS = (
+    ("security_groups", "group-id"),
+    ("subnets", "subnet-id"),
+    ("network_interfaces", "network-interface-id"),
+)
+# What is in our VPCs (a VPC's users): look-up kind (the type), describe, filter, label, id key.
+IN_VPCS = (
+    ("subnets", describe_subnets, "vpc-id", "subnet", "SubnetId"),
+    ("security_groups", describe_security_groups, "vpc-id", "security group", "GroupId"),
+    ("route_tables", describe_route_tables, "vpc-id", "route table", "RouteTableId"),
+    ("internet_gateways", describe_internet_gateways, "attachment.vpc-id", "internet gateway", "InternetGatewayId"),
+)
+# The look-ups each type's deletes rely on: when one of them failed, those are not tried.
+NEEDS = {
+    "network_interfaces": ("enis",),
+    "volumes": ("volumes",),
+    "security_groups": ("enis", "referencing"),
+    "subnets": ("enis",),
+    "vpcs": ("enis",) + tuple(kind for kind, *_rest in IN_VPCS),
+}
+
+
+def _outside(ctx: RegionContext, resource_type: str, vpcs: set[str]) -> list[str]:
+    return sorted(res.id for res in ctx.of_type(resource_type) if res.raw.get("VpcId") not in vpcs)
+
+
+def _lookups(ctx: RegionContext) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
+    """Round D's describes, as (kind, call): only those with ids to ask about."""
+    vpcs = ctx.ids("vpcs")
+    groups = sorted(ctx.ids("security_groups"))
+    wanted: list[tuple[str, Any, str, list[str]]] = [("enis", describe_network_interfaces, "vpc-id", sorted(vpcs))]
+    wanted += [("enis", describe_network_interfaces, name, _outside(ctx, resource_type, vpcs))
+               for resource_type, name in ENI_FILTERS]
+    wanted += [("referencing", describe_security_groups, name, groups)
+               for name in ("ip-permission.group-id", "egress.ip-permission.group-id")]
+    wanted += [(kind, describe, name, sorted(vpcs)) for kind, describe, name, _label, _key in IN_VPCS]
+    wanted.append(("volumes", describe_volumes, "volume-id", sorted(ctx.ids("volumes"))))
+    return [(kind, functools.partial(describe_by_values, describe, ctx.client, name, values))
+            for kind, describe, name, values in wanted if values]
+
+
+def _caught(call: Callable[[], Any]) -> Callable[[], Any]:
+    """``call``, answering its botocore error instead of raising it."""
+    def run() -> Any:
+        try:
+            return call()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            return exc
+
+    return run
+
+
+def revoke_group_references(ctx: RegionContext, res: Resource) -> None:
+    """Revoke every rule of ours that references a group: our groups can then go in any order."""
+    revokes = (
+        (ctx.client.revoke_security_group_ingress, _group_pairs_only(res.raw.get("IpPermissions"))),
+        (ctx.client.revoke_security_group_egress, _group_pairs_only(res.raw.get("IpPermissionsEgress"))),
+    )
+    together(*[functools.partial(ignore_gone, functools.partial(revoke, GroupId=res.id, IpPermissions=rules, aws_retry=True))
+               for revoke, rules in revokes if rules])
+
+
+def _group_pairs_only(permissions: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The part of each rule that references another group (CIDR parts stay)."""
+    out = []
+    for perm in permissions or []:
+        pairs = [
+            {key: pair[key] for key in ("GroupId", "UserId", "VpcPeeringConnectionId") if pair.get(key)}
+            for pair in perm.get("UserIdGroupPairs") or []
+            if pair.get("GroupId")
+        ]
+        if pairs:
+            rule = {key: perm[key] for key in ("IpProtocol", "FromPort", "ToPort") if key in perm}
+            rule["UserIdGroupPairs"] = pairs
+            out.append(rule)
+    return out
+
+
+def detach_internet_gateway(ctx: RegionContext, res: Resource) -> None:
+    for attachment in res.raw.get("Attachments") or []:
+        vpc_id = attachment.get("VpcId")
+        if vpc_id:
+            ignore_gone(lambda v=vpc_id: with_dependency_retry(
+                lambda: ctx.client.detach_internet_gateway(InternetGatewayId=res.id, VpcId=v, aws_retry=True)))
+
+
+def disassociate_route_table(ctx: RegionContext, res: Resource) -> None:
+    if goes_with_its_vpc("route_tables", res.raw):
+        res.failed(
+            f"{res.id} is the main route table of {res.raw.get('VpcId')}: it cannot be deleted on its own "
+            "and goes when its VPC is deleted"
+        )
+        return
+    together(*[
+        functools.partial(ignore_gone, functools.partial(
+            ctx.client.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"], aws_retry=True))
+        for assoc in res.raw.get("Associations") or [] if assoc.get("RouteTableAssociationId")
+    ])
+
+
+# Round D's steps that need no check: type -> step on each of ours.
+PREPARE: dict[str, Callable[[RegionContext, Resource], None]] = {
+    "security_groups": revoke_group_references,
+    "internet_gateways": detach_internet_gateway,
+    "route_tables": disassociate_route_table,
+}
+
+
+def survey(ctx: RegionContext) -> Survey:
+    """Round D: every look-up and every preparatory step at once.
+
+    Then, only when an ENI found is attached to an instance we did not terminate, one
+    ``DescribeInstances``: an ENI of a terminated instance goes with it and uses nothing.
+    """
+    lookups = _lookups(ctx)
+    steps = [functools.partial(for_each, ctx.pending(resource_type), functools.partial(step, ctx))
+             for resource_type, step in PREPARE.items() if ctx.pending(resource_type)]
+    answers = together(*[_caught(call) for _kind, call in lookups], *steps)
+    result = Survey()
+    for (kind, _call), answer in zip(lookups, answers):
+        if isinstance(answer, Exception):
+            result.errors.setdefault(kind, error_text(answer))
+        else:
+            result.found.setdefault(kind, []).extend(answer)
+    unknown = sorted({i for i in map(_instance_of, result.found.get("enis", [])) if i and i not in ctx.terminated})
+    if unknown:
+        try:
+            _instance_states(ctx, unknown)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            result.errors.setdefault("enis", error_text(exc))
+    return result
+
+
+def fail_unchecked(ctx: RegionContext) -> None:
+    """Ours whose checks could not be made (a look-up of round D failed) are not tried."""
+    for resource_type, kinds in NEEDS.items():
+        errors = [ctx.survey.errors[kind] for kind in kinds if kind in ctx.survey.errors]
+        if errors:
+            for res in ctx.pending(resource_type):
+                res.failed(errors[0])
+
+
+# --------------------------------------------------------------------------- who still uses what
 def _attached_elsewhere(ctx: RegionContext, res: Resource, instance_id: str | None, what: str) -> None:
     if instance_id is None:
         res.failed(f"{res.id} is in use (not by an instance); detach it and run again")
@@ -326,11 +567,73 @@ def _attached_elsewhere(ctx: RegionContext, res: Resource, instance_id: str | No
         )
 
 
+def fail_held_network_interfaces(ctx: RegionContext) -> None:
+    """Our ENIs in use by anything but an instance we terminated are reported, not touched."""
+    current = ctx.survey.enis()
+    for res in ctx.pending("network_interfaces"):
+        eni = current.get(res.id)
+        if eni and eni.get("Status") != "available" and _instance_of(eni) not in ctx.terminated:
+            _attached_elsewhere(ctx, res, _instance_of(eni), "detach it from that instance and run again")
+
+
+def _eni_users(ctx: RegionContext) -> list[dict[str, Any]]:
+    """ENIs that hold what they are in: neither of a terminated instance nor ours going."""
+    going = ctx.going("network_interfaces")
+    return [eni for eni in ctx.survey.enis().values()
+            if _instance_of(eni) not in ctx.terminated and eni["NetworkInterfaceId"] not in going]
+
+
+def _add_eni_users(users: dict[str, list[str]], holds: Callable[[dict[str, Any]], list[str]], enis: list[dict[str, Any]]) -> None:
+    for eni in enis:
+        for held in holds(eni):
+            if held in users:
+                users[held].append(f"network interface {_eni_label(eni)}")
+
+
+def group_users(ctx: RegionContext) -> dict[str, list[str]]:
+    """Our groups' users: groups not ours referencing them, and ENIs."""
+    users: dict[str, list[str]] = {res.id: [] for res in ctx.pending("security_groups")}
+    ours = ctx.ids("security_groups")
+    referencing = {group["GroupId"]: group for group in ctx.survey.found.get("referencing", [])}
+    for group in referencing.values():
+        if group["GroupId"] in ours:
+            continue
+        label = f"security group {group['GroupId']} ({group.get('GroupName')}) referencing it"
+        for rule in (group.get("IpPermissions") or []) + (group.get("IpPermissionsEgress") or []):
+            for pair in rule.get("UserIdGroupPairs") or []:
+                target = pair.get("GroupId")
+                if target in users and label not in users[target]:
+                    users[target].append(label)
+    _add_eni_users(users, lambda eni: [group.get("GroupId") for group in eni.get("Groups") or []], _eni_users(ctx))
+    return users
+
+
+def subnet_users(ctx: RegionContext) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {res.id: [] for res in ctx.pending("subnets")}
+    _add_eni_users(users, lambda eni: [eni.get("SubnetId")], _eni_users(ctx))
+    return users
+
+
+def vpc_users(ctx: RegionContext) -> dict[str, list[str]]:
+    """Our VPCs' users after round E: what round D found in them, less what of ours is gone."""
+    users: dict[str, list[str]] = {res.id: [] for res in ctx.pending("vpcs")}
+    for kind, _describe, _name, label, id_key in IN_VPCS:
+        going = ctx.going(kind)
+        for item in ctx.survey.found.get(kind, []):
+            if item[id_key] in going or goes_with_its_vpc(kind, item):
+                continue
+            vpcs = [item["VpcId"]] if item.get("VpcId") else [a.get("VpcId") for a in item.get("Attachments") or []]
+            for vpc_id in vpcs:
+                if vpc_id in users:
+                    users[vpc_id].append(f"{label} {item[id_key]}")
+    _add_eni_users(users, lambda eni: [eni.get("VpcId")], _eni_users(ctx))
+    return users
+
+
+# --------------------------------------------------------------------------- rounds E and F
 def delete_network_interfaces(ctx: RegionContext, items: list[Resource]) -> None:
-    current = {
-        eni["NetworkInterfaceId"]: eni
-        for eni in describe_by_values(describe_network_interfaces, ctx.client, "network-interface-id", [r.id for r in items])
-    }
+    """Our ENIs not held elsewhere (:func:`fail_held_network_interfaces` went first)."""
+    current = ctx.survey.enis()
 
     def delete(res: Resource) -> None:
         eni = current.get(res.id)
@@ -338,21 +641,17 @@ def delete_network_interfaces(ctx: RegionContext, items: list[Resource]) -> None
             res.deleted("went with its instance")
             return
         if eni.get("Status") != "available":
+            # attached to an instance we terminated
             attachment = eni.get("Attachment") or {}
-            instance_id = attachment.get("InstanceId")
-            if instance_id not in ctx.terminated:
-                _attached_elsewhere(ctx, res, instance_id, "detach it from that instance and run again")
-                return
             if attachment.get("AttachmentId") and attachment.get("DeviceIndex", 0) != 0:
                 ignore_gone(lambda: ctx.client.detach_network_interface(
                     AttachmentId=attachment["AttachmentId"], Force=True, aws_retry=True))
-            try:
-                _wait(ctx, "network_interface_available", NetworkInterfaceIds=[res.id])
-            except botocore.exceptions.WaiterError as exc:
+            reason = _waited(ctx, "network_interface_available", NetworkInterfaceIds=[res.id])
+            if reason:
                 if not describe_by_values(describe_network_interfaces, ctx.client, "network-interface-id", [res.id]):
                     res.deleted("went with its instance")
                 else:
-                    res.failed(f"did not become available after its instance {instance_id} terminated: {exc}")
+                    res.failed(f"did not become available after its instance {attachment.get('InstanceId')} terminated: {reason}")
                 return
         attempt(res, lambda: ctx.client.delete_network_interface(NetworkInterfaceId=res.id, aws_retry=True), dependency=True)
 
@@ -360,7 +659,7 @@ def delete_network_interfaces(ctx: RegionContext, items: list[Resource]) -> None
 
 
 def delete_volumes(ctx: RegionContext, items: list[Resource]) -> None:
-    current = {vol["VolumeId"]: vol for vol in describe_by_values(describe_volumes, ctx.client, "volume-id", [r.id for r in items])}
+    current = ctx.survey.volumes()
 
     def delete(res: Resource) -> None:
         vol = current.get(res.id)
@@ -377,225 +676,61 @@ def delete_volumes(ctx: RegionContext, items: list[Resource]) -> None:
                 ignore_gone(lambda i=instance_id: ctx.client.detach_volume(
                     VolumeId=res.id, InstanceId=i, Force=True, aws_retry=True))
         if vol.get("State") != "available":
-            try:
-                _wait(ctx, "volume_available", VolumeIds=[res.id])
-            except botocore.exceptions.WaiterError as exc:
-                res.failed(f"did not become available: {exc}")
+            reason = _waited(ctx, "volume_available", VolumeIds=[res.id])
+            if reason:
+                res.failed(f"did not become available: {reason}")
                 return
         attempt(res, lambda: ctx.client.delete_volume(VolumeId=res.id, aws_retry=True), dependency=True)
 
     for_each(items, delete)
 
 
-def _group_pairs_only(permissions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The part of each rule that references another group (CIDR parts stay)."""
-    out = []
-    for perm in permissions or []:
-        pairs = [
-            {key: pair[key] for key in ("GroupId", "UserId", "VpcPeeringConnectionId") if pair.get(key)}
-            for pair in perm.get("UserIdGroupPairs") or []
-            if pair.get("GroupId")
-        ]
-        if pairs:
-            rule = {key: perm[key] for key in ("IpProtocol", "FromPort", "ToPort") if key in perm}
-            rule["UserIdGroupPairs"] = pairs
-            out.append(rule)
-    return out
+def _unless_used(operation: str, id_key: str) -> Deleter:
+    """A deleter that reports those of ours with users (``ctx.users``) and deletes the others."""
+    def delete_all(ctx: RegionContext, items: list[Resource]) -> None:
+        def delete(res: Resource) -> None:
+            if ctx.users.get(res.id):
+                blocked(res, ctx.users[res.id])
+                return
+            call = functools.partial(getattr(ctx.client, operation), aws_retry=True, **{id_key: res.id})
+            attempt(res, call, dependency=True)
+
+        for_each(items, delete)
+
+    return delete_all
 
 
-def delete_security_groups(ctx: RegionContext, items: list[Resource]) -> None:
-    ours = {res.id for res in items}
-
-    # 1. revoke every rule of ours that references a group: our groups that
-    #    reference each other can then be deleted in any order.
-    def revoke(res: Resource) -> None:
-        ingress = _group_pairs_only(res.raw.get("IpPermissions"))
-        egress = _group_pairs_only(res.raw.get("IpPermissionsEgress"))
-        if ingress:
-            ignore_gone(lambda: ctx.client.revoke_security_group_ingress(GroupId=res.id, IpPermissions=ingress, aws_retry=True))
-        if egress:
-            ignore_gone(lambda: ctx.client.revoke_security_group_egress(GroupId=res.id, IpPermissions=egress, aws_retry=True))
-
-    for_each(items, revoke)
-    pending = [res for res in items if res.action == ACTION_WOULD_DELETE]
-    ids = [res.id for res in pending]
-    if not ids:
-        return
-
-    # 2. what still uses them: groups that are not ours referencing them, and ENIs.
-    users: dict[str, list[str]] = {group_id: [] for group_id in ids}
-    referencing: dict[str, dict[str, Any]] = {}
-    by_ingress, by_egress, live_enis = together(
-        lambda: describe_by_values(describe_security_groups, ctx.client, "ip-permission.group-id", ids),
-        lambda: describe_by_values(describe_security_groups, ctx.client, "egress.ip-permission.group-id", ids),
-        lambda: _live_enis(ctx, "group-id", ids),
-    )
-    for group in by_ingress + by_egress:
-        referencing[group["GroupId"]] = group
-    for group in referencing.values():
-        if group["GroupId"] in ours:
-            continue
-        rules = (group.get("IpPermissions") or []) + (group.get("IpPermissionsEgress") or [])
-        for rule in rules:
-            for pair in rule.get("UserIdGroupPairs") or []:
-                target = pair.get("GroupId")
-                label = f"security group {group['GroupId']} ({group.get('GroupName')}) referencing it"
-                if target in users and label not in users[target]:
-                    users[target].append(label)
-    for eni in live_enis:
-        for group in eni.get("Groups") or []:
-            if group.get("GroupId") in users:
-                users[group["GroupId"]].append(f"network interface {_eni_label(eni)}")
-
-    def delete(res: Resource) -> None:
-        if users.get(res.id):
-            blocked(res, users[res.id])
-            return
-        attempt(res, lambda: ctx.client.delete_security_group(GroupId=res.id, aws_retry=True), dependency=True)
-
-    for_each(pending, delete)
-
-
-def delete_subnets(ctx: RegionContext, items: list[Resource]) -> None:
-    users: dict[str, list[str]] = {res.id: [] for res in items}
-    for eni in _live_enis(ctx, "subnet-id", list(users)):
-        if eni.get("SubnetId") in users:
-            users[eni["SubnetId"]].append(f"network interface {_eni_label(eni)}")
-
-    def delete(res: Resource) -> None:
-        if users[res.id]:
-            blocked(res, users[res.id])
-            return
-        attempt(res, lambda: ctx.client.delete_subnet(SubnetId=res.id, aws_retry=True), dependency=True)
-
-    for_each(items, delete)
-
-
-def delete_route_tables(ctx: RegionContext, items: list[Resource]) -> None:
-    def delete(res: Resource) -> None:
-        associations = res.raw.get("Associations") or []
-        if any(assoc.get("Main") for assoc in associations):
-            res.failed(
-                f"{res.id} is the main route table of {res.raw.get('VpcId')}: it cannot be deleted on its own "
-                "and goes when its VPC is deleted"
-            )
-            return
-        together(*[
-            (lambda a=assoc: ignore_gone(lambda: ctx.client.disassociate_route_table(
-                AssociationId=a["RouteTableAssociationId"], aws_retry=True)))
-            for assoc in associations if assoc.get("RouteTableAssociationId")
-        ])
-        attempt(res, lambda: ctx.client.delete_route_table(RouteTableId=res.id, aws_retry=True), dependency=True)
-
-    for_each(items, delete)
-
-
-def delete_internet_gateways(ctx: RegionContext, items: list[Resource]) -> None:
-    def delete(res: Resource) -> None:
-        for attachment in res.raw.get("Attachments") or []:
-            vpc_id = attachment.get("VpcId")
-            if vpc_id:
-                ignore_gone(lambda v=vpc_id: with_dependency_retry(
-                    lambda: ctx.client.detach_internet_gateway(InternetGatewayId=res.id, VpcId=v, aws_retry=True)))
-        attempt(res, lambda: ctx.client.delete_internet_gateway(InternetGatewayId=res.id, aws_retry=True), dependency=True)
-
-    for_each(items, delete)
-
-
-def delete_vpcs(ctx: RegionContext, items: list[Resource]) -> None:
-    ids = [res.id for res in items]
-    users: dict[str, list[str]] = {vpc_id: [] for vpc_id in ids}
-    subnets, groups, tables, gateways, live_enis = together(
-        lambda: describe_by_values(describe_subnets, ctx.client, "vpc-id", ids),
-        lambda: describe_by_values(describe_security_groups, ctx.client, "vpc-id", ids),
-        lambda: describe_by_values(describe_route_tables, ctx.client, "vpc-id", ids),
-        lambda: describe_by_values(describe_internet_gateways, ctx.client, "attachment.vpc-id", ids),
-        lambda: _live_enis(ctx, "vpc-id", ids),
-    )
-    for subnet in subnets:
-        users[subnet["VpcId"]].append(f"subnet {subnet['SubnetId']}")
-    for group in groups:
-        if group.get("GroupName") != "default":
-            users[group["VpcId"]].append(f"security group {group['GroupId']}")
-    for table in tables:
-        if not any(assoc.get("Main") for assoc in table.get("Associations") or []):
-            users[table["VpcId"]].append(f"route table {table['RouteTableId']}")
-    for gateway in gateways:
-        for attachment in gateway.get("Attachments") or []:
-            if attachment.get("VpcId") in users:
-                users[attachment["VpcId"]].append(f"internet gateway {gateway['InternetGatewayId']}")
-    for eni in live_enis:
-        if eni.get("VpcId") in users:
-            users[eni["VpcId"]].append(f"network interface {_eni_label(eni)}")
-
-    def delete(res: Resource) -> None:
-        if users[res.id]:
-            blocked(res, users[res.id])
-            return
-        attempt(res, lambda: ctx.client.delete_vpc(VpcId=res.id, aws_retry=True), dependency=True)
-
-    for_each(items, delete)
-
-
-def delete_key_pairs(ctx: RegionContext, items: list[Resource]) -> None:
-    for_each(items, lambda res: attempt(res, lambda: _delete_key_pair(ctx, res)))
-
-
-def _delete_key_pair(ctx: RegionContext, res: Resource) -> None:
-    # by name: DeleteKeyPair answers success for any id, and some implementations
-    # (the emulator) ignore KeyPairId; names are unique per region
-    name = res.raw.get("KeyName")
-    if name:
-        ctx.client.delete_key_pair(KeyName=name, aws_retry=True)
-    else:
-        ctx.client.delete_key_pair(KeyPairId=res.id, aws_retry=True)
-
-
-DELETERS: dict[str, Callable[[RegionContext, list[Resource]], None]] = {
+# Round B: what needs nothing else gone first.
+ROUND_B: dict[str, Deleter] = {
     "spot_instance_requests": delete_spot_instance_requests,
     "ec2_fleets": delete_ec2_fleets,
-    "instances": delete_instances,
-    "elastic_ips": delete_elastic_ips,
+    "instances": terminate_instances,
+    "key_pairs": delete_key_pairs,
     "launch_templates": delete_launch_templates,
+    "elastic_ips": delete_elastic_ips,
+}
+# Round E: what round D checked (and prepared).
+ROUND_E: dict[str, Deleter] = {
     "network_interfaces": delete_network_interfaces,
     "volumes": delete_volumes,
-    "security_groups": delete_security_groups,
-    "subnets": delete_subnets,
-    "route_tables": delete_route_tables,
-    "internet_gateways": delete_internet_gateways,
-    "vpcs": delete_vpcs,
-    "key_pairs": delete_key_pairs,
+    "security_groups": _unless_used("delete_security_group", "GroupId"),
+    "subnets": _unless_used("delete_subnet", "SubnetId"),
+    "route_tables": _unless_used("delete_route_table", "RouteTableId"),
+    "internet_gateways": _unless_used("delete_internet_gateway", "InternetGatewayId"),
 }
-
-
-# Types in the same phase do not depend on one another and go at once; phases go in order.
-PHASES: tuple[tuple[str, ...], ...] = (
-    ("spot_instance_requests", "ec2_fleets"),
-    ("instances", "key_pairs"),
-    ("elastic_ips", "launch_templates", "network_interfaces", "volumes"),
-    ("security_groups", "subnets", "route_tables", "internet_gateways"),
-    ("vpcs",),
-)
-
-
-def _delete_type(ctx: RegionContext, resource_type: str, items: list[Resource]) -> None:
-    try:
-        DELETERS[resource_type](ctx, items)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        # a describe of this phase failed: its resources stay, reported; go on
-        for res in items:
-            if res.action == ACTION_WOULD_DELETE:
-                res.failed(error_text(exc))
+# Round F.
+ROUND_F: dict[str, Deleter] = {"vpcs": _unless_used("delete_vpc", "VpcId")}
 
 
 def delete_region(client: Any, region: str, resources: list[Resource]) -> None:
-    """Delete ``resources`` (all of one region) in dependency order, independent types at once."""
+    """Delete ``resources`` (all of one region) in the rounds of this module's docstring."""
     ctx = RegionContext(client=client, region=region, resources=resources)
-    unphased = tuple(t for t in RESOURCE_TYPES if not any(t in phase for phase in PHASES))
-    for phase in PHASES + ((unphased,) if unphased else ()):
-        work = []
-        for resource_type in phase:
-            items = [res for res in resources if res.type == resource_type]
-            if items:
-                work.append(lambda t=resource_type, i=items: _delete_type(ctx, t, i))
-        together(*work)
+    run_round(ctx, ROUND_B)
+    guard(ctx.pending("instances"), functools.partial(wait_terminated, ctx))  # round C
+    ctx.survey = survey(ctx)  # round D
+    fail_unchecked(ctx)
+    fail_held_network_interfaces(ctx)
+    ctx.users = {**group_users(ctx), **subnet_users(ctx)}
+    run_round(ctx, ROUND_E)
+    ctx.users = vpc_users(ctx)
+    run_round(ctx, ROUND_F)

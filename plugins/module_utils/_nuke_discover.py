@@ -159,14 +159,12 @@ def discover_type(client: Any, region: str, spec: NukeSpec, resource_type: str) 
     return found
 
 
-def _goes_with_vpc(res: Resource, vpc_ids: set[str]) -> bool:
+def goes_with_its_vpc(resource_type: str, item: dict[str, Any]) -> bool:
     """A default security group or a main route table cannot be deleted: it goes with its VPC."""
-    if res.raw.get("VpcId") not in vpc_ids:
-        return False
-    if res.type == "security_groups":
-        return res.raw.get("GroupName") == "default"
-    if res.type == "route_tables":
-        return any(assoc.get("Main") for assoc in res.raw.get("Associations") or [])
+    if resource_type == "security_groups":
+        return item.get("GroupName") == "default"
+    if resource_type == "route_tables":
+        return any(assoc.get("Main") for assoc in item.get("Associations") or [])
     return False
 
 
@@ -178,4 +176,4 @@ def discover_region(client: Any, region: str, spec: NukeSpec) -> list[Resource]:
         for future in futures:
             found.extend(future.result())  # a describe that fails fails the region
     vpc_ids = {res.id for res in found if res.type == "vpcs"}
-    return [res for res in found if not _goes_with_vpc(res, vpc_ids)]
+    return [res for res in found if not (res.raw.get("VpcId") in vpc_ids and goes_with_its_vpc(res.type, res.raw))]

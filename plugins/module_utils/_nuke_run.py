@@ -41,6 +41,18 @@ def enabled_regions(module: Any) -> list[str]:
     return enabled_region_names(region_client(module, "ec2", module.region or DEFAULT_REGION))
 
 
+def region_clients(module: Any, regions: list[str]) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """An EC2 client per region, made one after the other; ``(clients, errors)`` by region."""
+    clients: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    for region in regions:
+        try:
+            clients[region] = region_client(module, "ec2", region)
+        except Exception as exc:  # pylint: disable=broad-except
+            errors[region] = exc
+    return clients, errors
+
+
 @dataclass
 class NukeOutcome:
     spec: NukeSpec
@@ -130,8 +142,12 @@ def nuke(module: Any, spec: NukeSpec, check_mode: bool) -> NukeOutcome:
     deleting = spec.force and not check_mode
     outcome = NukeOutcome(spec=spec, regions=regions, deleting=deleting, check_mode=check_mode)
 
+    # every region's client first, here: making one takes CPU (tens of milliseconds),
+    # which would spread over several round trips calls meant to go out together
+    clients, client_errors = region_clients(module, regions)
+
     def work(region: str) -> list[Resource]:
-        client = region_client(module, "ec2", region)
+        client = clients[region]
         found = discover_region(client, region, spec)
         if deleting and found:
             try:
@@ -143,7 +159,8 @@ def nuke(module: Any, spec: NukeSpec, check_mode: bool) -> NukeOutcome:
                         res.failed(f"not attempted: {error_text(exc)}")
         return found
 
-    results, errors = run_per_region(regions, work)
+    results, errors = run_per_region([region for region in regions if region in clients], work)
+    errors.update(client_errors)
     for region in regions:
         outcome.resources.extend(results.get(region, []))
     outcome.resources.sort(key=sort_key)

@@ -217,6 +217,60 @@ def test_group_referenced_by_a_foreign_group_is_reported_and_the_foreign_rule_ke
     assert not (ours.items & world.inventory(["us-east-1"]))
 
 
+def test_a_foreign_eni_in_our_vpc_blocks_only_the_subnet_group_and_vpc_it_uses(aws, run_module):
+    ours = world.build_ours("us-east-1", "alpha", full=False)
+    c = world.ec2("us-east-1")
+    vpc = next(iter(ours.of_type("vpcs")))[2]
+    subnet = sorted(i[2] for i in ours.of_type("subnets"))[1]
+    group = sorted(i[2] for i in ours.of_type("security_groups"))[0]
+    # somebody else's ENI (untagged) in one of our subnets, in one of our groups
+    theirs = c.create_network_interface(SubnetId=subnet, Groups=[group])["NetworkInterface"]["NetworkInterfaceId"]
+
+    result = run_module(MODULE, {"regions": ["us-east-1"], "force": True})
+    assert result.failed
+    failed = {r["id"]: r["error"] for r in result["resources"] if r["action"] == "failed"}
+    assert set(failed) == {subnet, group, vpc}, failed
+    for blocked in (subnet, group, vpc):
+        assert failed[blocked].startswith(f"DependencyViolation: {blocked} is still used by "), failed[blocked]
+        assert f"network interface {theirs}" in failed[blocked]
+    assert f"subnet {subnet}" in failed[vpc] and f"security group {group}" in failed[vpc]
+    # the foreign ENI is untouched; of ours, only what it uses is left
+    after = world.inventory(["us-east-1"])
+    assert ("us-east-1", "network_interfaces", theirs) in after
+    assert ours.items & after == {("us-east-1", "subnets", subnet), ("us-east-1", "security_groups", group),
+                                  ("us-east-1", "vpcs", vpc)}
+
+
+def test_a_region_is_deleted_in_six_round_trips(aws, run_module):
+    """A cluster (network with a route table of its own, instances, key pair) goes in six round
+    trips: discovery, terminate, wait, checks, deletes, VPC. At 300 ms per call, calls sent
+    together overlap however busy the machine is, so the depth is the code's order alone."""
+    from tests.bench.analysis import chain_depth
+
+    made = world.Made()
+    tags = world.tags_for("alpha")
+    net = world.build_network("us-east-1", tags, made, "alpha")
+    c = world.ec2("us-east-1")
+    c.create_key_pair(KeyName="alpha-key", TagSpecifications=world.spec("key-pair", tags))
+    c.run_instances(ImageId=world.image("us-east-1"), InstanceType="t3.micro", MinCount=3, MaxCount=3,
+                    SubnetId=net["subnets"][0], SecurityGroupIds=[net["sg"]],
+                    TagSpecifications=world.spec("instance", tags))
+    aws.latency(300)
+    aws.reset_calls()
+    result = run_module(MODULE, {"regions": ["us-east-1"], "force": True})
+    assert not result.failed, result["msg"]
+    depth = chain_depth(aws.calls()["log"])
+    assert depth <= 6, depth
+
+
+def test_every_type_is_deleted_in_some_round():
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _nuke_delete
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import RESOURCE_TYPES
+
+    rounds = [_nuke_delete.ROUND_B, _nuke_delete.ROUND_E, _nuke_delete.ROUND_F]
+    assert sorted(t for r in rounds for t in r) == sorted(RESOURCE_TYPES)
+
+
 def test_throttling_is_survived(scene, run_module, aws):
     aws.throttle(40, operations=[
         "DescribeInstances", "TerminateInstances", "DescribeSecurityGroups", "DeleteSecurityGroup",
