@@ -9,7 +9,10 @@ starts when the one before has answered (round A is the discovery).
 * B. What needs nothing else gone first: cancel spot requests, delete fleets (after
   ``DescribeFleetInstances`` when a fleet's instances are not in its record),
   ``TerminateInstances``, delete key pairs and launch templates, release elastic IPs
-  (disassociated first when associated).
+  (disassociated first when associated). Persistent spot requests and ``maintain``
+  fleets, which would launch again what is terminated, go in a round of their own
+  before it (only when there are some: the one-time requests of ``spot_cluster``'s
+  launches do not).
 * C. One waiter for every instance terminating, ours and the fleets'.
 * D. Every "current state / who still uses it" describe, by the ids the discovery
   found (:func:`survey`), with the steps that need no check: revoke our groups' rules
@@ -235,11 +238,11 @@ def guard(items: list[Resource], work: Callable[[], None]) -> None:
                 res.failed(error_text(exc))
 
 
-def run_round(ctx: RegionContext, deleters: dict[str, Deleter]) -> None:
-    """One round: every type's deleter at once, each on its resources still to be deleted."""
+def run_round(ctx: RegionContext, deleters: dict[str, Deleter], only: Callable[[Resource], bool] | None = None) -> None:
+    """One round: every type's deleter at once, each on its resources still to be deleted (``only`` those)."""
     work = []
     for resource_type, deleter in deleters.items():
-        items = ctx.pending(resource_type)
+        items = [res for res in ctx.pending(resource_type) if only is None or only(res)]
         if items:
             work.append(functools.partial(guard, items, functools.partial(deleter, ctx, items)))
     together(*work)
@@ -295,6 +298,15 @@ def _waited(ctx: RegionContext, waiter_name: str, **params: Any) -> str | None:
 
 
 # --------------------------------------------------------------------------- round B
+def replaces_instances(res: Resource) -> bool:
+    """A persistent spot request or a ``maintain`` fleet launches again what is terminated."""
+    if res.type == "spot_instance_requests":
+        return res.raw.get("Type") == "persistent"
+    if res.type == "ec2_fleets":
+        return res.raw.get("Type") == "maintain"
+    return False
+
+
 def delete_spot_instance_requests(ctx: RegionContext, items: list[Resource]) -> None:
     def cancel(res: Resource) -> None:
         if attempt(res, lambda: ctx.client.cancel_spot_instance_requests(SpotInstanceRequestIds=[res.id], aws_retry=True)):
@@ -725,6 +737,7 @@ ROUND_F: dict[str, Deleter] = {"vpcs": _unless_used("delete_vpc", "VpcId")}
 def delete_region(client: Any, region: str, resources: list[Resource]) -> None:
     """Delete ``resources`` (all of one region) in the rounds of this module's docstring."""
     ctx = RegionContext(client=client, region=region, resources=resources)
+    run_round(ctx, ROUND_B, only=replaces_instances)  # before anything is terminated (only when there are some)
     run_round(ctx, ROUND_B)
     guard(ctx.pending("instances"), functools.partial(wait_terminated, ctx))  # round C
     ctx.survey = survey(ctx)  # round D

@@ -16,11 +16,13 @@ description:
   - Each type is found with its own describe call and tag filters (never C(DescribeTags),
     which also lists tags of deleted resources), and every resource found is checked
     against its own tags again before anything is done to it.
-  - "Order: spot instance requests are cancelled, EC2 fleets deleted (with their instances),
-    instances terminated and waited for, elastic IPs disassociated and released, launch
-    templates, network interfaces and volumes deleted, security groups deleted (after every
-    rule of ours referencing a group is revoked), then subnets, route tables (disassociated
-    first), internet gateways (detached first), VPCs and key pairs."
+  - "Order, in rounds of calls made together (each region at once): persistent spot requests
+    and C(maintain) fleets first, when there are any; then the other spot requests cancelled,
+    EC2 fleets deleted (with their instances), instances terminated, key pairs and launch
+    templates deleted, elastic IPs released; the instances waited for; every check of what
+    still uses our groups, subnets and VPCs, with our groups' rules referencing groups revoked,
+    internet gateways detached and route tables disassociated; then network interfaces,
+    volumes, security groups, subnets, route tables and internet gateways deleted; then VPCs."
   - A resource that is already gone counts as deleted. A resource that cannot be deleted is
     reported with the AWS error (or with what still uses it) and does not stop the rest; the
     module then fails, listing what remains. Nothing that is not ours is detached, revoked or

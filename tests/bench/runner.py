@@ -91,6 +91,7 @@ class Bench:
         # that were sent together: the depth then is the code's order alone (0: skip).
         self.structural_latency_ms = structural_latency_ms
         self.structural: dict[str, int] = {}
+        self.suffix = ""  # of log and call-log file names (the structural pass's own)
         self.out_dir = out_dir
         self.sides = sides
         self.scenarios = scenarios
@@ -212,13 +213,13 @@ class Bench:
         self.emulator.reset_calls()
         t_reset = time.monotonic()  # the emulator's call clock starts (within a ms) here
         self.say(f"  {side:5} {scenario:10} ...")
-        wall, rc, changed, log = self.playbook(name, extra_vars, f"{side}_{scenario}")
+        wall, rc, changed, log = self.playbook(name, extra_vars, f"{side}_{scenario}{self.suffix}")
         t_play = time.monotonic() - wall
         raw = self.emulator.calls()
         calls = analysis.summarize(raw, offset=t_play - t_reset, wall=wall)
         calls_dir = self.out_dir / "calls"
         calls_dir.mkdir(parents=True, exist_ok=True)
-        (calls_dir / f"{side}_{scenario}.json").write_text(json.dumps(raw["log"]) + "\n", encoding="utf-8")
+        (calls_dir / f"{side}_{scenario}{self.suffix}.json").write_text(json.dumps(raw["log"]) + "\n", encoding="utf-8")
         m = Measurement(side, scenario, wall, rc, changed, calls, log=log)
         m.check = self.expect(side, *expect)
         measured_on = len(self.regions_of(side))
@@ -253,7 +254,7 @@ class Bench:
             self.fresh()
             name, ev = self.vars_for(side, n)
             with self.quiet():
-                self.playbook(name, ev, f"{side}_nuke_setup")
+                self.playbook(name, ev, f"{side}_nuke_setup{self.suffix}")
             self.emulator.latency(self.latency_ms)
             self.measure(side, "nuke", "ours_nuke.yml",
                          {"bench_cluster": OURS_CLUSTER, "bench_regions": [{"region": r} for r in self.regions]},
@@ -287,12 +288,13 @@ class Bench:
         """Our scenarios again at ``structural_latency_ms``; keeps only each one's depth per region."""
         kept, latency = self.results, self.latency_ms
         self.results, self.latency_ms = [], self.structural_latency_ms
+        self.suffix = f"_at_{self.structural_latency_ms:g}ms"
         self.say(f"ours again at {self.structural_latency_ms:g} ms per call (depth only):")
         try:
             self.run_side("ours")
             self.structural = {m.scenario: m.calls["region_depth"] for m in self.results if m.ok}
         finally:
-            self.results, self.latency_ms = kept, latency
+            self.results, self.latency_ms, self.suffix = kept, latency, ""
             self.emulator.latency(latency)
 
     def data(self, total: float) -> dict[str, Any]:

@@ -55,7 +55,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
-from moto.ec2.models.instances import StateReason  # noqa: E402
+from moto.ec2.models.instances import Instance, InstanceBackend, StateReason  # noqa: E402
 from moto.ec2.responses.spot_instances import SpotInstances  # noqa: E402
 from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
@@ -158,6 +158,42 @@ def _patch_moto() -> None:
         return ActionResult({"SpotPriceHistory": history})
 
     SpotInstances.describe_spot_price_history = describe_spot_price_history  # type: ignore[method-assign]
+
+    original_run = InstanceBackend.run_instances
+
+    def run_instances(self: Any, image_id: str, count: int, user_data: Any, security_group_names: list,
+                      **kwargs: Any) -> Any:
+        # EC2 tags the network interfaces it makes for the launch with TagSpecifications'
+        # "network-interface" tags (moto applies only "instance" and "volume" ones), and the
+        # primary interface it makes from SubnetId is deleted on termination (moto keeps it).
+        eni_tags = dict((kwargs.get("tags") or {}).get("network-interface") or {})
+        given = {int(n.get("DeviceIndex", 0)): n for n in kwargs.get("nics") or []}
+        reservation = original_run(self, image_id, count, user_data, security_group_names, **kwargs)
+        for instance in reservation.instances:
+            for index, nic in instance.nics.items():
+                spec = given.get(index) or {}
+                if spec.get("NetworkInterfaceId"):
+                    continue  # an existing interface, attached: EC2 leaves it as it is
+                if eni_tags:
+                    nic.add_tags(eni_tags)
+                if index == 0 and "DeleteOnTermination" not in spec:
+                    nic.delete_on_termination = True
+        return reservation
+
+    InstanceBackend.run_instances = run_instances  # type: ignore[method-assign]
+
+    original_terminate = Instance.terminate
+
+    def terminate(self: Any) -> Any:
+        # EC2 detaches what survives a termination (interfaces not deleted with it); moto
+        # leaves them attached, in use by a terminated instance, for ever.
+        kept = [nic for nic in self.nics.values() if not nic.delete_on_termination]
+        state = original_terminate(self)
+        for nic in kept:
+            self.detach_eni(nic)
+        return state
+
+    Instance.terminate = terminate  # type: ignore[method-assign]
     AmiBackend._bacalhau_seeded = True  # type: ignore[attr-defined]
 
 

@@ -187,3 +187,23 @@ def test_expired_credentials_as_aws_answers(aws):
         assert err.value.response["Error"]["Code"] == code
     aws.expire_credentials(False)
     assert ec2().describe_vpcs()["Vpcs"]
+
+
+def test_launch_interfaces_tagged_and_gone_with_the_instance_as_on_ec2(aws):
+    c = ec2()
+    subnet = _subnet(c, "us-east-1a")
+    tags = [{"Key": "bacalhau:cluster", "Value": "demo"}]
+    launched = c.run_instances(
+        ImageId=seed.ami_id("us-east-1", "24.04", "x86_64", seed.SERIALS[-1]), InstanceType="t3.micro",
+        MinCount=1, MaxCount=1, SubnetId=subnet,
+        TagSpecifications=[{"ResourceType": "network-interface", "Tags": tags}])["Instances"][0]
+    primary = launched["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    eni = c.describe_network_interfaces(NetworkInterfaceIds=[primary])["NetworkInterfaces"][0]
+    assert eni["TagSet"] == tags  # EC2 applies the launch's network-interface tags
+    # a second interface (not deleted with the instance) is detached by the termination
+    second = c.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+    c.attach_network_interface(NetworkInterfaceId=second, InstanceId=launched["InstanceId"], DeviceIndex=1)
+    c.terminate_instances(InstanceIds=[launched["InstanceId"]])
+    left = {e["NetworkInterfaceId"]: e["Status"] for e in c.describe_network_interfaces(
+        Filters=[{"Name": "subnet-id", "Values": [subnet]}])["NetworkInterfaces"]}
+    assert left == {second: "available"}  # the primary went with the instance

@@ -74,8 +74,15 @@ def test_without_force_nothing_is_deleted_and_it_says_how(scene, run_module):
 
 
 def test_force_deletes_ours_everywhere_and_nothing_else_then_nothing_left(scene, run_module, aws):
+    aws.reset_calls()
     result = run_module(MODULE, {"regions": REGIONS, "force": True})
     assert not result.failed, result["msg"]
+    # a maintain fleet (it would launch again what is terminated) is gone before any termination
+    log = aws.calls()["log"]
+    for region in REGIONS:
+        fleets_done = max(e["end"] for e in log if e["region"] == region and e["operation"] == "DeleteFleets")
+        assert all(e["start"] >= fleets_done for e in log
+                   if e["region"] == region and e["operation"] == "TerminateInstances"), region
     assert result.changed
     assert {r["action"] for r in result["resources"]} == {"deleted"}
     after = world.inventory(REGIONS)

@@ -152,6 +152,9 @@ def build_compute(region: str, tags: dict[str, str], net: dict[str, Any], made: 
         for mapping in inst.get("BlockDeviceMappings") or []:
             if tags:  # root volumes carry the tags of the volume TagSpecification
                 made.add(region, "volumes", mapping["Ebs"]["VolumeId"])
+        for nic in inst.get("NetworkInterfaces") or []:
+            if tags:  # and the launch's interface those of the network-interface one, as on EC2
+                made.add(region, "network_interfaces", nic["NetworkInterfaceId"])
     # an elastic IP associated with an instance
     eip = c.allocate_address(Domain="vpc", TagSpecifications=spec("elastic-ip", tags))["AllocationId"]
     made.add(region, "elastic_ips", eip)
