@@ -40,6 +40,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -689,6 +690,10 @@ def serve(host: str = "127.0.0.1", port: int = 0, on_ready: Callable[[str], None
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # moto's work holds the GIL for tens of milliseconds per call; with Python's default
+    # 5 ms switch interval a request arriving meanwhile waits that long for each step of
+    # being read, and calls sent together are logged (and answered) as if sent apart.
+    sys.setswitchinterval(0.0005)
     app = make_app()
     server = make_server(host, port, app, threaded=True)
     url = f"http://{host}:{server.server_port}"
