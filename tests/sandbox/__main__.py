@@ -11,7 +11,9 @@
    own fake addresses (54.x) are never handed out, so never dialled;
 4. the real ``playbooks/create.yml`` for a demo cluster in two "regions", a second run that must
    change nothing, ``playbooks/status.yml``, a spot interruption (the emulator reclaims an
-   instance) that ``status.yml`` must report, and ``playbooks/destroy.yml``;
+   instance and its test host powers off, as a reclaimed instance goes away) that
+   ``status.yml -e reap_disconnected=true`` must report and whose node the orchestrator must
+   then forget, and ``playbooks/destroy.yml``;
 5. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -165,12 +168,25 @@ def main(argv: list[str] | None = None) -> int:
         say("ansible-playbook playbooks/status.yml")
         run(book + ["playbooks/status.yml", *extra], env=env)
 
-        say("A spot interruption in eu-west-1 (the emulator reclaims the instance), then status.yml again")
+        say("A spot interruption in eu-west-1: the emulator reclaims the instance, its test host powers off")
         victim = _live_instances(emulator, "eu-west-1")[:1]
+        if not victim:
+            raise SystemExit("sandbox: no instance in eu-west-1 to interrupt")
+        address = _public_ip(emulator, "eu-west-1", victim[0])
         print(json.dumps(emulator.interrupt("eu-west-1", victim)))
-        after = run(book + ["playbooks/status.yml", *extra], env=env, capture=True)
-        if not victim or f"Spot interruptions seen: {victim[0]}" not in after.stdout:
-            raise SystemExit(f"sandbox: status.yml did not report the interruption of {victim}")
+        _power_off(address, addresses)
+
+        say("ansible-playbook playbooks/status.yml -e reap_disconnected=true")
+        after = run(book + ["playbooks/status.yml", *extra, "-e", "reap_disconnected=true"], env=env, capture=True)
+        if f"Spot interruptions seen: {victim[0]}" not in after.stdout:
+            raise SystemExit(f"sandbox: status.yml did not report the interruption of {victim[0]}")
+        if "of which without an instance" not in after.stdout:
+            raise SystemExit("sandbox: status.yml did not see the reclaimed node disconnected")
+
+        say("ansible-playbook playbooks/status.yml: the reclaimed node is forgotten")
+        final = run(book + ["playbooks/status.yml", *extra], env=env, capture=True)
+        if "Disconnected nodes: none" not in final.stdout:
+            raise SystemExit("sandbox: the orchestrator still lists a disconnected node after reap_disconnected")
 
         del first
         if args.keep:
@@ -192,11 +208,39 @@ Clean up with:
         if left:
             raise SystemExit(f"sandbox: instances left after destroy: {left}")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
-              "healthy, interruption reported, destroyed.")
+              "healthy, interruption reported and its node forgotten, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
             teardown(emulator)
+
+
+def _public_ip(emulator: Emulator, region: str, instance_id: str) -> str:
+    import boto3
+
+    client = boto3.client("ec2", region_name=region, endpoint_url=emulator.url,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    instance = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return instance.get("PublicIpAddress") or ""
+
+
+def _power_off(address: str, ours: list[str]) -> None:
+    """Power the test host at ``address`` off (a reclaimed instance's machine goes away); wait until it is gone."""
+    if address not in ours:  # only ever one of our own test hosts
+        raise SystemExit(f"sandbox: {address!r} is not one of this sandbox's test hosts")
+    key = HOSTS_STATE / "id_ed25519"
+    run(["ssh", "-n", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"ubuntu@{address}",
+         "sudo systemctl poweroff"], check=False, timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, 22), timeout=1).close()
+        except OSError:
+            print(f"test host {address} is off")
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"sandbox: test host {address} did not power off")
 
 
 def _live_instances(emulator: Emulator, region: str) -> list[str]:
