@@ -2,8 +2,8 @@
 
 Boots test hosts, runs the real create.yml twice (the second must change nothing),
 status.yml, a spot interruption whose test host powers off (status.yml with
-reap_disconnected=true must report it and make the orchestrator forget its node) and
-destroy.yml against the emulator, then checks nothing is left behind.
+reap_disconnected=true must report it and make the orchestrator forget its node),
+create.yml again to replace it, and destroy.yml against the emulator, then checks nothing is left behind.
 Needs root (systemd-nspawn, network namespaces); run by `make test-sandbox`.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ def test_sandbox_end_to_end(tmp_path):
     out = proc.stdout
     (tmp_path / "sandbox.log").write_text(out)
     assert proc.returncode == 0, out[-6000:]
-    assert "cluster created, unchanged on re-run, healthy, interruption reported and its node forgotten, destroyed" in out
+    assert ("cluster created, unchanged on re-run, healthy, interruption reported, its node forgotten and replaced, "
+            "destroyed") in out
     # every compute node connected, both regions, Bacalhau alive on every node
     assert "us-east-1" in out and "eu-west-1" in out
     # nothing left: no nspawn machine, no netns, no bridge

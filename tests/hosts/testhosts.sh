@@ -145,7 +145,7 @@ host_up() {
   # Network namespace with a veth on the bridge; the address lives in the namespace, so the
   # host's systemd needs no network configuration.
   ip netns add "$ns" 2>/dev/null || true
-  ip link del "vb-$TAG-$i" 2>/dev/null || true
+  ip link del "vbt$i" 2>/dev/null || true  # a host that powered off left its veth behind
   ip link add "vbt$i" type veth peer name eth0 netns "$ns"
   ip link set "vbt$i" master "$BRIDGE" up
   ip -n "$ns" link set lo up

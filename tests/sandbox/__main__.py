@@ -13,7 +13,8 @@
    change nothing, ``playbooks/status.yml``, a spot interruption (the emulator reclaims an
    instance and its test host powers off, as a reclaimed instance goes away) that
    ``status.yml -e reap_disconnected=true`` must report and whose node the orchestrator must
-   then forget, and ``playbooks/destroy.yml``;
+   then forget, ``playbooks/create.yml`` again to replace it (the test host comes back as a
+   new machine at the address the emulator hands out again), and ``playbooks/destroy.yml``;
 5. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
 """
 from __future__ import annotations
@@ -188,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         if "Disconnected nodes: none" not in final.stdout:
             raise SystemExit("sandbox: the orchestrator still lists a disconnected node after reap_disconnected")
 
+        say("ansible-playbook playbooks/create.yml: the replacement (its test host comes back as a new machine)")
+        run([str(REPO / "tests/hosts/testhosts.sh"), "up", str(args.hosts)], env=env_for_tools())
+        run(book + ["playbooks/create.yml", *extra], env=env)
+        replaced = [i for i in _live_instances(emulator, "eu-west-1") if i not in victim]
+        if len(replaced) != 1:
+            raise SystemExit(f"sandbox: create.yml did not replace {victim[0]} (eu-west-1 has {replaced})")
+
         del first
         if args.keep:
             say("Left up (--keep)")
@@ -208,7 +216,7 @@ Clean up with:
         if left:
             raise SystemExit(f"sandbox: instances left after destroy: {left}")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
-              "healthy, interruption reported and its node forgotten, destroyed.")
+              "healthy, interruption reported, its node forgotten and replaced, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
