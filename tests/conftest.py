@@ -2,7 +2,10 @@
 
 * ``emulator`` (session): one moto-based emulator process on loopback.
 * ``aws``: the emulator, reset, with this process's environment pointed at it
-  (``AWS_ENDPOINT_URL``/``AWS_URL``, fake credentials, no profiles).
+  (``AWS_ENDPOINT_URL``/``AWS_URL``, fake credentials, no profiles). When the test ends,
+  every API action that our modules and playbooks (this collection's clients, and
+  amazon.aws's in our playbooks) called must be allowed by ``docs/iam-policy.json``: the
+  policy users are told to give is checked by every test.
 * ``run_module``: run one of our modules in-process, as Ansible would, and get its
   result dict (failed or not). Fast enough to call hundreds of times.
 * ``playbook``: run ``ansible-playbook`` from the repository root against the emulator.
@@ -30,6 +33,7 @@ if str(COLLECTIONS) not in sys.path:
 
 from tests.emulator import Emulator  # noqa: E402
 from tests.emulator.client import SCRUBBED_VARS  # noqa: E402
+from tests.policy import actions_not_in_policy  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +54,8 @@ def aws(emulator, monkeypatch):
         monkeypatch.setenv(key, value)
     yield emulator
     emulator.clear_faults()
+    missing = actions_not_in_policy(emulator.calls()["log"])
+    assert not missing, f"docs/iam-policy.json does not allow {sorted(missing)}, which the test's run called"
 
 
 class ModuleResult(dict):

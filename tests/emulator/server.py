@@ -398,6 +398,16 @@ def _xml_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _agent(user_agent: str) -> str:
+    """Who made a call: this collection's own clients, amazon.aws (Ansible's modules and
+    plugins), or anything else (tests setting the scene, the benchmarks' checks)."""
+    if "bacalhau.aws_spot" in user_agent:
+        return "bacalhau.aws_spot"
+    if "Ansible/" in user_agent:
+        return "amazon.aws"
+    return "other"
+
+
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -495,6 +505,7 @@ class EmulatorApp:
                     "end": round(now - self.calls.t0, 6),
                     "status": status_code,
                     "fault": error is not None,
+                    "agent": _agent(environ.get("HTTP_USER_AGENT", "")),
                 }
             )
         return result

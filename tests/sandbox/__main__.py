@@ -32,6 +32,7 @@ from pathlib import Path
 
 from tests.emulator import Emulator
 from tests.emulator.client import SCRUBBED_VARS
+from tests.policy import actions_not_in_policy
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("BACALHAU_SANDBOX_STATE", "/tmp/bacalhau-sandbox"))
@@ -215,6 +216,9 @@ Clean up with:
                 for i in _live_instances(emulator, r)]
         if left:
             raise SystemExit(f"sandbox: instances left after destroy: {left}")
+        missing = actions_not_in_policy(emulator.calls()["log"])
+        if missing:
+            raise SystemExit(f"sandbox: docs/iam-policy.json does not allow {sorted(missing)}, which the playbooks called")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
               "healthy, interruption reported, its node forgotten and replaced, destroyed.")
         return 0
