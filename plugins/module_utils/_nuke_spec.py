@@ -27,9 +27,9 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
 
 # Every type, in the order results are listed: roughly the order of deletion (what
 # must go first so that what it depends on can go after; the rounds are in
-# _nuke_delete). Spot requests and fleets are cancelled and deleted in the same round
-# as the instances are terminated: a persistent spot request or a `maintain` fleet
-# only relaunches once its instance is gone, long after the cancel has taken effect.
+# _nuke_delete). Spot requests and fleets go in the same round as the terminations,
+# but persistent spot requests and `maintain` fleets, which would launch again what is
+# terminated, go in a round of their own before it.
 RESOURCE_TYPES: tuple[str, ...] = (
     "spot_instance_requests",
     "ec2_fleets",

@@ -27,7 +27,6 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
-
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
@@ -146,8 +145,7 @@ def _concurrently(*calls: Any) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- present
-def plan_present(module: Any, spec: ClusterSpec, region: RegionSpec, clients: Clients | None = None) -> RegionPlan:
-    clients = clients or Clients(module, region.region)
+def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> RegionPlan:
     ec2 = clients.ec2
     wanted_types = region.instance_types
 
@@ -216,7 +214,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     try:
         finish_network = None
         if plan.network_changes:
-            _done, finish_network = network.prepare(ec2, spec, plan.net)
+            finish_network = network.prepare(ec2, spec, plan.net)
             result["changed"] = True
         if plan.to_terminate:
             ids = [i["InstanceId"] for i in plan.to_terminate]
@@ -350,18 +348,18 @@ def _plans(module: Any, names: list[str], plan_one: Any, ssm: bool = False) -> t
     meant to go out together would otherwise be spread over more than one round trip.
     """
     ec2 = _default_client(module)
-    if not _known_locally(module, names):
+    alongside = _known_locally(module, names)
+    if not alongside:
         check_regions(ec2, names)
-        return run_per_region(names, lambda r: plan_one(r, Clients(module, r)))
     clients = {name: Clients(module, name).ready(ssm=ssm) for name in names}
-    _checked, (plans, errors) = together(lambda: check_regions(ec2, names),
-                                         lambda: run_per_region(names, lambda r: plan_one(r, clients[r])))
-    return plans, errors
+    answers = together(functools.partial(check_regions, ec2, names) if alongside else None,
+                       lambda: run_per_region(names, lambda r: plan_one(r, clients[r])))
+    return answers[-1]  # (plans, errors)
 
 
 def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
     by_name = {r.region: r for r in spec.regions}
-    plans, errors = _plans(module, spec.region_names, lambda r, c: plan_present(module, spec, by_name[r], c),
+    plans, errors = _plans(module, spec.region_names, lambda r, c: plan_present(spec, by_name[r], c),
                            ssm=any(not r.image_id for r in spec.regions))
     _raise_all(errors)
 

@@ -34,6 +34,7 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
@@ -343,10 +344,13 @@ def attach_internet_gateway(ec2: Any, igw_id: str, vpc_id: str) -> None:
     ec2.attach_internet_gateway(aws_retry=True, InternetGatewayId=igw_id, VpcId=vpc_id)
 
 
-def tag_route_table(ec2: Any, spec: ClusterSpec, table_id: str) -> None:
+def route_table_tags(spec: ClusterSpec) -> list[dict[str, str]]:
+    return ansible_dict_to_boto3_tag_list(_tags_for(spec, f"{spec.prefix}-public"))
+
+
+def tag_route_table(ec2: Any, table_id: str, tags: list[dict[str, str]]) -> None:
     """Tag the main route table (made by CreateVpc, so not taggable at creation) to find it by tag."""
-    tags = _tags_for(spec, f"{spec.prefix}-public")
-    ec2.create_tags(aws_retry=True, Resources=[table_id], Tags=tag_specifications("route-table", tags)[0]["Tags"])
+    ec2.create_tags(aws_retry=True, Resources=[table_id], Tags=tags)
 
 
 def create_default_route(ec2: Any, table_id: str, igw_id: str) -> None:
@@ -391,15 +395,8 @@ def import_key_pair(ec2: Any, spec: ClusterSpec) -> dict[str, Any]:
     )
 
 
-def ensure(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
-    """Create or repair what is missing, in three rounds of calls made together."""
-    done, finish = prepare(ec2, spec, net)
-    finish()
-    return done
-
-
-def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Callable[[], None]]:
-    """Make what a launch needs, and return the rest as one call to make later.
+def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
+    """Create or repair what a launch needs, and return the rest as one call to make later.
 
     1. VPC, internet gateway, key pair (need nothing);
     2. on the VPC: DNS attribute, subnets, gateway attachment, route table, security group;
@@ -407,9 +404,8 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Calla
        group rules. A launch needs none of these (it asks for its public address itself),
        so the caller can send them together with the launch: one round trip less.
     """
-    done = pending_changes(spec, net)
-    if not done:
-        return done, lambda: None
+    if not pending_changes(spec, net):
+        return lambda: None
     new_vpc = not net.vpc
     want_key = bool(spec.key_name and spec.key_name not in {k["KeyName"] for k in net.key_pairs})
 
@@ -469,8 +465,9 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Calla
     unassociated = _unassociated(net)
     for subnet_id in unassociated:
         round3.append(lambda sid=subnet_id: associate_route_table(ec2, table_id, sid))
-    if not is_managed(_tags(net.route_table), spec.cluster_name):
-        round3.append(lambda: tag_route_table(ec2, spec, table_id))
+    table_tags = None if is_managed(_tags(net.route_table), spec.cluster_name) else route_table_tags(spec)
+    if table_tags:
+        round3.append(lambda: tag_route_table(ec2, table_id, table_tags))
     if have - want:
         round3.append(lambda: revoke_ingress(ec2, group_id, have - want))
     if want - have:
@@ -482,10 +479,11 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> tuple[list[str], Calla
             net.route_table.setdefault("Routes", []).append({"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id})
         for subnet_id in unassociated:
             net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
-        net.route_table["Tags"] = tag_specifications("route-table", _tags_for(spec, f"{spec.prefix}-public"))[0]["Tags"]
+        if table_tags:
+            net.route_table["Tags"] = table_tags
         net.security_group["IpPermissions"] = _permissions(want)
 
-    return done, finish
+    return finish
 
 
 # --------------------------------------------------------------------------- deleting
