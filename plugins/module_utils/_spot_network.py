@@ -260,7 +260,7 @@ def subnet_cidrs(vpc_cidr: str, zones: list[str], existing: dict[str, dict[str, 
 
 
 def pending_changes(spec: ClusterSpec, net: Network) -> list[str]:
-    """What :func:`ensure` would do, in words (for check mode and the result)."""
+    """What :func:`prepare` (and the call it returns) would do, in words (for check mode and the result)."""
     changes: list[str] = []
     if not net.vpc:
         changes.append(f"create VPC {spec.vpc_cidr}")
