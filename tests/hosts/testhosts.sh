@@ -14,20 +14,26 @@
 #   BACALHAU_TESTHOSTS_MIRROR  Debian mirror for debootstrap      [first URI of the machine's apt sources]
 #   BACALHAU_TESTHOSTS_NAT     1 = masquerade the bridge to the uplink so hosts can reach the Debian
 #                              mirror (apt); 0 = hosts only reach the controller            [1]
-# Addresses: bridge bacbr0 = 10.213.7.1/24 (the controller's side), testhostI = 10.213.7.(10+I).
+#   BACALHAU_TESTHOSTS_SUBNET  S in 10.213.S.0/24, so that several environments (each with its own
+#                              STATE) can be up on one machine at once                     [7]
+# Addresses: bridge bacbr0 = 10.213.7.1/24 (the controller's side), testhostI = 10.213.7.(10+I);
+# with another SUBNET S: bridge bacbrS, 10.213.S.0/24, namespaces bacalhau-testhostsS-I, veths vbSt I.
 set -euo pipefail
 
 STATE=${BACALHAU_TESTHOSTS_STATE:-/tmp/bacalhau-testhosts}
 CACHE=${BACALHAU_TESTHOSTS_CACHE:-/var/cache/bacalhau-testhosts}
 NAT=${BACALHAU_TESTHOSTS_NAT:-1}
-BRIDGE=bacbr0
-NET=10.213.7
+SUBNET=${BACALHAU_TESTHOSTS_SUBNET:-7}
+[[ $SUBNET =~ ^[0-9]{1,3}$ ]] && ((SUBNET >= 1 && SUBNET <= 254)) || { echo "BACALHAU_TESTHOSTS_SUBNET must be 1..254" >&2; exit 2; }
+if [[ $SUBNET == 7 ]]; then BRIDGE=bacbr0 TAG=bacalhau-testhosts VETH=vbt
+else BRIDGE=bacbr$SUBNET TAG=bacalhau-testhosts$SUBNET VETH=vb${SUBNET}t; fi
+NET=10.213.$SUBNET
 GW=$NET.1
 SUITE=bookworm
-TAG=bacalhau-testhosts
+# The rootfs cache is shared by every environment.
 # Bump when the rootfs recipe below changes: the cached tarball's name carries it.
-ROOTFS_REV=3
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,python3-yaml,sudo,iproute2,ca-certificates,curl,procps,iptables,docker.io,containerd,runc,tini,less
+ROOTFS_REV=4
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,python3-yaml,sudo,iproute2,ca-certificates,curl,procps,iptables,docker.io,containerd,runc,tini,less,busybox-static
 ROOTFS_TAR=$CACHE/rootfs-$SUITE-r$ROOTFS_REV-$(dpkg --print-architecture).tar.zst
 
 log() { printf '[testhosts] %s\n' "$*" >&2; }
@@ -77,7 +83,8 @@ ExecStart=/usr/bin/ssh-keygen -A
 [Install]
 WantedBy=multi-user.target
 EOF
-  # Docker inside nspawn needs writable cgroup mounts: remount them read-write before docker.
+  # Docker inside nspawn needs writable cgroup mounts: nspawn mounts them read-only, and a plain
+  # `remount,rw` answers "mount point is busy", so each is bind-remounted read-write before docker.
   cat >"$root/etc/systemd/system/testhost-cgroups.service" <<'EOF'
 [Unit]
 Description=Remount cgroup filesystems read-write (test host inside systemd-nspawn)
@@ -87,11 +94,49 @@ After=local-fs.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'mount -o remount,rw /sys/fs/cgroup 2>/dev/null; for d in /sys/fs/cgroup/*; do mountpoint -q "$d" && mount -o remount,rw "$d" 2>/dev/null; done; true'
+ExecStart=/usr/local/sbin/testhost-cgroups
 [Install]
 WantedBy=sysinit.target
 EOF
-  chroot "$root" systemctl enable testhost-sshkeys.service testhost-cgroups.service ssh.service >/dev/null 2>&1
+  cat >"$root/usr/local/sbin/testhost-cgroups" <<'EOF'
+#!/bin/sh
+for m in $(awk '$2 ~ "^/sys/fs/cgroup" {print $2}' /proc/self/mounts); do
+  mount -o remount,bind,rw "$m" 2>/dev/null || true
+done
+exit 0
+EOF
+  chmod 0755 "$root/usr/local/sbin/testhost-cgroups"
+  # No image can be pulled from the internet here: every host gets one local image, made from
+  # Debian's busybox-static (the binary and its applet links) with `docker import`, once Docker
+  # runs. Bacalhau uses an image that is already on the node (pkg/docker/docker.go).
+  cat >"$root/usr/local/sbin/testhost-image" <<'EOF'
+#!/bin/sh
+# Import the test world's local image into Docker, once.
+set -e
+IMAGE=${1:-localhost/testhost/busybox:1.35}
+docker image inspect "$IMAGE" >/dev/null 2>&1 && exit 0
+d=$(mktemp -d)
+mkdir -p "$d/bin" "$d/tmp"
+cp /bin/busybox "$d/bin/busybox"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$d/bin/$a"; done
+tar -C "$d" -cf - . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
+rm -rf "$d"
+EOF
+  chmod 0755 "$root/usr/local/sbin/testhost-image"
+  cat >"$root/etc/systemd/system/testhost-image.service" <<'EOF'
+[Unit]
+Description=Import the test world's local Docker image (no registry is reachable)
+After=docker.service
+Wants=docker.service
+ConditionPathExists=/usr/bin/docker
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/testhost-image
+[Install]
+WantedBy=multi-user.target
+EOF
+  chroot "$root" systemctl enable testhost-sshkeys.service testhost-cgroups.service testhost-image.service ssh.service >/dev/null 2>&1
   # Nothing a container can't do, and nothing that slows boot.
   for u in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
            fstrim.timer systemd-resolved.service getty@tty1.service console-getty.service; do
@@ -145,16 +190,16 @@ host_up() {
   # Network namespace with a veth on the bridge; the address lives in the namespace, so the
   # host's systemd needs no network configuration.
   ip netns add "$ns" 2>/dev/null || true
-  ip link del "vbt$i" 2>/dev/null || true  # a host that powered off left its veth behind
-  ip link add "vbt$i" type veth peer name eth0 netns "$ns"
-  ip link set "vbt$i" master "$BRIDGE" up
+  ip link del "$VETH$i" 2>/dev/null || true  # a host that powered off left its veth behind
+  ip link add "$VETH$i" type veth peer name eth0 netns "$ns"
+  ip link set "$VETH$i" master "$BRIDGE" up
   ip -n "$ns" link set lo up
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" route add default via "$GW"
   SYSTEMD_NSPAWN_API_VFS_WRITABLE=1 setsid systemd-nspawn -b -D "$root" -M "$name" \
     --register=no --keep-unit --network-namespace-path="/run/netns/$ns" \
-    --capability=all --console=read-only --resolv-conf=off --timezone=off \
+    --capability=all --system-call-filter=@keyring --console=read-only --resolv-conf=off --timezone=off \
     >"$hd/console.log" 2>&1 </dev/null &
   echo $! >"$hd/pid"
   echo "$ip" >"$hd/ip"
@@ -248,13 +293,13 @@ cmd_down() {
     { grep -oE " $STATE/hosts/[^ ]+" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$TAG-" || true); do ip netns del "$ns"; done
-  for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^vbt[0-9]+$' || true); do
+  for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^$VETH[0-9]+\$" || true); do
     ip link del "$l" 2>/dev/null || true
   done
   ip link del "$BRIDGE" 2>/dev/null || true
   local t rule
   for t in nat filter; do
-    while rule=$(iptables -t "$t" -S 2>/dev/null | grep -- "--comment $TAG" | head -n1) && [[ -n $rule ]]; do
+    while rule=$(iptables -t "$t" -S 2>/dev/null | grep -E -- "--comment $TAG( |$)" | head -n1) && [[ -n $rule ]]; do
       # shellcheck disable=SC2086
       eval iptables -t "$t" ${rule/-A /-D }
     done

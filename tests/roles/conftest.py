@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("BACALHAU_TESTHOSTS_STATE", "/tmp/bacalhau-testhosts"))
 TEST_DIR = Path(os.environ.get("BACALHAU_ROLES_TEST_DIR", "/tmp/bacalhau-roles-test"))
 VENV_BIN = ROOT / ".venv" / "bin"
+# 10.213.<SUBNET>.0/24: tests/hosts/testhosts.sh's BACALHAU_TESTHOSTS_SUBNET
+NET = f"10.213.{os.environ.get('BACALHAU_TESTHOSTS_SUBNET', '7')}"
+
 
 
 class Env:
@@ -32,8 +35,13 @@ class Env:
         proc.output = proc.stdout + proc.stderr  # type: ignore[attr-defined]
         return proc
 
+    @staticmethod
+    def ip(host: str) -> str:
+        """testhostI's address, 10.213.<SUBNET>.(10+I)."""
+        return f"{NET}.{10 + int(host.removeprefix('testhost'))}"
+
     def ssh(self, host: str, command: str) -> str:
-        ip = {"testhost1": "10.213.7.11", "testhost2": "10.213.7.12", "testhost3": "10.213.7.13"}[host]
+        ip = self.ip(host)
         return subprocess.run(
             ["ssh", "-n", "-i", str(STATE / "id_ed25519"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
              "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"ubuntu@{ip}", command],

@@ -50,12 +50,13 @@ def test_wrong_token_fails_naming_host_and_cause(env):
 def test_unreachable_orchestrator_fails_naming_host_and_cause(env):
     # testhost2 is up but runs no orchestrator: its NATS port refuses connections.
     res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3",
-                       "-e", '{"compute_orchestrators": ["10.213.7.12"]}',
+                       "-e", f'{{"compute_orchestrators": ["{env.ip("testhost2")}"]}}',
                        "-e", "bacalhau_compute_connect_timeout=10")
     assert res.returncode != 0
     assert "testhost3: compute node" in res.output, res.output[-3000:]
     assert "ORCHESTRATOR UNREACHABLE" in res.output
-    assert re.search(r"nats://10\.213\.7\.12:4222:\s+dial\s+tcp\s+10\.213\.7\.12:4222:\s+connect:\s+connection\s+refused",
+    ip = re.escape(env.ip("testhost2"))
+    assert re.search(rf"nats://{ip}:4222:\s+dial\s+tcp\s+{ip}:4222:\s+connect:\s+connection\s+refused",
                      res.output), res.output[-3000:]
 
 

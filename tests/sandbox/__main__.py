@@ -39,6 +39,8 @@ STATE = Path(os.environ.get("BACALHAU_SANDBOX_STATE", "/tmp/bacalhau-sandbox"))
 HOSTS_STATE = STATE / "testhosts"
 ROLES_DIR = STATE / "roles-test"
 CLUSTER = "sandbox"
+# tests/hosts/testhosts.sh's network: 10.213.<SUBNET>.0/24
+SUBNET = os.environ.get("BACALHAU_TESTHOSTS_SUBNET", "7")
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -99,10 +101,10 @@ def write_cluster_vars(hosts: int) -> Path:
         "cluster_ssh_public_key_file": f"{key}.pub",
         "cluster_ssh_private_key_file": str(key),
         # the controller reaches the test hosts over the bridge
-        "cluster_ssh_cidrs": ["10.213.7.0/24"],
+        "cluster_ssh_cidrs": [f"10.213.{SUBNET}.0/24"],
         "cluster_api_cidrs": [],
         # the emulator hands out the test hosts' addresses; nothing else may be dialled
-        "cluster_allowed_addresses": r"^10\.213\.7\.[0-9]+$",
+        "cluster_allowed_addresses": rf"^10\.213\.{SUBNET}\.[0-9]+$",
     }
     path = STATE / "cluster.yml"
     path.write_text("# Written by `make sandbox`: the demo cluster.\n" + json.dumps(cluster, indent=2) + "\n")
