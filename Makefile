@@ -9,7 +9,7 @@ SANITY_DIR ?= build/sanity
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup test lint sanity unit integration test-roles test-sandbox emulator sandbox bench clean
+.PHONY: setup test lint sanity unit integration test-roles test-sandbox emulator sandbox bench bench-cluster clean
 
 setup: $(VENV)/.installed $(COLL)
 
@@ -65,6 +65,12 @@ test-sandbox: setup
 ## BENCH_ARGS="--regions 5 --instances 20 --latency-ms 100 [--large]"; report in build/bench/
 bench: setup
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+## bench-cluster: time create.yml to a working cluster on 3 and 9 test hosts, in phases (as root; not part
+## of test); BENCH_CLUSTER_ARGS="--hosts 3,9 [--latency-ms 100]"; report in build/bench/cluster_time.md
+bench-cluster: setup
+	tests/hosts/install-deps.sh
+	$(BIN)/python -m tests.bench.cluster $(BENCH_CLUSTER_ARGS)
 
 ## emulator: run the offline AWS world in the foreground (Ctrl-C stops it)
 emulator: setup
