@@ -9,8 +9,11 @@
    instance the emulator launches gets one of them as its public IP. The unchanged
    ``playbooks/create.yml``, the aws_ec2 inventory and SSH then reach a real machine. moto's
    own fake addresses (54.x) are never handed out, so never dialled;
-4. the real ``playbooks/create.yml`` for a demo cluster in two "regions", a second run that must
-   change nothing, ``playbooks/status.yml``, a spot interruption (the emulator reclaims an
+4. the real ``playbooks/create.yml`` for a demo cluster in two "regions" (it ends with a smoke job,
+   an ``ops`` job that must run a container in the real Docker of every compute node), a second run
+   that must change nothing, a user's first job (``bacalhau docker run --wait`` on the orchestrator,
+   over SSH) whose output is printed, ``create.yml`` against a compute node whose Docker is stopped
+   (it must fail naming that node and its region), ``playbooks/status.yml``, a spot interruption (the emulator reclaims an
    instance and its test host powers off, as a reclaimed instance goes away) that
    ``status.yml -e reap_disconnected=true`` must report and whose node the orchestrator must
    then forget, ``playbooks/create.yml`` again to replace it (the test host comes back as a
@@ -39,6 +42,8 @@ STATE = Path(os.environ.get("BACALHAU_SANDBOX_STATE", "/tmp/bacalhau-sandbox"))
 HOSTS_STATE = STATE / "testhosts"
 ROLES_DIR = STATE / "roles-test"
 CLUSTER = "sandbox"
+# The image tests/hosts/testhosts.sh imports into every test host's Docker (Debian's busybox-static).
+LOCAL_IMAGE = "localhost/testhost/busybox:1.35"
 # tests/hosts/testhosts.sh's network: 10.213.<SUBNET>.0/24
 SUBNET = os.environ.get("BACALHAU_TESTHOSTS_SUBNET", "7")
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -105,6 +110,8 @@ def write_cluster_vars(hosts: int) -> Path:
         "cluster_api_cidrs": [],
         # the emulator hands out the test hosts' addresses; nothing else may be dialled
         "cluster_allowed_addresses": rf"^10\.213\.{SUBNET}\.[0-9]+$",
+        # no registry is reachable: the smoke job uses the image every test host has locally
+        "cluster_smoke_job_image": LOCAL_IMAGE,
     }
     path = STATE / "cluster.yml"
     path.write_text("# Written by `make sandbox`: the demo cluster.\n" + json.dumps(cluster, indent=2) + "\n")
@@ -163,11 +170,52 @@ def main(argv: list[str] | None = None) -> int:
         say("ansible-playbook playbooks/create.yml  (spot instances in 2 regions, then Bacalhau on them)")
         first = run(book + ["playbooks/create.yml", *extra], env=env, capture=True)
 
-        say("ansible-playbook playbooks/create.yml again: nothing may change")
+        computes = _compute_count(args.hosts)
+        if f"The smoke job ran on all {computes} compute node(s)." not in first.stdout:
+            raise SystemExit("sandbox: create.yml did not prove that every compute node runs a job")
+        if len(re.findall(r"^\s*\S+\s+i-\S+\s+compute\s.*\s+yes\s*$", first.stdout, re.M)) != computes:
+            raise SystemExit("sandbox: the cluster table does not show every compute node with a job run")
+
+        say("ansible-playbook playbooks/create.yml again: nothing may change (the smoke job runs again)")
         second = run(book + ["playbooks/create.yml", *extra], env=env, capture=True)
         changed = {host: r["changed"] for host, r in recap(second.stdout).items() if r["changed"]}
         if changed:
             raise SystemExit(f"sandbox: the second create.yml changed something: {changed}")
+        if f"The smoke job ran on all {computes} compute node(s)." not in second.stdout:
+            raise SystemExit("sandbox: the second create.yml did not run the smoke job again")
+
+        orchestrator = _instances_by_role(emulator, "us-east-1", "orchestrator")[0]
+        orch_ip = _public_ip(emulator, "us-east-1", orchestrator)
+        say("Your first job, as the README tells you: `bacalhau docker run` on the orchestrator, over SSH")
+        # `docker run --wait` prints the job's events, not its output (cmd/cli/docker/docker_run.go):
+        # take the id, then read the output from `job describe` as a user does.
+        submitted = _ssh(orch_ip, f"bacalhau docker run --id-only --wait {LOCAL_IMAGE} -- sh -c "
+                                  "'echo hello from a Bacalhau job on $(uname -m)'", addresses)
+        job_id = submitted.stdout.strip()
+        if submitted.returncode != 0 or not job_id.startswith("j-"):
+            raise SystemExit(f"sandbox: bacalhau docker run failed ({submitted.returncode}): {submitted.stderr}")
+        described = _ssh(orch_ip, f"bacalhau job describe {job_id} --output json", addresses)
+        job = json.loads(described.stdout or "{}")
+        outputs = [(e.get("RunOutput") or {}).get("Stdout", "") for e in (job.get("Executions") or {}).get("Items", [])]
+        print(f"job {job_id}: {job.get('Job', {}).get('State', {}).get('StateType')}; its output:")
+        print("".join(outputs))
+        if job.get("Job", {}).get("State", {}).get("StateType") != "Completed" or \
+                not any("hello from a Bacalhau job on" in o for o in outputs):
+            raise SystemExit(f"sandbox: the batch job {job_id} did not complete with its output: {described.stdout[-2000:]}")
+
+        say("A compute node whose Docker is stopped: create.yml must fail naming it (Docker left to the user)")
+        broken = _instances_by_role(emulator, "eu-west-1", "compute")[0]
+        broken_ip = _public_ip(emulator, "eu-west-1", broken)
+        _ssh(broken_ip, "sudo systemctl stop docker.socket docker.service", addresses)
+        failed = run(book + ["playbooks/create.yml", *extra, "-e", "bacalhau_compute_docker_install=false"],
+                     env=env, capture=True, check=False)
+        if failed.returncode == 0:
+            raise SystemExit(f"sandbox: create.yml passed although Docker is stopped on {broken}")
+        if not re.search(rf"did not run on 1 of {computes} compute node\(s\):\s+{broken} \(eu-west-1,", failed.stdout):
+            raise SystemExit(f"sandbox: create.yml's failure does not name {broken} in eu-west-1")
+        print(f"create.yml failed as it must, naming {broken} (eu-west-1)")
+        _ssh(broken_ip, "sudo systemctl start docker.service", addresses)
+        run(book + ["playbooks/create.yml", *extra], env=env, capture=True)
 
         say("ansible-playbook playbooks/status.yml")
         run(book + ["playbooks/status.yml", *extra], env=env)
@@ -222,7 +270,8 @@ Clean up with:
         if missing:
             raise SystemExit(f"sandbox: docs/iam-policy.json does not allow {sorted(missing)}, which the playbooks called")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
-              "healthy, interruption reported, its node forgotten and replaced, destroyed.")
+              "healthy, every compute node ran the smoke job, your first job printed its output, a node without "
+              "Docker named, interruption reported, its node forgotten and replaced, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
@@ -236,6 +285,22 @@ def _public_ip(emulator: Emulator, region: str, instance_id: str) -> str:
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     instance = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     return instance.get("PublicIpAddress") or ""
+
+
+def _compute_count(hosts: int) -> int:
+    return hosts - 1
+
+
+def _ssh(address: str, command: str, ours: list[str]) -> subprocess.CompletedProcess:
+    """Run a command on one of this sandbox's own test hosts, as the cluster's SSH user."""
+    if address not in ours:  # only ever one of our own test hosts
+        raise SystemExit(f"sandbox: {address!r} is not one of this sandbox's test hosts")
+    key = HOSTS_STATE / "id_ed25519"
+    cmd = ["ssh", "-n", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+           f"ubuntu@{address}", command]
+    print("$ " + " ".join(cmd[-2:]), flush=True)
+    return subprocess.run(cmd, text=True, capture_output=True, timeout=300)
 
 
 def _power_off(address: str, ours: list[str]) -> None:
@@ -255,6 +320,19 @@ def _power_off(address: str, ours: list[str]) -> None:
             return
         time.sleep(0.5)
     raise SystemExit(f"sandbox: test host {address} did not power off")
+
+
+def _instances_by_role(emulator: Emulator, region: str, role: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("ec2", region_name=region, endpoint_url=emulator.url,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    reservations = client.describe_instances(Filters=[
+        {"Name": "tag:bacalhau:cluster", "Values": [CLUSTER]},
+        {"Name": "tag:bacalhau:role", "Values": [role]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ])["Reservations"]
+    return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
 
 
 def _live_instances(emulator: Emulator, region: str) -> list[str]:
