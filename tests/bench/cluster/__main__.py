@@ -164,7 +164,7 @@ def cluster_file(sandbox, hosts: int, cluster: str) -> Path:
     return ours
 
 
-def measure(hosts: int, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[str, Any]:
     sandbox = _sandbox()
     from tests.emulator import Emulator
 
@@ -182,9 +182,9 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     try:
         say(f"N={hosts}: the AWS emulator, {hosts} test hosts and the stand-in release")
         emulator = Emulator.start()
-        rc, t0, t1 = run_logged([str(REPO / "tests/roles/env.sh"), "up", str(hosts)], tools_env, logs / f"n{hosts}-env-up.log")
+        rc, t0, t1 = run_logged([str(REPO / "tests/roles/env.sh"), "up", str(hosts)], tools_env, logs / f"{tag}-env-up.log")
         if rc != 0:
-            raise SystemExit(f"bench-cluster: tests/roles/env.sh up {hosts} failed; see {logs / f'n{hosts}-env-up.log'}")
+            raise SystemExit(f"bench-cluster: tests/roles/env.sh up {hosts} failed; see {logs / f'{tag}-env-up.log'}")
         result["boot_seconds"] = round(t1 - t0, 3)
         addresses = sandbox.host_addresses()
         if len(addresses) != hosts:
@@ -195,7 +195,7 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         cluster_vars = cluster_file(sandbox, hosts, args.cluster)
         release_vars = sandbox.ROLES_DIR / "vars.yml"
         env = sandbox.playbook_env(emulator)
-        events_file = logs / f"n{hosts}-events.jsonl"
+        events_file = logs / f"{tag}-events.jsonl"
         events_file.unlink(missing_ok=True)
         env.update({"ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS), "ANSIBLE_CALLBACKS_ENABLED": "play_timer",
                     "BACALHAU_PLAY_TIMER_FILE": str(events_file), "ANSIBLE_FORCE_COLOR": "0"})
@@ -219,7 +219,7 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         sampler.start()
         time.sleep(2 * args.sample_interval)  # a sample or two before the start
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        log = logs / f"n{hosts}-create.log"
+        log = logs / f"{tag}-create.log"
         cmd = book + ["playbooks/create.yml", *extra]
         print("$ " + " ".join(cmd) + f"   > {log}", flush=True)
         with open(log, "w", encoding="utf-8") as out:
@@ -239,12 +239,13 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         result["controller_rusage_s"] = round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 2)
         result["log"] = str(log.relative_to(REPO)) if log.is_relative_to(REPO) else str(log)
         result["recap"] = sandbox.recap(log.read_text())
-        (logs / f"n{hosts}-samples.json").write_text(json.dumps(samples) + "\n")
-        (logs / f"n{hosts}-calls.json").write_text(json.dumps(calls) + "\n")
+        (logs / f"{tag}-samples.json").write_text(json.dumps(samples) + "\n")
+        (logs / f"{tag}-calls.json").write_text(json.dumps(calls) + "\n")
         print(f"create.yml: rc {rc}, {end - start:.1f} s")
 
         say(f"N={hosts}: ansible-playbook playbooks/destroy.yml")
-        drc, d0, d1 = run_logged(book + ["playbooks/destroy.yml", "-e", f"@{cluster_vars}"], env, logs / f"n{hosts}-destroy.log")
+        env.pop("BACALHAU_PLAY_TIMER_FILE")  # destroy.yml is not measured
+        drc, d0, d1 = run_logged(book + ["playbooks/destroy.yml", "-e", f"@{cluster_vars}"], env, logs / f"{tag}-destroy.log")
         result["destroy_seconds"] = round(d1 - d0, 3)
         result["destroy_rc"] = drc
         return result
@@ -295,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", default="bench-time", help="the cluster's name (default bench-time)")
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="latency the emulator adds to every API call (default 0, as in the sandbox)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per N (each from nothing); the report shows the median run and every run's "
+                             "total (default 1)")
     parser.add_argument("--sample-interval", type=float, default=0.5, help="CPU sampling interval, s (default 0.5)")
     parser.add_argument("--commit", help="the commit being measured, when this tree is an export (git archive), "
                                          "not a git checkout (default: git rev-parse HEAD)")
@@ -314,10 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {"meta": meta(args.latency_ms, args.commit), "runs": {}}
     failed = []
     for n in counts:
-        run = measure(n, args, logs)
-        data["runs"][str(n)] = run
-        if run.get("rc") != 0 or run.get("destroy_rc") != 0:
-            failed.append(n)
+        tries = []
+        for i in range(args.repeat):
+            run = measure(n, args, logs, f"n{n}-r{i + 1}" if args.repeat > 1 else f"n{n}")
+            tries.append(run)
+            if run.get("rc") != 0 or run.get("destroy_rc") != 0:
+                failed.append(n)
+                break
+        data["runs"][str(n)] = report.pick(tries)
         report.write(data, out)  # what we have so far, should a later N fail
     path = report.write(data, out)
     print(path.read_text(encoding="utf-8"))

@@ -72,8 +72,17 @@ SUBPHASES: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
 ]
 
 
+def one_playbook(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events up to the first playbook's stats (a second run appended to the file is not this one)."""
+    for i, e in enumerate(events):
+        if e["event"] == "stats":
+            return events[:i + 1]
+    return events
+
+
 def plays(events: list[dict[str, Any]], end: float | None = None) -> list[dict[str, Any]]:
     """Every play with its phase, start and end."""
+    events = one_playbook(events)
     stats = next((e["t"] for e in events if e["event"] == "stats"), None)
     last = stats if stats is not None else (end if end is not None else max((e["t"] for e in events), default=0.0))
     starts = [e for e in events if e["event"] == "play_start"]
@@ -87,6 +96,7 @@ def plays(events: list[dict[str, Any]], end: float | None = None) -> list[dict[s
 
 def tasks(events: list[dict[str, Any]], end: float | None = None) -> list[dict[str, Any]]:
     """Every task that started, in order, with its play, phase, part, time, hosts and retries."""
+    events = one_playbook(events)
     play_list = plays(events, end)
     out: list[dict[str, Any]] = []
     by_uuid: dict[str, list[dict[str, Any]]] = {}

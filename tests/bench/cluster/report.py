@@ -35,11 +35,29 @@ def _s(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
-def _cpu(cpu: dict[str, Any] | None) -> tuple[str, str, str, str]:
+def pick(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of several runs of one N, the median by total (the lower middle of an even count), with every
+    run's total and phases alongside. A failed run is the one shown: it is what needs looking at."""
+    failed = [t for t in tries if t.get("rc") != 0]
+    ordered = sorted(tries, key=lambda t: t["total"] if "total" in t else float("inf"))
+    chosen = dict(failed[0] if failed else ordered[(len(ordered) - 1) // 2])
+    chosen["repeats"] = [{"total": t.get("total"), "rc": t.get("rc"),
+                          "phases": {k: v["seconds"] for k, v in t.get("phases", {}).items()}} for t in tries]
+    return chosen
+
+
+def _cpu(cpu: dict[str, Any] | None) -> tuple[str, ...]:
     if not cpu:
-        return "-", "-", "-", "-"
+        return "-", "-", "-", "-", "-"
     return (f"{100 * cpu['machine_busy']:.0f}%", f"{cpu['controller_cpu_s']:.1f}", f"{cpu['hosts_cpu_s']:.1f}",
-            f"{cpu['rest_cpu_s'] + cpu['emulator_cpu_s'] + cpu['standin_cpu_s']:.1f}")
+            f"{cpu['emulator_cpu_s'] + cpu['standin_cpu_s']:.1f}", f"{cpu['rest_cpu_s']:.1f}")
+
+
+def _range(run: dict[str, Any], key: str) -> str:
+    values = [r["phases"].get(key) for r in run.get("repeats", []) if r["phases"].get(key) is not None]
+    if len(values) < 2:
+        return ""
+    return f" ({min(values):.1f}-{max(values):.1f})"
 
 
 def _api(api: dict[str, Any] | None) -> str:
@@ -49,21 +67,23 @@ def _api(api: dict[str, Any] | None) -> str:
 
 
 def run_table(run: dict[str, Any]) -> list[str]:
-    lines = ["| phase | s | share | machine CPU busy | controller CPU-s | test hosts CPU-s | other CPU-s | "
-             "API calls (depth) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| phase | s | share | machine CPU busy | controller CPU-s | test hosts CPU-s | emulator + release "
+             "server CPU-s | everything else CPU-s | API calls (depth) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, label, _ in PHASES:
         p = run["phases"][key]
         if key in ("other", "exit") and p["seconds"] < 0.05 and not p["plays"]:
             continue
-        busy, ctl, hosts, rest = _cpu(p.get("cpu"))
-        lines.append(f"| {key}: {label} | {p['seconds']:.1f} | {100 * p['share']:.0f}% | {busy} | {ctl} | {hosts} | "
-                     f"{rest} | {_api(p.get('api'))} |")
-    busy, ctl, hosts, rest = _cpu(run.get("cpu_total"))
-    lines.append(f"| **create.yml, process start to exit** | **{run['total']:.1f}** | 100% | {busy} | {ctl} | {hosts} | "
-                 f"{rest} | {sum(p.get('api', {}).get('calls', 0) for p in run['phases'].values()) or '-'} |")
+        cells = " | ".join(_cpu(p.get("cpu")))
+        lines.append(f"| {key}: {label} | {p['seconds']:.1f}{_range(run, key)} | {100 * p['share']:.0f}% | {cells} | "
+                     f"{_api(p.get('api'))} |")
+    cells = " | ".join(_cpu(run.get("cpu_total")))
+    totals = [r["total"] for r in run.get("repeats", []) if r.get("total") is not None]
+    spread = f" ({min(totals):.1f}-{max(totals):.1f})" if len(totals) > 1 else ""
+    lines.append(f"| **create.yml, process start to exit** | **{run['total']:.1f}**{spread} | 100% | {cells} | "
+                 f"{sum(p.get('api', {}).get('calls', 0) for p in run['phases'].values()) or '-'} |")
     if run.get("to_smoke_end") is not None:
-        lines.append(f"| to the smoke job's end | {run['to_smoke_end']:.1f} | | | | | | |")
+        lines.append(f"| to the smoke job's end | {run['to_smoke_end']:.1f} | | | | | | | |")
     return lines
 
 
@@ -166,6 +186,10 @@ def markdown(data: dict[str, Any]) -> str:
                   "stands in for the instances' boot, which the SSH phase would wait for on AWS, and is not in the total). "
                   f"destroy.yml afterwards: {_s(r.get('destroy_seconds'))} s. create.yml rc {r.get('rc')}; "
                   f"controller CPU for the whole run (rusage): {_s(r.get('controller_rusage_s'))} s.", ""]
+        totals = [t["total"] for t in r.get("repeats", []) if t.get("total") is not None]
+        if len(totals) > 1:
+            lines += [f"{len(totals)} runs, totals {', '.join(f'{t:.1f}' for t in totals)} s; shown: the median run "
+                      "(in brackets: each phase's lowest and highest over the runs).", ""]
         lines += run_table(r)
         if r["unknown_plays"]:
             lines += ["", "Plays no phase knows (counted in 'other'): " + "; ".join(r["unknown_plays"])]
