@@ -164,11 +164,16 @@ def launch_parameters(
             "DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [group_id],
             "AssociatePublicIpAddress": True, "DeleteOnTermination": True,
         }],
-        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        # IMDSv2 only, hop limit 1: a metadata answer cannot cross one more network hop, so
+        # containers on Docker's bridge network (one hop behind the host) cannot fetch the
+        # instance's credentials; Bacalhau itself runs on the host and needs no hop more.
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
         "BlockDeviceMappings": [{
             "DeviceName": root_device,
+            # Encrypted with kms_key_id, or the account's EBS default key when it is unset.
             "Ebs": {"VolumeSize": spec.root_volume_size, "VolumeType": "gp3", "Encrypted": True,
-                    "DeleteOnTermination": True},
+                    "DeleteOnTermination": True,
+                    **({"KmsKeyId": spec.kms_key_id} if spec.kms_key_id else {})},
         }],
         "ClientToken": uuid.uuid4().hex,
     }

@@ -62,6 +62,7 @@ class ClusterSpec:
     api_port: int = 1234
     vpc_cidr: str = "10.0.0.0/16"
     root_volume_size: int = 20
+    kms_key_id: str | None = None  # None: the account's EBS default key
     user_data: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     wait: bool = True
@@ -176,6 +177,17 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
     return spec
 
 
+WORLD = ("0.0.0.0/0", "::/0")
+
+
+def open_to_world(spec: ClusterSpec) -> list[str]:
+    """The options that open a port to the whole internet (0.0.0.0/0 or ::/0), e.g. ``ssh_cidrs``."""
+    found = [(name, getattr(spec, name)) for name in ("ssh_cidrs", "api_cidrs", "nats_cidrs")]
+    found += [(f"regions[{r.region}].nats_cidrs", r.nats_cidrs or []) for r in spec.regions]
+    return [f"{name}: {cidr}" for name, cidrs in found for cidr in cidrs
+            if str(ipaddress.ip_network(cidr, strict=False)) in WORLD]
+
+
 def parse(params: dict[str, Any]) -> ClusterSpec:
     """Turn module parameters into a :class:`ClusterSpec`, or raise one error naming every problem."""
     problems: list[str] = []
@@ -262,6 +274,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         api_port=api_port,
         vpc_cidr=vpc_cidr,
         root_volume_size=root,
+        kms_key_id=str(params.get("kms_key_id") or "") or None,
         user_data=user_data or None,
         tags=tags,
         wait=bool(params.get("wait", True)),

@@ -145,6 +145,12 @@ options:
     description: Size of the encrypted gp3 root volume in GiB.
     type: int
     default: 20
+  kms_key_id:
+    description:
+      - KMS key (id, ARN or alias ARN) the root volumes of new instances are encrypted with.
+      - Unset, the account's EBS default key of each region is used. Root volumes are always encrypted.
+      - Applies to instances launched from now on; running instances keep their volumes.
+    type: str
   user_data:
     description: User data (cloud-init) for new instances, as plain text (at most 16 KiB).
     type: str
@@ -424,6 +430,7 @@ ARGUMENT_SPEC = dict(
     api_port=dict(type="int", default=1234),
     vpc_cidr=dict(type="str", default="10.0.0.0/16"),
     root_volume_size=dict(type="int", default=20),
+    kms_key_id=dict(type="str", no_log=False),
     user_data=dict(type="str"),
     tags=dict(type="dict", default={}),
     ubuntu_release=dict(type="str", choices=["24.04", "22.04"], default="24.04"),
@@ -437,6 +444,10 @@ def main() -> None:
     module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         spec = _spot_spec.parse(module.params)
+        world = _spot_spec.open_to_world(spec)
+        if world:
+            module.warn("spot_cluster opens ports to the whole internet, as asked: " + "; ".join(world)
+                        + ". Give narrower CIDR blocks unless that is meant.")
         result = _spot_cluster.run(module, spec)
     except AwsSpotError as exc:
         module.fail_json(msg=str(exc), **exc.details)

@@ -495,3 +495,43 @@ def test_a_route_table_of_our_own_from_an_earlier_version_is_kept_then_deleted(a
     assert gone.changed and not gone.failed, gone.get("msg")
     assert not cluster_vpcs("us-east-1", "demo")
     assert not client.describe_route_tables(Filters=[{"Name": "route-table-id", "Values": [own, main]}])["RouteTables"]
+
+
+def test_instances_keep_credentials_from_containers_and_encrypt_with_the_given_key(aws, run_module):
+    """IMDSv2 only with a hop limit of 1 (Docker's bridge is one hop more); the root volume takes kms_key_id."""
+    key = boto3.client("kms", region_name="us-east-1").create_key(Description="bacalhau test")["KeyMetadata"]
+    one = [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]}]
+    result = run_module("spot_cluster", cluster(regions=one, kms_key_id=key["Arn"]))
+    assert not result.failed, result.get("msg")
+    (instance,) = live("us-east-1", "demo")
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    volume_id = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    volume = ec2("us-east-1").describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    assert volume["Encrypted"] and volume["KmsKeyId"] == key["Arn"]
+
+
+def test_default_root_volume_key_is_the_accounts_ebs_default(aws, run_module):
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances, _spot_spec
+
+    spec = _spot_spec.parse(cluster())
+    params = _spot_instances.launch_parameters(spec, spec.regions[0], "t3.small", "ami-1", "subnet-1", "sg-1", 1)
+    ebs = params["BlockDeviceMappings"][0]["Ebs"]
+    assert ebs["Encrypted"] is True and "KmsKeyId" not in ebs  # EC2 then uses the EBS default key
+    assert params["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+
+
+@pytest.mark.parametrize("option, value", [("ssh_cidrs", ["0.0.0.0/0"]), ("api_cidrs", ["::/0"]),
+                                           ("nats_cidrs", ["10.1.0.0/16", "0.0.0.0/0"])])
+def test_a_rule_open_to_the_internet_is_warned_about(aws, run_module, option, value):
+    one = [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]}]
+    result = run_module("spot_cluster", cluster(regions=one, **{option: value}), check_mode=True)
+    assert not result.failed, result.get("msg")
+    warnings = str(result.get("warnings"))
+    assert "whole internet" in warnings and f"{option}: {value[-1]}" in warnings
+
+
+def test_narrow_rules_are_not_warned_about(aws, run_module):
+    one = [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"], "nats_cidrs": ["192.0.2.7/32"]}]
+    result = run_module("spot_cluster", cluster(regions=one), check_mode=True)
+    assert not result.failed and "whole internet" not in str(result.get("warnings"))
