@@ -1,0 +1,494 @@
+"""The stand-in Bacalhau (tests/standin/bacalhau_standin.py) on loopback: an orchestrator and
+compute nodes as real processes, jobs submitted in Bacalhau's JSON shapes through the HTTP API
+and through the CLI. Docker's engine does not run on this machine, so each compute node finds a
+FAKE `docker` first on its PATH: it runs the container's command on this machine and answers
+like the docker CLI (tests/standin/README.md names what the real engine would say)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+STANDIN = Path(__file__).resolve().parents[2] / "tests" / "standin" / "bacalhau_standin.py"
+DOCKER_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+
+FAKE_DOCKER = r'''#!__PYTHON__ -S
+"""A fake docker CLI: containers are the command run on this machine."""
+import json, os, subprocess, sys, uuid
+D = os.environ["FAKE_DOCKER_DIR"]
+args = sys.argv[1:]
+with open(os.path.join(D, "calls"), "a") as fh:
+    fh.write(json.dumps(args) + "\n")
+if os.path.exists(os.path.join(D, "down")):
+    if args[:2] == ["image", "inspect"]:
+        print("[]")
+    sys.stderr.write("__DOWN__\n")
+    sys.exit(1)
+cdir = os.path.join(D, "containers")
+os.makedirs(cdir, exist_ok=True)
+def load(name):
+    with open(os.path.join(cdir, name + ".json")) as fh:
+        return json.load(fh)
+def save(name, c):
+    with open(os.path.join(cdir, name + ".json"), "w") as fh:
+        json.dump(c, fh)
+cmd = args[0]
+if cmd == "info":
+    print("24.0.7")
+elif cmd == "version":
+    print("linux/amd64")
+elif cmd == "image" and args[1] == "inspect":
+    images = open(os.path.join(D, "images")).read().split()
+    if args[-1] not in images:
+        sys.stderr.write("Error: No such image: %s\n" % args[-1])
+        sys.exit(1)
+    print("linux/amd64")
+elif cmd == "create":
+    c = {"env": [], "workdir": "", "entrypoint": None}
+    i = 1
+    while i < len(args) and args[i].startswith("-"):
+        flag, val = args[i], args[i + 1]
+        if flag == "--name": c["name"] = val
+        elif flag == "-e": c["env"].append(val)
+        elif flag == "-w": c["workdir"] = val
+        elif flag == "--entrypoint": c["entrypoint"] = val
+        else: c.setdefault("flags", []).append([flag, val])
+        i += 2
+    c["image"], c["cmd"] = args[i], args[i + 1:]
+    save(c["name"], c)
+    print(uuid.uuid4().hex)
+elif cmd == "start":
+    c = load(args[1])
+    argv = ([c["entrypoint"]] if c["entrypoint"] else []) + c["cmd"]
+    env = {"PATH": "/usr/bin:/bin"}
+    env.update(dict(e.split("=", 1) for e in c["env"]))
+    try:
+        p = subprocess.run(argv, capture_output=True, env=env, cwd=c["workdir"] or None, timeout=120)
+    except FileNotFoundError:
+        sys.stderr.write('Error response from daemon: failed to create shim task: OCI runtime create failed: '
+                         'exec: "%s": executable file not found in $PATH: unknown\n' % argv[0])
+        sys.exit(1)
+    except subprocess.TimeoutExpired:
+        sys.exit(1)
+    c.update(rc=p.returncode, out=p.stdout.decode(), err=p.stderr.decode())
+    save(args[1], c)
+elif cmd == "wait":
+    print(load(args[1])["rc"])
+elif cmd == "logs":
+    c = load(args[1])
+    sys.stdout.write(c["out"])
+    sys.stderr.write(c["err"])
+elif cmd == "rm":
+    try:
+        os.remove(os.path.join(cdir, args[-1] + ".json"))
+    except OSError:
+        pass
+else:
+    sys.stderr.write("fake docker: unsupported %r\n" % args)
+    sys.exit(2)
+'''.replace("__DOWN__", DOCKER_DOWN).replace("__PYTHON__", sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    def __init__(self, tmp: Path, name: str, cfg: dict, env: dict | None = None) -> None:
+        self.dir = tmp / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg.setdefault("DataDir", str(self.dir / "data"))
+        self.port = cfg.setdefault("API", {}).setdefault("Port", free_port())
+        cfg["API"]["Host"] = "127.0.0.1"
+        (self.dir / "config.json").write_text(json.dumps(cfg))
+        self.log = self.dir / "log"
+        self.p = subprocess.Popen([sys.executable, str(STANDIN), "serve", "--config", str(self.dir / "config.json")],
+                                  stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
+                                  env=dict(os.environ, **(env or {})))
+        deadline = time.time() + 10
+        while True:
+            try:
+                self.node_id = api(self.port, "GET", "/api/v1/agent/node")["NodeID"]
+                break
+            except (OSError, urllib.error.URLError):
+                if time.time() > deadline:
+                    raise RuntimeError(self.log.read_text())
+                time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+def api(port: int, method: str, path: str, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def api_error(port: int, method: str, path: str, body=None) -> tuple[int, dict]:
+    with pytest.raises(urllib.error.HTTPError) as err:
+        api(port, method, path, body)
+    return err.value.code, json.loads(err.value.read())
+
+
+class World:
+    """An orchestrator and compute nodes, each compute node with its own fake docker."""
+
+    def __init__(self, tmp: Path, computes: dict[str, dict], orch_cfg: dict | None = None) -> None:
+        self.tmp, self.procs = tmp, []
+        self.nats = free_port()
+        cfg = {"Orchestrator": {"Enabled": True, "Port": self.nats, "Host": "127.0.0.1", "Auth": {"Token": "tok"}}}
+        for k, v in (orch_cfg or {}).items():
+            cfg["Orchestrator"][k] = v
+        self.orch = self._start("orch", cfg)
+        self.computes = {name: self.add_compute(name, **opts) for name, opts in computes.items()}
+
+    def _start(self, name, cfg, env=None) -> Proc:
+        p = Proc(self.tmp, name, cfg, env)
+        self.procs.append(p)
+        return p
+
+    def add_compute(self, name: str, labels: dict | None = None, docker_down: bool = False,
+                    token: str = "tok", orchestrator: str | None = None) -> Proc:
+        fake = self.tmp / name / "fakebin"
+        fake.mkdir(parents=True, exist_ok=True)
+        (fake / "docker").write_text(FAKE_DOCKER)
+        (fake / "docker").chmod(0o755)
+        (fake / "images").write_text("busybox:1.35 localhost/testhost/busybox:1.35\n")
+        if docker_down:
+            (fake / "down").write_text("")
+        cfg = {"Compute": {"Enabled": True, "Orchestrators": [orchestrator or f"nats://127.0.0.1:{self.nats}"],
+                           "Auth": {"Token": token}, "Heartbeat": {"Interval": "1s"}},
+               "Labels": labels or {}}
+        p = self._start(name, cfg, env={"PATH": f"{fake}:{os.environ['PATH']}", "FAKE_DOCKER_DIR": str(fake)})
+        p.fake = fake
+        return p
+
+    def wait_nodes(self, n: int, timeout: float = 10) -> list[dict]:
+        deadline = time.time() + timeout
+        while True:
+            nodes = [s for s in api(self.orch.port, "GET", "/api/v1/orchestrator/nodes")["Nodes"]
+                     if s["Info"]["NodeType"] == "Compute" and s["ConnectionState"]["Status"] == "CONNECTED"]
+            if len(nodes) >= n or time.time() > deadline:
+                return nodes
+            time.sleep(0.1)
+
+    def submit(self, job: dict) -> dict:
+        return api(self.orch.port, "PUT", "/api/v1/orchestrator/jobs", {"Job": job})
+
+    def wait_job(self, job_id: str, timeout: float = 15, states=("Completed", "Failed", "Stopped")) -> dict:
+        deadline = time.time() + timeout
+        while True:
+            res = api(self.orch.port, "GET", f"/api/v1/orchestrator/jobs/{job_id}?include=executions")
+            if res["Job"]["State"]["StateType"] in states or time.time() > deadline:
+                return res
+            time.sleep(0.1)
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(STANDIN), *args], input=stdin, capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, BACALHAU_API_HOST="127.0.0.1",
+                                                   BACALHAU_API_PORT=str(self.orch.port)))
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def docker_job(*cmd: str, job_type: str = "batch", **extra) -> dict:
+    params = {"Image": "busybox:1.35", "Parameters": list(cmd)}
+    params.update(extra.pop("params", {}))
+    job = {"Type": job_type, "Tasks": [{"Name": "main", "Engine": {"Type": "docker", "Params": params}}]}
+    job.update(extra)
+    return job
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = World(tmp_path_factory.mktemp("standin"), {"eu": {"labels": {"region": "eu-west-1"}},
+                                                   "us": {"labels": {"region": "us-east-1"}}})
+    try:
+        assert len(w.wait_nodes(2)) == 2
+        yield w
+    finally:
+        w.close()
+
+
+# ------------------------------------------------------------------- HTTP API, Bacalhau's shapes
+def test_batch_job_over_http_completes_with_output_and_bacalhaus_defaults(world):
+    res = world.submit(docker_job("echo", "hello"))
+    assert res["JobID"].startswith("j-") and res["EvaluationID"] and res["Warnings"] == []
+    done = world.wait_job(res["JobID"])
+    job = done["Job"]
+    assert job["State"]["StateType"] == "Completed"
+    assert (job["Namespace"], job["Count"], job["Version"], job["Revision"] > 1) == ("default", 1, 1, True)
+    assert job["Name"] == job["ID"] and isinstance(job["CreateTime"], int) and job["CreateTime"] > 10**18
+    assert job["Tasks"][0]["Resources"] == {"CPU": "500m", "Memory": "512Mb"}
+    assert job["Meta"]["bacalhau.org/orchestrator.id"] == world.orch.node_id
+    [ex] = done["Executions"]["Items"]
+    assert ex["ID"].startswith("e-") and ex["JobID"] == job["ID"]
+    # ComputeState / DesiredState are integers in v1.9.3's JSON: 9 Completed, 1 Running
+    assert ex["ComputeState"]["StateType"] == 9 and ex["DesiredState"]["StateType"] == 1
+    assert ex["RunOutput"] == {"Stdout": "hello\n", "StdoutTruncated": False, "stderr": "", "StderrTruncated": False,
+                               "ExitCode": 0, "ErrorMsg": ""}
+    listed = api(world.orch.port, "GET", f"/api/v1/orchestrator/jobs/{job['ID']}/executions")
+    assert listed["NextToken"] == "" and [e["ID"] for e in listed["Items"]] == [ex["ID"]]
+    jobs = api(world.orch.port, "GET", "/api/v1/orchestrator/jobs")
+    assert job["ID"] in [j["ID"] for j in jobs["Items"]] and "NextToken" in jobs
+
+
+def test_engine_params_reach_the_container_and_a_nonzero_exit_is_completed(world):
+    job = docker_job("-c", 'echo "$A $B"; pwd; echo oops >&2; exit 3',
+                     params={"Entrypoint": ["/bin/sh"], "EnvironmentVariables": ["A=from-engine"],
+                             "WorkingDirectory": "/tmp"})
+    job["Tasks"][0]["Env"] = {"B": "from-task"}
+    done = world.wait_job(world.submit(job)["JobID"])
+    [ex] = done["Executions"]["Items"]
+    assert done["Job"]["State"]["StateType"] == "Completed", done
+    assert ex["ComputeState"]["StateType"] == 9
+    assert ex["RunOutput"]["Stdout"] == "from-engine from-task\n/tmp\n"
+    assert ex["RunOutput"]["stderr"] == "oops\n" and ex["RunOutput"]["ExitCode"] == 3
+
+
+def test_ops_job_runs_on_every_compute_node(world):
+    done = world.wait_job(world.submit(docker_job("echo", "hi", job_type="ops"))["JobID"])
+    assert done["Job"]["State"]["StateType"] == "Completed" and done["Job"]["Count"] == 0
+    execs = done["Executions"]["Items"]
+    assert sorted(e["NodeID"] for e in execs) == sorted(p.node_id for p in world.computes.values())
+    assert {e["RunOutput"]["Stdout"] for e in execs} == {"hi\n"}
+
+
+@pytest.mark.parametrize(("constraint", "nodes"), [
+    ({"Key": "region", "Operator": "=", "Values": ["eu-west-1"]}, ["eu"]),
+    ({"Key": "region", "Operator": "in", "Values": ["us-east-1", "ap-south-1"]}, ["us"]),
+    ({"Key": "region", "Operator": "!=", "Values": ["eu-west-1"]}, ["us"]),
+    ({"Key": "region", "Operator": "notin", "Values": ["us-east-1"]}, ["eu"]),
+    ({"Key": "region", "Operator": "exists"}, ["eu", "us"]),
+    ({"Key": "os_arch", "Operator": "exists"}, ["eu", "us"]),
+])
+def test_constraints_pick_the_nodes_whose_labels_match(world, constraint, nodes):
+    done = world.wait_job(world.submit(docker_job("true", job_type="ops", Constraints=[constraint]))["JobID"])
+    assert done["Job"]["State"]["StateType"] == "Completed"
+    assert sorted(e["NodeID"] for e in done["Executions"]["Items"]) == sorted(world.computes[n].node_id for n in nodes)
+
+
+def test_ops_job_with_no_matching_node_fails_as_bacalhau_says(world):
+    c = {"Key": "region", "Operator": "=", "Values": ["mars-1"]}
+    done = world.wait_job(world.submit(docker_job("true", job_type="ops", Constraints=[c]))["JobID"])
+    msg = done["Job"]["State"]["Message"]
+    assert done["Job"]["State"]["StateType"] == "Failed" and done["Executions"]["Items"] == []
+    # one reason line per distinct reason (here each node's labels differ)
+    assert msg.startswith("not matching nodes to run job out of 2 available nodes.\n• Node n-"), msg
+    eu = world.computes["eu"].node_id
+    assert (f"\n• Node {eu[:10]}: labels map[name:{eu} os_arch:" in msg
+            and "os_type:linux region:eu-west-1] don't match required selectors [region = mars-1]" in msg), msg
+
+
+def test_batch_count_uses_that_many_nodes_and_fails_when_too_few(world):
+    done = world.wait_job(world.submit(docker_job("echo", "x", Count=2))["JobID"])
+    assert done["Job"]["State"]["StateType"] == "Completed"
+    assert len({e["NodeID"] for e in done["Executions"]["Items"]}) == 2
+    done = world.wait_job(world.submit(docker_job("echo", "x", Count=3))["JobID"])
+    assert done["Job"]["State"]["StateType"] == "Failed"
+    assert done["Job"]["State"]["Message"].startswith("not enough nodes to run job. requested: 3, available: 2, "
+                                                      "suitable: 2.")
+
+
+def test_missing_image_fails_without_a_pull(world):
+    job = docker_job("true", job_type="ops", params={"Image": "nosuch/image:1"},
+                     Constraints=[{"Key": "region", "Operator": "=", "Values": ["eu-west-1"]}])
+    done = world.wait_job(world.submit(job)["JobID"])
+    [ex] = done["Executions"]["Items"]
+    assert done["Job"]["State"]["StateType"] == "Failed"
+    assert done["Job"]["State"]["Message"] == "Job failed because one or more executions failed"
+    assert ex["ComputeState"] == {"StateType": 10, "Message": 'image not available: "nosuch/image:1"'}
+    calls = (world.computes["eu"].fake / "calls").read_text()
+    assert '"pull"' not in calls
+
+
+def test_stop_cancels_the_running_execution(world):
+    job_id = world.submit(docker_job("sleep", "30", job_type="ops",
+                                     Constraints=[{"Key": "region", "Operator": "=", "Values": ["us-east-1"]}]))["JobID"]
+    deadline = time.time() + 10
+    while api(world.orch.port, "GET", f"/api/v1/orchestrator/jobs/{job_id}/executions")["Items"][0][
+            "ComputeState"]["StateType"] != 6 and time.time() < deadline:
+        time.sleep(0.1)
+    res = api(world.orch.port, "DELETE", f"/api/v1/orchestrator/jobs/{job_id}", {"reason": "enough"})
+    assert res["EvaluationID"]
+    done = world.wait_job(job_id)
+    [ex] = done["Executions"]["Items"]
+    assert done["Job"]["State"] == {"StateType": "Stopped", "Message": "enough"}
+    assert ex["ComputeState"]["StateType"] == 11 and ex["DesiredState"]["StateType"] == 2
+    assert ex["ComputeState"]["Message"] == "Execution stop requested because job has been stopped"
+
+
+def test_invalid_job_and_unknown_job_answer_in_bacalhaus_error_shape(world):
+    code, body = api_error(world.orch.port, "PUT", "/api/v1/orchestrator/jobs", {"Job": {"Tasks": []}})
+    assert code == 400 and body["Message"] == "missing job type\nmissing job tasks"
+    assert body["Status"] == 400 and {"Code", "Component", "RequestID"} <= set(body)
+    code, body = api_error(world.orch.port, "GET", "/api/v1/orchestrator/jobs/j-nope")
+    assert (code, body["Message"], body["Code"]) == (404, "job not found: j-nope", "NotFound")
+    bad = docker_job("true", job_type="ops", Count=2, Constraints=[{"Key": "a", "Operator": "in"}])
+    code, body = api_error(world.orch.port, "PUT", "/api/v1/orchestrator/jobs", {"Job": bad})
+    assert body["Message"] == ("ops jobs cannot specify count > 1 as they run on all matching nodes\n"
+                               "constraint 1 validation failed: selector values cannot be empty for In or NotIn "
+                               "operators")
+
+
+def test_node_info_carries_bacalhaus_labels_and_compute_info(world):
+    nodes = api(world.orch.port, "GET", "/api/v1/orchestrator/nodes")["Nodes"]
+    orch = next(n for n in nodes if n["Info"]["NodeType"] == "Requester")
+    comp = next(n for n in nodes if n["Info"]["NodeID"] == world.computes["eu"].node_id)
+    assert orch["Info"]["ComputeNodeInfo"]["ExecutionEngines"] is None
+    assert comp["Info"]["ComputeNodeInfo"]["ExecutionEngines"] == ["docker", "wasm"]
+    assert comp["Info"]["Labels"]["os_type"] == "linux" and comp["Info"]["Labels"]["os_arch"]
+    assert comp["Info"]["Labels"]["name"] == comp["Info"]["NodeID"]
+    assert (comp["Membership"], comp["ConnectionState"]["Status"]) == ("APPROVED", "CONNECTED")
+    assert "LastError" not in comp["ConnectionState"]
+
+
+# ------------------------------------------------------------------- the CLI
+def test_cli_docker_run_waits_and_prints_what_bacalhau_prints(world):
+    res = world.cli("docker", "run", "--wait", "--wait-timeout-secs", "30", "-e", "GREETING=hi", "busybox:1.35",
+                    "--", "sh", "-c", "echo $GREETING")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Job successfully submitted. Job ID: j-")
+    job_id = res.stdout.split("Job ID: ")[1].split()[0]
+    assert f"\tbacalhau job describe {job_id}\n" in res.stdout and "Completed" in res.stdout
+    execs = json.loads(world.cli("job", "executions", job_id, "--output", "json").stdout)
+    assert [e["RunOutput"]["Stdout"] for e in execs] == ["hi\n"]
+    desc = json.loads(world.cli("job", "describe", job_id, "--output", "json").stdout)
+    assert desc["Job"]["State"]["StateType"] == "Completed" and len(desc["Executions"]["Items"]) == 1
+    assert desc["History"]["Items"][0]["Event"]["Message"] == "Job submitted"
+    listed = json.loads(world.cli("job", "list", "--output", "json", "--limit", "100").stdout)
+    assert job_id in [j["ID"] for j in listed]
+
+
+def test_cli_id_only_target_all_and_constraints(world):
+    res = world.cli("docker", "run", "--id-only", "--target", "all", "--constraints", "region=us-east-1",
+                    "busybox:1.35", "--", "echo", "only-us")
+    assert res.returncode == 0, res.stderr
+    job_id = res.stdout.strip()
+    assert job_id.startswith("j-") and "\n" not in job_id
+    done = world.wait_job(job_id)
+    assert done["Job"]["Type"] == "ops"
+    assert [e["NodeID"] for e in done["Executions"]["Items"]] == [world.computes["us"].node_id]
+
+
+def test_cli_failed_job_prints_error_and_exits_zero_as_bacalhau_does(world):
+    res = world.cli("docker", "run", "--target", "all", "--constraints", "region=nowhere", "busybox:1.35", "--", "true")
+    assert res.returncode == 0
+    assert "Error: job failed" in res.stderr
+
+
+def test_cli_job_run_yaml_and_json_specs_and_stop(world, tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("Type: batch\nCount: 1\nTasks:\n  - Name: main\n    Engine:\n      Type: docker\n"
+                    "      Params:\n        Image: busybox:1.35\n        Parameters: [echo, from-yaml]\n")
+    pytest.importorskip("yaml")
+    res = world.cli("job", "run", "--id-only", str(spec))
+    assert res.returncode == 0, res.stderr
+    done = world.wait_job(res.stdout.strip())
+    assert done["Executions"]["Items"][0]["RunOutput"]["Stdout"] == "from-yaml\n"
+    long = json.dumps(docker_job("sleep", "30", job_type="ops"))
+    res = world.cli("job", "run", "--wait=false", stdin=long)
+    job_id = res.stdout.strip()
+    stop = world.cli("job", "stop", job_id)
+    assert stop.returncode == 0, stop.stderr
+    assert "Job stop successfully submitted with evaluation ID: " in stop.stdout
+    assert world.wait_job(job_id)["Job"]["State"]["StateType"] == "Stopped"
+    again = world.cli("job", "stop", job_id)
+    assert again.returncode != 0 and "Job is already in a terminal state." in again.stderr
+
+
+# ------------------------------------------------------------------- membership, Docker, links
+def test_manual_approval_leaves_nodes_pending_and_pending_nodes_get_no_work(tmp_path):
+    w = World(tmp_path, {"c1": {}}, orch_cfg={"NodeManager": {"ManualApproval": True}})
+    try:
+        [node] = w.wait_nodes(1)
+        assert node["Membership"] == "PENDING"
+        done = w.wait_job(w.submit(docker_job("true", job_type="ops"))["JobID"])
+        assert done["Job"]["State"] == {"StateType": "Failed",
+                                        "Message": "not matching nodes to run job out of 0 available nodes."}
+        api(w.orch.port, "PUT", f"/api/v1/orchestrator/nodes/{node['Info']['NodeID']}", {"Action": "approve"})
+        done = w.wait_job(w.submit(docker_job("true", job_type="ops"))["JobID"])
+        assert done["Job"]["State"]["StateType"] == "Completed"
+    finally:
+        w.close()
+
+
+def test_docker_down_fails_the_execution_with_dockers_message_or_is_not_advertised(tmp_path):
+    w = World(tmp_path, {"up": {"labels": {"n": "up"}}, "down": {"labels": {"n": "down"}, "docker_down": True}})
+    try:
+        assert len(w.wait_nodes(2)) == 2
+        # down when bacalhau started: docker is not advertised, the node is not chosen
+        c = [{"Key": "n", "Operator": "=", "Values": ["down"]}]
+        done = w.wait_job(w.submit(docker_job("true", job_type="ops", Constraints=c))["JobID"])
+        msg = done["Job"]["State"]["Message"]
+        assert msg.endswith(f"Node {w.computes['down'].node_id[:10]}: does not support docker, only wasm"), msg
+        # stopped after bacalhau started: advertised, the execution fails with Docker's words
+        (w.computes["up"].fake / "down").write_text("")
+        c = [{"Key": "n", "Operator": "=", "Values": ["up"]}]
+        done = w.wait_job(w.submit(docker_job("true", job_type="ops", Constraints=c))["JobID"])
+        [ex] = done["Executions"]["Items"]
+        assert done["Job"]["State"]["StateType"] == "Failed"
+        assert ex["ComputeState"]["StateType"] == 10 and DOCKER_DOWN in ex["ComputeState"]["Message"]
+        assert ex["RunOutput"]["ErrorMsg"] == ""
+    finally:
+        w.close()
+
+
+def test_node_that_shuts_down_fails_its_executions_as_lost(tmp_path):
+    w = World(tmp_path, {"c1": {}})
+    try:
+        w.wait_nodes(1)
+        job_id = w.submit(docker_job("sleep", "30", job_type="ops"))["JobID"]
+        w.wait_job(job_id, timeout=10, states=("Running",))
+        time.sleep(0.3)
+        w.computes["c1"].stop()
+        done = w.wait_job(job_id)
+        [ex] = done["Executions"]["Items"]
+        assert done["Job"]["State"] == {"StateType": "Failed",
+                                        "Message": "Job failed because one or more executions failed"}
+        assert ex["ComputeState"] == {"StateType": 10, "Message": "Execution stop requested because node has disappeared"}
+        [node] = [n for n in api(w.orch.port, "GET", "/api/v1/orchestrator/nodes")["Nodes"]
+                  if n["Info"]["NodeType"] == "Compute"]
+        assert node["ConnectionState"]["Status"] == "DISCONNECTED"
+    finally:
+        w.close()
+
+
+def test_unreachable_orchestrator_and_wrong_token_log_bacalhaus_lines(tmp_path):
+    w = World(tmp_path, {})
+    try:
+        dead = free_port()
+        lost = w.add_compute("lost", orchestrator=f"nats://127.0.0.1:{dead}")
+        bad = w.add_compute("bad", token="wrong")
+        time.sleep(1.5)
+        text = lost.log.read_text()
+        assert (f'| ERR Connection attempt failed error="failed to setup transport: failed to connect to NATS: '
+                f'no orchestrator available for connection at nats://127.0.0.1:{dead}"') in text, text
+        assert "| WRN failed to start legacy connection manager. falling back to ncl protocol" in text
+        text = bad.log.read_text()
+        assert (f"failed to connect to NATS: failed to connect to nats://127.0.0.1:{w.nats}: "
+                "nats: Authorization Violation") in text, text
+    finally:
+        w.close()
