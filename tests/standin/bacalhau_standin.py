@@ -1877,7 +1877,9 @@ def flag_bool(value) -> bool:
 
 def add_runtime_flags(p) -> None:
     """cmd/util/flags/cliflags/runtime.go NewRunTimeSettingsFlags."""
-    p.add_argument("--wait", nargs="?", const=True, default=True, type=flag_bool)
+    # pflag bool: `--wait` or `--wait=false`, never `--wait false` (main() rewrites `--wait=V`)
+    p.add_argument("--wait", action="store_true", default=True)
+    p.add_argument("--wait=false", dest="wait", action="store_false", help=argparse.SUPPRESS)
     p.add_argument("--wait-timeout-secs", type=int, default=600)
     p.add_argument("--id-only", action="store_true")
     p.add_argument("--node-details", action="store_true")
@@ -1956,6 +1958,12 @@ def main(argv: list[str] | None = None) -> int:
     pst.add_argument("id")
     pst.add_argument("--quiet", action="store_true")
     pst.add_argument("--namespace", default="")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(argv):
+        if a == "--":
+            break
+        if a.startswith("--wait=") and not a.startswith("--wait=false"):
+            argv[i] = "--wait" if flag_bool(a.split("=", 1)[1]) else "--wait=false"
     args = parser.parse_args(argv)
     if args.cmd == "version":
         return cmd_version(args)

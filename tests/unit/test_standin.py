@@ -367,7 +367,8 @@ def test_node_info_carries_bacalhaus_labels_and_compute_info(world):
 
 # ------------------------------------------------------------------- the CLI
 def test_cli_docker_run_waits_and_prints_what_bacalhau_prints(world):
-    res = world.cli("docker", "run", "--wait", "--wait-timeout-secs", "30", "-e", "GREETING=hi", "busybox:1.35",
+    # `--wait` is a bool flag: the image right after it is the image, not its value
+    res = world.cli("docker", "run", "--wait-timeout-secs", "30", "-e", "GREETING=hi", "--wait", "busybox:1.35",
                     "--", "sh", "-c", "echo $GREETING")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("Job successfully submitted. Job ID: j-")
