@@ -117,7 +117,7 @@ def run(params: dict[str, Any], check_mode: bool) -> tuple[dict[str, Any], str |
         return {"changed": False, "job_id": None}, f"Bacalhau did not accept the job {job.get('Name') or ''!r}: {exc}"
     job_id = submitted.get("JobID")
     result: dict[str, Any] = {"changed": True, "job_id": job_id, "evaluation_id": submitted.get("EvaluationID"),
-                              "warnings": submitted.get("Warnings") or []}
+                              "job_warnings": submitted.get("Warnings") or []}
     try:
         if not params["wait"]:
             current = api.job(job_id)

@@ -148,8 +148,8 @@ evaluation_id:
   description: The evaluation Bacalhau made for the submission.
   returned: when submitted
   type: str
-warnings:
-  description: Bacalhau's warnings about the job.
+job_warnings:
+  description: Bacalhau's warnings about the job (C(Warnings) of its answer to the submission).
   returned: when submitted
   type: list
   elements: str
@@ -256,6 +256,8 @@ def main() -> None:
     result, failure = run(module.params, module.check_mode)
     if failure:
         module.fail_json(msg=failure, **result)
+    for warning in result.get("job_warnings") or []:
+        module.warn(f"Bacalhau: {warning}")
     module.exit_json(**result)
 
 
