@@ -274,7 +274,7 @@ our_pids() {
     [[ -f $hd/pid ]] && cat "$hd/pid"
   done
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
     [[ $cmd == *systemd-nspawn*"--network-namespace-path=/run/netns/$TAG-"* ]] && echo "${p#/proc/}"
   done
   return 0
