@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         say("Your first job, as the README tells you: `bacalhau docker run` on the orchestrator, over SSH")
         # `docker run --wait` prints the job's events, not its output (cmd/cli/docker/docker_run.go):
         # take the id, then read the output from `job describe` as a user does.
-        submitted = _ssh(orch_ip, f"bacalhau docker run --id-only --wait {LOCAL_IMAGE} -- sh -c "
+        submitted = _ssh(orch_ip, f"bacalhau docker run --id-only {LOCAL_IMAGE} -- sh -c "
                                   "'echo hello from a Bacalhau job on $(uname -m)'", addresses)
         job_id = submitted.stdout.strip()
         if submitted.returncode != 0 or not job_id.startswith("j-"):
