@@ -7,7 +7,8 @@
   amazon.aws's in our playbooks) called must be allowed by ``docs/iam-policy.json``: the
   policy users are told to give is checked by every test.
 * ``run_module``: run one of our modules in-process, as Ansible would, and get its
-  result dict (failed or not). Fast enough to call hundreds of times.
+  result dict (failed or not). Fast enough to call hundreds of times. ``run_local_module``
+  is the same without the emulator, for modules that call no AWS API.
 * ``playbook``: run ``ansible-playbook`` from the repository root against the emulator.
 """
 from __future__ import annotations
@@ -94,6 +95,12 @@ def _run_module(name: str, args: dict[str, Any], check_mode: bool = False, diff:
 
 @pytest.fixture
 def run_module(aws):
+    return _run_module
+
+
+@pytest.fixture
+def run_local_module():
+    """run_module for modules that call no AWS API (bacalhau_job): no emulator needed."""
     return _run_module
 
 

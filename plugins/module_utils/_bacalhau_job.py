@@ -130,7 +130,11 @@ def run(params: dict[str, Any], check_mode: bool) -> tuple[dict[str, Any], str |
             api.stop(job_id, f"not done within {params['timeout']} s (bacalhau.aws_spot.bacalhau_job)")
         nodes = api.nodes()
         labels = {n.get("Info", {}).get("NodeID", ""): n.get("Info", {}).get("Labels") or {} for n in nodes}
-        executions = [summarise_execution(e, labels) for e in api.executions(job_id)]
+        # A job submitted under a Name it already had is a new version of that job: its
+        # executions are the ones of the version now current (Execution.JobVersion, Job.Version).
+        version = current.get("Version")
+        executions = [summarise_execution(e, labels) for e in api.executions(job_id)
+                      if not version or e.get("JobVersion") in (None, version)]
     except BacalhauAPIError as exc:
         return result, f"Job {job_id} was submitted, but reading its outcome failed: {exc}"
 
