@@ -185,6 +185,13 @@ host_up() {
   for j in $(seq 1 "$N"); do printf '%s testhost%s\n' "$NET.$((10 + j))" "$j" >>"$root/etc/hosts"; done
   sort -u -o "$root/etc/hosts" "$root/etc/hosts"
   grep -E '^nameserver' /etc/resolv.conf >"$root/etc/resolv.conf" || true
+  # The cgroup mounts must be read-write whenever containerd or Docker (re)starts, not only once at
+  # boot: a run of the sandbox saw Docker meet a read-only cpuset hierarchy after boot.
+  local u
+  for u in containerd docker; do
+    mkdir -p "$root/etc/systemd/system/$u.service.d"
+    printf '[Service]\nExecStartPre=/usr/local/sbin/testhost-cgroups\n' >"$root/etc/systemd/system/$u.service.d/testhost-cgroups.conf"
+  done
   install -d -m 0700 -o 1000 -g 1000 "$root/home/ubuntu/.ssh"
   install -m 0600 -o 1000 -g 1000 "$STATE/id_ed25519.pub" "$root/home/ubuntu/.ssh/authorized_keys"
   # Network namespace with a veth on the bridge; the address lives in the namespace, so the
