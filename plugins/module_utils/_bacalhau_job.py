@@ -94,7 +94,7 @@ def why_no_execution(node: dict, engine: str) -> str:
     engines = ((node.get("Info") or {}).get("ComputeNodeInfo") or {}).get("ExecutionEngines") or []
     if engine and engine not in engines:
         return (f"Bacalhau on it offers no {engine} engine (it has {', '.join(engines) or 'none'}): "
-                "is Docker running, and may the bacalhau user use it?")
+                "check that Docker runs and that the bacalhau user may use it")
     return "the orchestrator sent it no execution"
 
 
