@@ -206,3 +206,13 @@ def test_of_several_runs_the_median_is_shown_with_every_total():
     assert [r["total"] for r in chosen["repeats"]] == [70.0, 50.0, 60.0]
     failed = report.pick([{"total": 50.0, "rc": 0, "phases": {}}, {"total": 90.0, "rc": 2, "phases": {}}])
     assert failed["rc"] == 2  # a failure is never hidden behind a good median
+
+
+def test_a_task_whose_name_carries_a_count_is_the_same_task_at_every_n():
+    def run(n: int, secs: float) -> dict:
+        return {"tasks": [{"play": "Prove", "file": "playbooks/tasks/smoke_job.yml", "phase": "checks",
+                           "name": f"Run the smoke job on the compute nodes ({n})", "seconds": secs, "hosts": ["o"],
+                           "retries": 0, "items": 0, "loop": False, "run_once": False, "delegate_to": None}]}
+
+    (row,) = report.task_growth({3: run(2, 1.0), 9: run(8, 4.0)})
+    assert (row["lo"], row["hi"], row["grew"]) == (1.0, 4.0, 3.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ def pick(tries: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(tries, key=lambda t: t["total"] if "total" in t else float("inf"))
     chosen = dict(failed[0] if failed else ordered[(len(ordered) - 1) // 2])
     chosen["repeats"] = [{"total": t.get("total"), "rc": t.get("rc"),
+                          "others_cpu_s": (t.get("cpu_total") or {}).get("rest_cpu_s"),
                           "phases": {k: v["seconds"] for k, v in t.get("phases", {}).items()}} for t in tries]
     return chosen
 
@@ -131,7 +133,8 @@ def task_growth(runs: dict[int, dict[str, Any]], top: int = 12) -> list[dict[str
     def index(run: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
         out: dict[tuple[str, str, str], dict[str, Any]] = {}
         for t in run["tasks"]:
-            key = (t["play"], t["file"], t["name"])
+            # a count in a task's name ("... the compute nodes (8)") is not part of its identity
+            key = (t["play"], t["file"], re.sub(r"\(\d+\)", "(N)", t["name"]))
             entry = out.setdefault(key, {"seconds": 0.0, "hosts": 0, "retries": 0, "items": 0, "loop": t["loop"],
                                          "run_once": t["run_once"], "delegate_to": t["delegate_to"],
                                          "phase": t["phase"]})
@@ -168,8 +171,8 @@ def markdown(data: dict[str, Any]) -> str:
              f"Commit {meta['commit']}{' (with uncommitted changes in playbooks/, roles/ or plugins/)' if meta.get('dirty') else ''}, "
              f"{meta['date']}; {meta['machine']}; {meta['ansible']}; forks {meta.get('forks', '?')}; "
              f"API latency added by the emulator: {meta['latency_ms']:g} ms.",
-             f"Load average before the runs: {meta.get('loadavg', '?')} (other users of the machine count in the "
-             "'other CPU-s' column).", ""]
+             f"Load average before the runs: {meta.get('loadavg', '?')}; the machine's other users show in the "
+             "'everything else' column.", ""]
     smoke = [n for n in ns if runs[n]["smoke_play"]]
     if len(smoke) == len(ns):
         lines.append("create.yml has the smoke job (a play named \"Prove the cluster runs jobs...\").")
@@ -188,8 +191,11 @@ def markdown(data: dict[str, Any]) -> str:
                   f"controller CPU for the whole run (rusage): {_s(r.get('controller_rusage_s'))} s.", ""]
         totals = [t["total"] for t in r.get("repeats", []) if t.get("total") is not None]
         if len(totals) > 1:
-            lines += [f"{len(totals)} runs, totals {', '.join(f'{t:.1f}' for t in totals)} s; shown: the median run "
-                      "(in brackets: each phase's lowest and highest over the runs).", ""]
+            others = [t.get("others_cpu_s") for t in r["repeats"]]
+            load = (f" (the machine's other users took {', '.join('?' if o is None else f'{o:.0f}' for o in others)} "
+                    "CPU-s during them)") if any(o is not None for o in others) else ""
+            lines += [f"{len(totals)} runs, totals {', '.join(f'{t:.1f}' for t in totals)} s{load}; shown: the median "
+                      "run (in brackets: each phase's lowest and highest over the runs).", ""]
         lines += run_table(r)
         if r["unknown_plays"]:
             lines += ["", "Plays no phase knows (counted in 'other'): " + "; ".join(r["unknown_plays"])]
