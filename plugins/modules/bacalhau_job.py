@@ -97,11 +97,13 @@ notes:
 attributes:
   check_mode:
     support: full
+    description: Validates the job and submits nothing; reports C(changed=true).
   diff_mode:
     support: none
+    description: A job has no before and after to compare.
   idempotent:
     support: none
-    details: Every run submits a new job.
+    description: Every run submits a job (a new version of it, when its C(Name) already exists).
 """
 
 EXAMPLES = r"""
