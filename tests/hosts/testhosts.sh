@@ -155,6 +155,14 @@ EOF
 uplink() { ip -4 route show default | awk '{for(i=1;i<=NF;i++) if($i=="dev"){print $(i+1); exit}}'; }
 
 net_up() {
+  # Every host's systemd and sshd take inotify instances from this machine's per-user limit (128 by
+  # default): with many hosts up (several environments, or 9 hosts for make bench-cluster) boots
+  # failed with "Too many open files". Raise it while hosts are up; `down` puts it back.
+  local inotify; inotify=$(cat /proc/sys/fs/inotify/max_user_instances)
+  if ((inotify < 1024)); then
+    [[ -f $STATE/inotify.orig ]] || echo "$inotify" >"$STATE/inotify.orig"
+    echo 1024 >/proc/sys/fs/inotify/max_user_instances
+  fi
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
     ip addr add "$GW/24" dev "$BRIDGE"
@@ -312,6 +320,10 @@ cmd_down() {
     done
   done
   if [[ -f $STATE/ip_forward.orig ]]; then cat "$STATE/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward; fi
+  # Only when no other environment still has hosts up (they share the limit).
+  if [[ -f $STATE/inotify.orig ]] && ! pgrep -f 'systemd-nspawn.*--network-namespace-path=/run/netns/bacalhau-testhosts' >/dev/null; then
+    cat "$STATE/inotify.orig" >/proc/sys/fs/inotify/max_user_instances
+  fi
   rm -rf "$STATE"
   log "down: no hosts, namespaces, bridge or rules left"
 }
