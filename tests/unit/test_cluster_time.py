@@ -216,3 +216,9 @@ def test_a_task_whose_name_carries_a_count_is_the_same_task_at_every_n():
 
     (row,) = report.task_growth({3: run(2, 1.0), 9: run(8, 4.0)})
     assert (row["lo"], row["hi"], row["grew"]) == (1.0, 4.0, 3.0)
+
+
+def test_proc_net_tcp_addresses_read_as_the_kernel_prints_them():
+    # /proc/net/tcp prints 10.213.10.11 as 0B0AD50A (little-endian); a ControlPersist master is known by it
+    assert phases.ipv4_from_hex("0B0AD50A") == "10.213.10.11"
+    assert phases.ipv4_from_hex("0100007F") == "127.0.0.1"

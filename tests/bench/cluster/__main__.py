@@ -135,15 +135,43 @@ def _pids_from(paths: list[Path]) -> list[int]:
     return out
 
 
-def _ssh_to(pids: list[int], needle: str) -> list[int]:
-    out = []
+_SSH_OURS: dict[int, bool] = {}
+
+
+def _ssh_to(pids: list[int], prefix: str) -> list[int]:
+    """The ssh processes among ``pids`` that talk to an address starting with ``prefix``: by their
+    command line (Ansible passes the host as a bare argument), or, for a ControlPersist master (it
+    renames itself "ssh: <control path> [mux]" and leaves for init), by its TCP socket's peer."""
+    out, peers = [], None
     for pid in pids:
-        try:
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                out.append(pid)
-        except OSError:
-            pass
+        if pid not in _SSH_OURS:
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                ours = any(a.startswith(prefix) or a.split("@", 1)[-1].startswith(prefix) for a in args)
+                if not ours and any("[mux]" in a for a in args):
+                    peers = peers if peers is not None else _tcp_peers()
+                    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+                    ours = any(peers.get(i, "").startswith(prefix) for i in inodes)
+                _SSH_OURS[pid] = ours
+            except OSError:
+                continue
+        if _SSH_OURS[pid]:
+            out.append(pid)
     return out
+
+
+def _tcp_peers() -> dict[str, str]:
+    """'socket:[inode]' -> the peer's IPv4 address, from /proc/net/tcp."""
+    peers = {}
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return peers
+    for line in lines:
+        f = line.split()
+        if len(f) > 9:
+            peers[f"socket:[{f[9]}]"] = phases.ipv4_from_hex(f[2].split(":")[0])
+    return peers
 
 
 # --------------------------------------------------------------------------- one N
@@ -216,7 +244,7 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
         controller: dict[str, int] = {}
         # ansible-playbook's tree, and the SSH connection masters it leaves behind (ControlPersist:
         # they leave its tree), known by our test hosts' subnet on their command line
-        ours = f"@10.213.{sandbox.SUBNET}."
+        ours = f"10.213.{sandbox.SUBNET}."
         sampler = CpuSampler({
             "controller": lambda ssh: ([controller["pid"]] if "pid" in controller else []) + _ssh_to(ssh, ours),
             "hosts": lambda ssh: _pids_from(sorted((sandbox.HOSTS_STATE / "hosts").glob("testhost*/pid"))),

@@ -227,6 +227,12 @@ def parse_pid_stat(text: str) -> tuple[int, int, float]:
     return pid, int(fields[1]), float(fields[11]) + float(fields[12]) + float(fields[13]) + float(fields[14])
 
 
+def ipv4_from_hex(word: str) -> str:
+    """/proc/net/tcp's address (little-endian hex, as the kernel prints it) as dotted IPv4."""
+    n = int(word, 16)
+    return ".".join(str((n >> s) & 0xFF) for s in (0, 8, 16, 24))
+
+
 def interpolate(samples: list[dict[str, Any]], t: float, key: str) -> float | None:
     """A counter's value at ``t``, linear between the samples around it."""
     if not samples or t < samples[0]["t"] - 1.0 or t > samples[-1]["t"] + 1.0:
