@@ -192,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         say("Your first job, as the README tells you: `bacalhau docker run` on the orchestrator, over SSH")
         # `docker run --wait` prints the job's events, not its output (cmd/cli/docker/docker_run.go):
         # take the id, then read the output from `job describe` as a user does.
-        submitted = _ssh(orch_ip, f"bacalhau docker run --id-only {LOCAL_IMAGE} -- sh -c "
+        # The API takes the cluster's key (API.Auth.Users), as BACALHAU_API_KEY (cmd/util/api.go).
+        key = (Path.home() / ".config/bacalhau.aws_spot" / CLUSTER / "api-key").read_text().strip()
+        submitted = _ssh(orch_ip, f"BACALHAU_API_KEY={key} bacalhau docker run --id-only {LOCAL_IMAGE} -- sh -c "
                                   "'echo hello from a Bacalhau job on $(uname -m)'", addresses)
         job_id = submitted.stdout.strip()
         if submitted.returncode != 0 or not job_id.startswith("j-"):
             raise SystemExit(f"sandbox: bacalhau docker run failed ({submitted.returncode}): {submitted.stderr}")
-        described = _ssh(orch_ip, f"bacalhau job describe {job_id} --output json", addresses)
+        described = _ssh(orch_ip, f"BACALHAU_API_KEY={key} bacalhau job describe {job_id} --output json", addresses)
         job = json.loads(described.stdout or "{}")
         outputs = [(e.get("RunOutput") or {}).get("Stdout", "") for e in (job.get("Executions") or {}).get("Items", [])]
         print(f"job {job_id}: {job.get('Job', {}).get('State', {}).get('StateType')}; its output:")
@@ -302,7 +304,8 @@ def _ssh(address: str, command: str, ours: list[str]) -> subprocess.CompletedPro
     cmd = ["ssh", "-n", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
            f"ubuntu@{address}", command]
-    print("$ " + " ".join(cmd[-2:]), flush=True)
+    # the API key never appears in output
+    print("$ " + re.sub(r"(BACALHAU_API_KEY=)\S+", r"\1<the cluster's API key>", " ".join(cmd[-2:])), flush=True)
     return subprocess.run(cmd, text=True, capture_output=True, timeout=300)
 
 
