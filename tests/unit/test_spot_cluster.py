@@ -464,6 +464,22 @@ def test_throttled_launch_is_retried_without_launching_twice(aws, run_module):
     assert len(live("eu-west-1", "demo")) == 3
 
 
+@pytest.mark.parametrize("how", ["internal_error"])
+def test_a_launch_whose_answer_is_lost_is_retried_without_launching_twice(aws, run_module, how):
+    """EC2 launched, the answer never arrived: the retry must carry the same ClientToken, so
+    that EC2 (and the emulator) answers that launch again instead of making a second one."""
+    aws.drop_response(["RunInstances"], count=1, how=how)
+    result = run_module("spot_cluster", cluster(regions=[{"region": "eu-west-1", "count": 3,
+                                                          "instance_types": ["t4g.small"]}]))
+    assert not result.failed, result.get("msg")
+    log = [e for e in aws.calls()["log"] if e["operation"] == "RunInstances"]
+    assert [e["fault"] for e in log] == [True, False]  # the lost answer, then the retry
+    assert len(live("eu-west-1", "demo")) == 3
+    assert sorted(result["regions"]["eu-west-1"]["launched"]) == sorted(i["InstanceId"] for i in live("eu-west-1", "demo"))
+    assert not run_module("spot_cluster", cluster(regions=[{"region": "eu-west-1", "count": 3,
+                                                            "instance_types": ["t4g.small"]}])).changed
+
+
 def test_check_mode_reports_the_cost_of_what_exists(aws, run_module):
     args = cluster(regions=[{"region": "us-east-1", "count": 2, "instance_types": ["t3.small"]}])
     applied = run_module("spot_cluster", args)
