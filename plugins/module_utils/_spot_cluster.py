@@ -37,7 +37,6 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import e
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import known_region_names
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import no_retry_config
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
@@ -72,7 +71,7 @@ class Clients:
 
     def __init__(self, module: Any, region: str) -> None:
         self.module, self.region = module, region
-        self._ec2 = self._ssm = self._launch = None
+        self._ec2 = self._ssm = None
 
     @property
     def ec2(self) -> Any:
@@ -91,13 +90,6 @@ class Clients:
         _ec2 = self.ec2
         _ssm = self.ssm if ssm else None
         return self
-
-    @property
-    def launch(self) -> Any:
-        """One HTTP attempt per call (ICE is an HTTP 500); throttling retried by RETRY."""
-        if self._launch is None:
-            self._launch = region_client(self.module, "ec2", self.region, config=no_retry_config())
-        return self._launch
 
 
 @dataclass
@@ -232,7 +224,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
 
             def _launch() -> None:
                 outcome["launch"] = inst.launch(
-                    plan.clients.launch, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
+                    plan.clients.ec2, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
                     ids["security_group_id"], plan.to_launch, plan.root_device,
                 )
 

@@ -33,7 +33,6 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
@@ -43,13 +42,12 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import i
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import retried
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import NATS_PORT
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 
-# Deleting right after instances terminate can meet ENIs that are still going away.
-DELETE_RETRY = AWSRetry.jittered_backoff(retries=12, delay=2, max_delay=20, catch_extra_error_codes=["DependencyViolation"])
 NOT_FOUND = (
     "InvalidVpcID.NotFound",
     "InvalidSubnetID.NotFound",
@@ -490,7 +488,7 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
 def _gone(call: Any, **kwargs: Any) -> bool:
     """Run a delete; NotFound means someone (or an earlier run) already did it."""
     try:
-        DELETE_RETRY(call)(aws_retry=True, **kwargs)
+        retried(call, "in_use")(**kwargs)  # deleting right after terminations meets ENIs still going away
         return True
     except botocore.exceptions.ClientError as exc:
         if error_code(exc) in NOT_FOUND:

@@ -305,11 +305,10 @@ def test_regions_omitted_means_every_enabled_region(aws, run_module):
 
 def test_dependency_violation_is_retried_then_reported(monkeypatch):
     """The retry helper on its own: AWS answers DependencyViolation for a while after terminations."""
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _nuke_delete
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _common, _nuke_delete
     from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import Resource
 
-    monkeypatch.setitem(_nuke_delete.DEPENDENCY_RETRY, "delay", 0.01)
-    monkeypatch.setitem(_nuke_delete.DEPENDENCY_RETRY, "max_delay", 0.01)
+    monkeypatch.setitem(_common.RETRY_POLICIES, "in_use", dict(_common.RETRY_POLICIES["in_use"], delay=0.01, max_delay=0.01))
     violation = botocore.exceptions.ClientError(
         {"Error": {"Code": "DependencyViolation", "Message": "resource sg-1 has a dependent object"}}, "DeleteSecurityGroup")
     answers = [violation, violation]

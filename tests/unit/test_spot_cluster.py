@@ -464,7 +464,7 @@ def test_throttled_launch_is_retried_without_launching_twice(aws, run_module):
     assert len(live("eu-west-1", "demo")) == 3
 
 
-@pytest.mark.parametrize("how", ["internal_error"])
+@pytest.mark.parametrize("how", ["reset", "internal_error"])
 def test_a_launch_whose_answer_is_lost_is_retried_without_launching_twice(aws, run_module, how):
     """EC2 launched, the answer never arrived: the retry must carry the same ClientToken, so
     that EC2 (and the emulator) answers that launch again instead of making a second one."""
