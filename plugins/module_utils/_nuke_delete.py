@@ -13,18 +13,21 @@ starts when the one before has answered (round A is the discovery).
   fleets, which would launch again what is terminated, go in a round of their own
   before it (only when there are some: the one-time requests of ``spot_cluster``'s
   launches do not).
-* C. One waiter for every instance terminating, ours and the fleets'.
-* D. Every "current state / who still uses it" describe, by the ids the discovery
-  found (:func:`survey`), with the steps that need no check: revoke our groups' rules
-  that reference groups, detach our internet gateways, disassociate our route tables.
-* E. The deletes: our ENIs and volumes, security groups, subnets, route tables,
-  internet gateways.
-* F. VPCs: their users are what round D found that is not ours, and what of ours
-  round E could not delete.
+* C and D, at once. C: one waiter for every instance terminating, ours and the
+  fleets'. D: every "who still uses it" describe, by the ids the discovery found
+  (:func:`survey`), with the steps that need no check: revoke our groups' rules that
+  reference groups, disassociate our route tables. None of D waits for C: what it
+  finds attached to an instance that C then sees terminated is judged as the
+  termination left it (an interface or volume deleted on termination went with it).
+* E. The deletes: our ENIs and volumes, security groups, subnets, route tables;
+  our internet gateways are detached (after C: EC2 refuses to detach a gateway from
+  a VPC with public addresses still mapped).
+* F. VPCs and internet gateways: a VPC's users are what round D found that is not
+  ours, and what of ours round E could not delete.
 
-Rare paths cost more: an ENI or volume still attached to a terminated instance is
+Rare paths cost more: an ENI or volume kept after its instance terminated is
 detached and waited for within round E, and an ENI attached to an instance we did
-not terminate costs one ``DescribeInstances`` (is it terminated?) after round D.
+not terminate costs one ``DescribeInstances`` (is it terminated?) within round D.
 
 Rules every step keeps:
 
@@ -95,6 +98,8 @@ WAIT_MAX_ATTEMPTS = 300  # 10 minutes
 DELETE_WORKERS = 8
 TERMINATE_BATCH = 1000
 ALREADY_GONE = "already gone"
+WENT_WITH_ITS_INSTANCE = "went with its instance"
+TERMINATING = "terminating (not waited for)"
 NOT_OURS = f"not tagged {MANAGED_BY_KEY}={MANAGED_BY_VALUE}"
 
 
@@ -474,6 +479,11 @@ def _group_pairs_only(permissions: list[dict[str, Any]] | None) -> list[dict[str
     return out
 
 
+def detach_internet_gateways(ctx: RegionContext, items: list[Resource]) -> None:
+    """Round E for our gateways: detach them (deleted in round F, with the VPCs)."""
+    for_each(items, functools.partial(detach_internet_gateway, ctx))
+
+
 def detach_internet_gateway(ctx: RegionContext, res: Resource) -> None:
     for attachment in res.raw.get("Attachments") or []:
         vpc_id = attachment.get("VpcId")
@@ -499,7 +509,6 @@ def disassociate_route_table(ctx: RegionContext, res: Resource) -> None:
 # Round D's steps that need no check: type -> step on each of ours.
 PREPARE: dict[str, Callable[[RegionContext, Resource], None]] = {
     "security_groups": revoke_group_references,
-    "internet_gateways": detach_internet_gateway,
     "route_tables": disassociate_route_table,
 }
 
@@ -520,7 +529,9 @@ def survey(ctx: RegionContext) -> Survey:
             result.errors.setdefault(kind, error_text(answer))
         else:
             result.found.setdefault(kind, []).extend(answer)
-    unknown = sorted({i for i in map(_instance_of, result.found.get("enis", [])) if i and i not in ctx.terminated})
+    waited_for = set(ctx.terminating) | set(ctx.fleet_instances)  # round C tells what became of them
+    unknown = sorted({i for i in map(_instance_of, result.found.get("enis", []))
+                      if i and i not in ctx.terminated and i not in waited_for})
     if unknown:
         try:
             _instance_states(ctx, unknown)
@@ -622,18 +633,21 @@ def delete_network_interfaces(ctx: RegionContext, items: list[Resource]) -> None
     def delete(res: Resource) -> None:
         eni = current.get(res.id)
         if eni is None:
-            res.deleted("went with its instance")
+            res.deleted(WENT_WITH_ITS_INSTANCE)
             return
         if eni.get("Status") != "available":
             # attached to an instance we terminated
             attachment = eni.get("Attachment") or {}
+            if attachment.get("DeleteOnTermination"):
+                res.deleted(WENT_WITH_ITS_INSTANCE)  # EC2 deletes it as part of the termination
+                return
             if attachment.get("AttachmentId") and attachment.get("DeviceIndex", 0) != 0:
                 ignore_gone(lambda: ctx.client.detach_network_interface(
                     AttachmentId=attachment["AttachmentId"], Force=True))
             reason = _waited(ctx, "network_interface_available", NetworkInterfaceIds=[res.id])
             if reason:
                 if not describe_by_values(describe_network_interfaces, ctx.client, "network-interface-id", [res.id]):
-                    res.deleted("went with its instance")
+                    res.deleted(WENT_WITH_ITS_INSTANCE)
                 else:
                     res.failed(f"did not become available after its instance {attachment.get('InstanceId')} terminated: {reason}")
                 return
@@ -648,13 +662,16 @@ def delete_volumes(ctx: RegionContext, items: list[Resource]) -> None:
     def delete(res: Resource) -> None:
         vol = current.get(res.id)
         if vol is None or vol.get("State") in ("deleting", "deleted"):
-            res.deleted("went with its instance")
+            res.deleted(WENT_WITH_ITS_INSTANCE)
             return
         if vol.get("State") == "in-use":
             attached = [a.get("InstanceId") for a in vol.get("Attachments") or [] if a.get("State") != "detached"]
             foreign = [i for i in attached if i not in ctx.terminated]
             if foreign:
                 _attached_elsewhere(ctx, res, foreign[0], "detach it from that instance and run again")
+                return
+            if any(a.get("DeleteOnTermination") for a in vol.get("Attachments") or [] if a.get("InstanceId") in attached):
+                res.deleted(WENT_WITH_ITS_INSTANCE)  # EC2 deletes it as part of the termination
                 return
             for instance_id in attached:
                 ignore_gone(lambda i=instance_id: ctx.client.detach_volume(
@@ -700,22 +717,38 @@ ROUND_E: dict[str, Deleter] = {
     "security_groups": _unless_used("delete_security_group", "GroupId"),
     "subnets": _unless_used("delete_subnet", "SubnetId"),
     "route_tables": _unless_used("delete_route_table", "RouteTableId"),
+}
+# Round E's steps before a delete in round F.
+DETACH_E: dict[str, Deleter] = {"internet_gateways": detach_internet_gateways}
+# Round F.
+ROUND_F: dict[str, Deleter] = {
+    "vpcs": _unless_used("delete_vpc", "VpcId"),
     "internet_gateways": _unless_used("delete_internet_gateway", "InternetGatewayId"),
 }
-# Round F.
-ROUND_F: dict[str, Deleter] = {"vpcs": _unless_used("delete_vpc", "VpcId")}
 
 
-def delete_region(client: Any, region: str, resources: list[Resource]) -> None:
-    """Delete ``resources`` (all of one region) in the rounds of this module's docstring."""
+def delete_region(client: Any, region: str, resources: list[Resource], wait: bool = True) -> RegionContext:
+    """Delete ``resources`` (all of one region) in the rounds of this module's docstring.
+
+    Without ``wait``, only round B: instances are asked to terminate and reported so
+    (for ``resources`` that hold nothing else to delete afterwards).
+    """
     ctx = RegionContext(client=client, region=region, resources=resources)
     run_round(ctx, ROUND_B, only=replaces_instances)  # before anything is terminated (only when there are some)
     run_round(ctx, ROUND_B)
-    guard(ctx.pending("instances"), functools.partial(wait_terminated, ctx))  # round C
-    ctx.survey = survey(ctx)  # round D
+    if not wait:
+        for res in ctx.pending("instances"):
+            if res.id in ctx.terminating:
+                res.deleted(TERMINATING)
+        return ctx
+    _waited_for, ctx.survey = together(  # rounds C and D
+        functools.partial(guard, ctx.pending("instances"), functools.partial(wait_terminated, ctx)),
+        functools.partial(survey, ctx),
+    )
     fail_unchecked(ctx)
     fail_held_network_interfaces(ctx)
     ctx.users = {**group_users(ctx), **subnet_users(ctx)}
-    run_round(ctx, ROUND_E)
+    run_round(ctx, {**ROUND_E, **DETACH_E})
     ctx.users = vpc_users(ctx)
     run_round(ctx, ROUND_F)
+    return ctx

@@ -6,12 +6,11 @@
 Per region and cluster: one VPC, a public subnet in every availability zone, an
 internet gateway with the default route in the VPC's main route table, one security
 group and the SSH key pair(s). Every piece is found by our tags first (so it is
-never duplicated), created with ``TagSpecifications`` (so it is never untagged)
-and deleted in dependency order, treating "not found" as "already gone".
+never duplicated) and created with ``TagSpecifications`` (so it is never untagged).
+``state: absent`` deletes it through the nuke's engine (``_nuke_delete``).
 
 The main route table is made by ``CreateVpc`` and goes with ``DeleteVpc``: it cannot
-leak, and using it saves a route table, one association per zone, and a round trip
-on every delete. It is tagged after the fact (``CreateTags``) only so that the next
+leak, and using it saves a route table and one association per zone. It is tagged after the fact (``CreateTags``) only so that the next
 run finds it by tag with the rest. A route table of our own (non-main) found from an
 earlier version is still kept in use, and deleted with the network.
 
@@ -27,38 +26,19 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-try:
-    import botocore.exceptions
-except ImportError:
-    pass  # AnsibleAWSModule reports a missing botocore
-
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import retried
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import NATS_PORT
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
-
-NOT_FOUND = (
-    "InvalidVpcID.NotFound",
-    "InvalidSubnetID.NotFound",
-    "InvalidGroup.NotFound",
-    "InvalidRouteTableID.NotFound",
-    "InvalidInternetGatewayID.NotFound",
-    "InvalidAssociationID.NotFound",
-    "InvalidKeyPair.NotFound",
-    "Gateway.NotAttached",
-    "InvalidPermission.NotFound",
-)
 
 
 @dataclass
@@ -109,23 +89,8 @@ def describe_zones(ec2: Any) -> list[str]:
     )
 
 
-def describe_subnets(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
-    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return paginate(ec2, "describe_subnets", "Subnets", Filters=filters)
-
-
 def describe_internet_gateways(ec2: Any, cluster: str) -> list[dict[str, Any]]:
     return paginate(ec2, "describe_internet_gateways", "InternetGateways", Filters=managed_filters(cluster))
-
-
-def describe_route_tables(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
-    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return paginate(ec2, "describe_route_tables", "RouteTables", Filters=filters)
-
-
-def describe_security_groups(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
-    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
 
 
 def describe_key_pairs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
@@ -143,7 +108,7 @@ def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = Non
     none of the describes waits for another; they are matched to the VPC here.
     """
     cluster = spec.cluster_name
-    want_keys = bool(spec.ssh_public_key or spec.state == "absent")
+    want_keys = bool(spec.ssh_public_key)
     found = together(
         (lambda: describe_zones(ec2)) if zones is None else None,
         lambda: _by_tag(ec2, "describe_vpcs", "Vpcs", cluster),
@@ -482,91 +447,3 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
         net.security_group["IpPermissions"] = _permissions(want)
 
     return finish
-
-
-# --------------------------------------------------------------------------- deleting
-def _gone(call: Any, **kwargs: Any) -> bool:
-    """Run a delete; NotFound means someone (or an earlier run) already did it."""
-    try:
-        retried(call, "in_use")(**kwargs)  # deleting right after terminations meets ENIs still going away
-        return True
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in NOT_FOUND:
-            return False
-        raise
-
-
-def deletion_plan(net: Network) -> list[str]:
-    plan: list[str] = []
-    for vpc in ([net.vpc] if net.vpc else []) + net.extra_vpcs:
-        plan.append(f"delete VPC {vpc['VpcId']} with its subnets, route table and security group")
-    for igw in net.internet_gateways:
-        plan.append(f"delete internet gateway {igw['InternetGatewayId']}")
-    for key in net.key_pairs:
-        plan.append(f"delete key pair {key['KeyName']}")
-    return plan
-
-
-def delete(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
-    """Delete everything of the cluster's network here; instances must be gone already.
-
-    Two rounds of calls made together: security groups, subnets, gateway detachments,
-    key pairs; then VPCs (their main route tables go with them) and gateways. A route
-    table of our own from an earlier version takes a round between the two.
-    """
-    cluster = spec.cluster_name
-    done: list[str] = []
-    vpcs = ([net.vpc] if net.vpc else []) + net.extra_vpcs
-    parts: dict[str, tuple[list, list, list]] = {}
-    for vpc in vpcs:
-        vpc_id = vpc["VpcId"]
-        if vpc is net.vpc:
-            parts[vpc_id] = ([net.security_group] if net.security_group else [],
-                             [net.route_table] if net.route_table else [], list(net.subnets.values()))
-        else:
-            parts[vpc_id] = (_mine(describe_security_groups(ec2, cluster, vpc_id), cluster),
-                             _mine(describe_route_tables(ec2, cluster, vpc_id), cluster),
-                             _mine(describe_subnets(ec2, cluster, vpc_id), cluster))
-    ours = set(parts)
-
-    def _delete(what: str, call: Any, **kwargs: Any) -> Any:
-        def run() -> None:
-            if _gone(call, **kwargs):
-                done.append(what)
-        return run
-
-    round1: list[Any] = []
-    tables_round: list[Any] = []  # route tables of our own (not main): after their subnets
-    round2: list[Any] = []
-    for vpc_id, (groups, tables, subnets) in parts.items():
-        for group in groups:
-            round1.append(_delete(f"deleted security group {group['GroupId']}", ec2.delete_security_group,
-                                  GroupId=group["GroupId"]))
-        for subnet in subnets:  # a subnet's route table association goes with it
-            round1.append(_delete(f"deleted subnet {subnet['SubnetId']}", ec2.delete_subnet, SubnetId=subnet["SubnetId"]))
-        for table in tables:
-            if not is_main(table):
-                for assoc in table.get("Associations") or []:
-                    if assoc.get("RouteTableAssociationId"):
-                        round1.append(lambda a=assoc["RouteTableAssociationId"]: _gone(
-                            ec2.disassociate_route_table, AssociationId=a))
-                tables_round.append(_delete(f"deleted route table {table['RouteTableId']}", ec2.delete_route_table,
-                                            RouteTableId=table["RouteTableId"]))
-        for igw in net.internet_gateways:
-            if _attached_to(igw, vpc_id):
-                round1.append(lambda g=igw["InternetGatewayId"], v=vpc_id: _gone(
-                    ec2.detach_internet_gateway, InternetGatewayId=g, VpcId=v))
-    for key in net.key_pairs:
-        round1.append(_delete(f"deleted key pair {key['KeyName']}", ec2.delete_key_pair, KeyName=key["KeyName"]))
-    for igw in net.internet_gateways:
-        if any(a.get("VpcId") not in ours for a in igw.get("Attachments") or []):
-            continue  # tagged as ours but attached to a VPC that is not: leave both alone
-        round2.append(_delete(f"deleted internet gateway {igw['InternetGatewayId']}", ec2.delete_internet_gateway,
-                              InternetGatewayId=igw["InternetGatewayId"]))
-    vpcs_round = [_delete(f"deleted VPC {v}", ec2.delete_vpc, VpcId=v) for v in parts]
-    together(*round1)
-    if tables_round:
-        together(*tables_round, *round2)
-        round2 = []
-    together(*round2, *vpcs_round)
-    return done

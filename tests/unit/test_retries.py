@@ -77,3 +77,14 @@ def test_nuke_under_throttled_deletes_tries_each_delete_a_bounded_number_of_time
         assert counts.get(operation) == attempts * len(mine), (operation, counts)
         for resource_id in mine:
             assert "throttled" in failed[resource_id] and f"all {attempts} attempts" in failed[resource_id]
+
+
+def test_spot_cluster_absent_under_throttling_on_every_call_is_bounded_too(aws, run_module, policies):
+    aws.throttle(EVERY_CALL)
+    result = run_module("spot_cluster", {"cluster_name": "demo", "state": "absent",
+                                         "regions": [{"region": "us-east-1"}]})
+    assert result.failed
+    attempts = policies["default"]["attempts"]
+    counts = _ours(aws)
+    assert counts and set(counts.values()) == {attempts}, counts
+    assert "throttled" in result["msg"] and "run again" in result["msg"]
