@@ -7,6 +7,16 @@ What lives here is what every module needs the same way: our tag keys, tag
 specifications for create calls, describe filters that only ever match what we
 made, retrying clients per region, and running work for many regions at once.
 
+amazon.aws's helpers are used where they do the same thing (tag specifications, filter
+lists, tag lists, the retry loop, connection parameters). Ours stay where there is a
+measured or structural reason, said where they are: the boto3 session kept for the
+run and the primed models (:func:`_session`, :func:`_prime`: seconds of CPU in a
+5-region run otherwise), and our describe/delete calls instead of amazon.aws's
+``ec2.describe_*``/``delete_*`` helpers, which each carry a retry layer of their own
+(``AWSRetry.jittered_backoff`` on every helper: it would nest with ours, and
+``DependencyViolation`` could not be waited out without a second layer) and turn errors
+into ``AnsibleEC2Error``, where the nuke's engine records AWS's error on each resource.
+
 Helpers raise :class:`AwsSpotError` (or let botocore errors through); only a
 module's ``main()`` turns them into ``fail_json``/``fail_json_aws``.
 """
@@ -31,7 +41,8 @@ except ImportError:
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
-from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import ansible_dict_to_boto3_filter_list
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_specifications
 
 MANAGED_BY_KEY = "bacalhau:managed-by"
 MANAGED_BY_VALUE = "bacalhau.aws_spot"
@@ -84,11 +95,9 @@ def managed_tags(
 
 
 def tag_specifications(resource_types: str | Iterable[str], tags: dict[str, str]) -> list[dict[str, Any]]:
-    """``TagSpecifications`` for a create call, so a resource is never untagged."""
-    if isinstance(resource_types, str):
-        resource_types = [resource_types]
-    tag_list = ansible_dict_to_boto3_tag_list(tags)
-    return [{"ResourceType": rtype, "Tags": tag_list} for rtype in resource_types]
+    """``TagSpecifications`` for a create call, so a resource is never untagged (amazon.aws's)."""
+    types = [resource_types] if isinstance(resource_types, str) else list(resource_types)
+    return boto3_tag_specifications(tags, types)
 
 
 def managed_filters(
@@ -103,7 +112,7 @@ def managed_filters(
         wanted[CLUSTER_KEY] = cluster_name
     if role:
         wanted[ROLE_KEY] = role
-    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(wanted.items())]
+    return ansible_dict_to_boto3_filter_list({f"tag:{key}": value for key, value in sorted(wanted.items())})
 
 
 def is_managed(tags: dict[str, str], cluster_name: str | None = None) -> bool:
