@@ -131,7 +131,9 @@ def _default_client(module: Any) -> Any:
     return region_client(module, "ec2", module.region or DEFAULT_REGION)
 
 
-def _raise_all(errors: dict[str, BaseException]) -> None:
+def _raise_all(errors: dict[str, BaseException], acting: bool = False) -> None:
+    """One error naming every region's problem; ``acting``: raised while acting, when some
+    regions may have been changed already (planning changes nothing)."""
     if not errors:
         return
     for exc in errors.values():
@@ -141,8 +143,10 @@ def _raise_all(errors: dict[str, BaseException]) -> None:
     for region, exc in sorted(errors.items()):
         text = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)
         parts.append(f"{region}: {text}")
+    lead = ("Acting on the regions failed unexpectedly; what was created or changed before that is kept, "
+            "and running again picks it up: " if acting else "Nothing was created or changed, because: ")
     raise AwsSpotError(
-        "Nothing was created or changed, because: " + " | ".join(parts),
+        lead + " | ".join(parts),
         details={"regions": {r: (e.message if isinstance(e, AwsSpotError) else error_text(e)) for r, e in errors.items()}},
     )
 
@@ -384,7 +388,7 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
             regions[name] = res
     else:
         regions, errors = run_per_region(by_name, lambda r: apply_present(spec, plans[r]))
-        _raise_all(errors)  # apply_present never raises; this is for the unexpected
+        _raise_all(errors, acting=True)  # apply_present never raises; this is for the unexpected
 
     return _summary(spec, plans, regions)
 
@@ -399,7 +403,7 @@ def _network_of(region: str, found: list[Resource]) -> network.Network:
     net = network.Network(region=region)
     raw = {t: [res.raw for res in found if res.type == t] for t in RESOURCE_TYPES}
     vpcs = sorted(raw["vpcs"], key=lambda v: v["VpcId"])
-    net.vpc, net.extra_vpcs = (vpcs[0], vpcs[1:]) if vpcs else (None, [])
+    net.vpc = vpcs[0] if vpcs else None
     for subnet in raw["subnets"]:
         if net.vpc and subnet.get("VpcId") == net.vpc["VpcId"]:
             net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
@@ -489,7 +493,7 @@ def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
             regions[name] = res
     else:
         regions, errors = run_per_region(plans, lambda r: apply_absent(spec, plans[r]))
-        _raise_all(errors)
+        _raise_all(errors, acting=True)
     return _summary(spec, plans, regions)
 
 

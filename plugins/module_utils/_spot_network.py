@@ -10,9 +10,8 @@ never duplicated) and created with ``TagSpecifications`` (so it is never untagge
 ``state: absent`` deletes it through the nuke's engine (``_nuke_delete``).
 
 The main route table is made by ``CreateVpc`` and goes with ``DeleteVpc``: it cannot
-leak, and using it saves a route table and one association per zone. It is tagged after the fact (``CreateTags``) only so that the next
-run finds it by tag with the rest. A route table of our own (non-main) found from an
-earlier version is still kept in use, and deleted with the network.
+leak, and using it saves a route table and one association per zone. It is tagged
+after the fact (``CreateTags``) only so that the next run finds it by tag with the rest.
 
 Security group: SSH (22) only from ``ssh_cidrs``, Bacalhau's API port only from
 ``api_cidrs``, NATS (4222) only from ``nats_cidrs``, and every protocol from the
@@ -48,7 +47,6 @@ class Network:
     region: str
     zones: list[str] = field(default_factory=list)  # every available AZ of the region
     vpc: dict[str, Any] | None = None
-    extra_vpcs: list[dict[str, Any]] = field(default_factory=list)
     subnets: dict[str, dict[str, Any]] = field(default_factory=dict)  # AZ -> subnet
     internet_gateways: list[dict[str, Any]] = field(default_factory=list)
     route_table: dict[str, Any] | None = None
@@ -129,14 +127,13 @@ def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = Non
     net.internet_gateways = _mine(igws, cluster)
     if not vpcs:
         return net
-    net.vpc, net.extra_vpcs = vpcs[0], vpcs[1:]
+    net.vpc = vpcs[0]  # any other VPC tagged as ours is left alone here; state=absent deletes it
     vpc_id = net.vpc["VpcId"]
     net.internet_gateways.sort(key=lambda g: 0 if _attached_to(g, vpc_id) else 1)
     for subnet in _mine(subnets, cluster):
         if subnet.get("VpcId") == vpc_id:
             net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
-    tables = [t for t in _mine(tables, cluster) if t.get("VpcId") == vpc_id]
-    tables.sort(key=lambda t: 0 if is_main(t) else 1)  # the main table, else one of our own (earlier versions)
+    tables = [t for t in _mine(tables, cluster) if t.get("VpcId") == vpc_id and is_main(t)]
     net.route_table = tables[0] if tables else main_route_table(ec2, vpc_id)  # untagged: a run cut short
     groups = [g for g in _mine(groups, cluster) if g.get("VpcId") == vpc_id]
     net.security_group = groups[0] if groups else None
@@ -239,8 +236,6 @@ def pending_changes(spec: ClusterSpec, net: Network) -> list[str]:
         changes.append("add a default route to the VPC's main route table")
     elif igw and not _has_default_route(net.route_table, igw["InternetGatewayId"]):
         changes.append("add default route")
-    elif missing or _unassociated(net):
-        changes.append("associate subnets with the route table")
     elif not is_managed(_tags(net.route_table), spec.cluster_name):
         changes.append("tag the main route table")
     if not net.security_group:
@@ -259,14 +254,6 @@ def _has_default_route(table: dict[str, Any], igw_id: str) -> bool:
     return any(
         r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("GatewayId") == igw_id for r in table.get("Routes") or []
     )
-
-
-def _unassociated(net: Network) -> list[str]:
-    """Subnets a route table of our own (not the main one, which needs none) is not associated with."""
-    if not net.route_table or is_main(net.route_table):
-        return []
-    associated = {a.get("SubnetId") for a in net.route_table.get("Associations") or []}
-    return [s["SubnetId"] for s in net.subnets.values() if s["SubnetId"] not in associated]
 
 
 # --------------------------------------------------------------------------- creating
@@ -324,10 +311,6 @@ def replace_default_route(ec2: Any, table_id: str, igw_id: str) -> None:
     ec2.replace_route(aws_retry=True, RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw_id)
 
 
-def associate_route_table(ec2: Any, table_id: str, subnet_id: str) -> None:
-    ec2.associate_route_table(aws_retry=True, RouteTableId=table_id, SubnetId=subnet_id)
-
-
 def create_security_group(ec2: Any, spec: ClusterSpec, vpc_id: str) -> dict[str, Any]:
     group_id = ec2.create_security_group(
         aws_retry=True, VpcId=vpc_id, GroupName=spec.prefix,
@@ -363,7 +346,7 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
 
     1. VPC, internet gateway, key pair (need nothing);
     2. on the VPC: DNS attribute, subnets, gateway attachment, route table, security group;
-    3. (returned) subnet attributes, default route, route table associations, security
+    3. (returned) subnet attributes, default route, the route table's tags, security
        group rules. A launch needs none of these (it asks for its public address itself),
        so the caller can send them together with the launch: one round trip less.
     """
@@ -425,9 +408,6 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
     if route_missing:
         stale = any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in net.route_table.get("Routes") or [])
         round3.append(lambda: (replace_default_route if stale else create_default_route)(ec2, table_id, igw_id))
-    unassociated = _unassociated(net)
-    for subnet_id in unassociated:
-        round3.append(lambda sid=subnet_id: associate_route_table(ec2, table_id, sid))
     table_tags = None if is_managed(_tags(net.route_table), spec.cluster_name) else route_table_tags(spec)
     if table_tags:
         round3.append(lambda: tag_route_table(ec2, table_id, table_tags))
@@ -440,8 +420,6 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
         together(*round3)
         if route_missing:
             net.route_table.setdefault("Routes", []).append({"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id})
-        for subnet_id in unassociated:
-            net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
         if table_tags:
             net.route_table["Tags"] = table_tags
         net.security_group["IpPermissions"] = _permissions(want)

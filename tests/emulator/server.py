@@ -697,7 +697,7 @@ class EmulatorApp:
         """EC2 launches up to MaxCount when it has the capacity; moto launches MinCount.
 
         With no capacity fault in force, ask moto for MaxCount instances, as EC2 would
-        give them. (Added for spot_cluster's one-call launches, issue 3.)
+        give them.
         """
         try:
             min_count, max_count = int(params.get("MinCount", "1")), int(params.get("MaxCount", "1"))
