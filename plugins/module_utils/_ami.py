@@ -232,10 +232,6 @@ def find_ubuntu_images(
     return found
 
 
-def find_ubuntu_image(ssm: Any, ec2: Any, region: str, architecture: str, release: str) -> dict[str, Any]:
-    return find_ubuntu_images(ssm, ec2, region, [architecture], release)[architecture]
-
-
 # --------------------------------------------------------------------------- a whole region
 def resolve_region(
     ec2: Any,

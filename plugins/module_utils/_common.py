@@ -7,6 +7,16 @@ What lives here is what every module needs the same way: our tag keys, tag
 specifications for create calls, describe filters that only ever match what we
 made, retrying clients per region, and running work for many regions at once.
 
+amazon.aws's helpers are used where they do the same thing (tag specifications, filter
+lists, tag lists, the retry loop, connection parameters). Ours stay where there is a
+measured or structural reason, said where they are: the boto3 session kept for the
+run and the primed models (:func:`_session`, :func:`_prime`: seconds of CPU in a
+5-region run otherwise), and our describe/delete calls instead of amazon.aws's
+``ec2.describe_*``/``delete_*`` helpers, which each carry a retry layer of their own
+(``AWSRetry.jittered_backoff`` on every helper: it would nest with ours, and
+``DependencyViolation`` could not be waited out without a second layer) and turn errors
+into ``AnsibleEC2Error``, where the nuke's engine records AWS's error on each resource.
+
 Helpers raise :class:`AwsSpotError` (or let botocore errors through); only a
 module's ``main()`` turns them into ``fail_json``/``fail_json_aws``.
 """
@@ -14,19 +24,25 @@ module's ``main()`` turns them into ``fail_json``/``fail_json_aws``.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 from typing import Any, Callable, Iterable, TypeVar
 
 try:
     import boto3
     import botocore.config
+    import botocore.exceptions
+    import botocore.waiter
+    from botocore import xform_name
+    HAS_BOTOCORE = True
 except ImportError:
-    pass  # AnsibleAWSModule reports a missing boto3/botocore for us
+    HAS_BOTOCORE = False  # AnsibleAWSModule reports a missing boto3/botocore for us
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
-from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import ansible_dict_to_boto3_filter_list
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_specifications
 
 MANAGED_BY_KEY = "bacalhau:managed-by"
 MANAGED_BY_VALUE = "bacalhau.aws_spot"
@@ -37,9 +53,11 @@ ROLE_KEY = "bacalhau:role"
 # regions in parallel do not compete for the same budget.
 MAX_REGION_WORKERS = 16
 
-# Throttling and transient errors: jittered exponential backoff (amazon.aws's
-# AWSRetry already knows RequestLimitExceeded, Throttling, 5xx "Unavailable"...).
-RETRY = AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=30)
+# The most calls one client has in flight at once: the nuke's round of deletes (six
+# types, up to _nuke_delete.DELETE_WORKERS = 8 each) or its 13 describes, spot_cluster's
+# plan (about 13 describes). botocore's default pool keeps 10 connections and opens (then
+# drops) one more for every call beyond that.
+MAX_POOL_CONNECTIONS = 64
 
 T = TypeVar("T")
 
@@ -77,11 +95,9 @@ def managed_tags(
 
 
 def tag_specifications(resource_types: str | Iterable[str], tags: dict[str, str]) -> list[dict[str, Any]]:
-    """``TagSpecifications`` for a create call, so a resource is never untagged."""
-    if isinstance(resource_types, str):
-        resource_types = [resource_types]
-    tag_list = ansible_dict_to_boto3_tag_list(tags)
-    return [{"ResourceType": rtype, "Tags": tag_list} for rtype in resource_types]
+    """``TagSpecifications`` for a create call, so a resource is never untagged (amazon.aws's)."""
+    types = [resource_types] if isinstance(resource_types, str) else list(resource_types)
+    return boto3_tag_specifications(tags, types)
 
 
 def managed_filters(
@@ -96,7 +112,7 @@ def managed_filters(
         wanted[CLUSTER_KEY] = cluster_name
     if role:
         wanted[ROLE_KEY] = role
-    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(wanted.items())]
+    return ansible_dict_to_boto3_filter_list({f"tag:{key}": value for key, value in sorted(wanted.items())})
 
 
 def is_managed(tags: dict[str, str], cluster_name: str | None = None) -> bool:
@@ -104,6 +120,127 @@ def is_managed(tags: dict[str, str], cluster_name: str | None = None) -> bool:
     if tags.get(MANAGED_BY_KEY) != MANAGED_BY_VALUE:
         return False
     return cluster_name is None or tags.get(CLUSTER_KEY) == cluster_name
+
+
+# --------------------------------------------------------------------------- retries
+# One retry policy per call, and one layer of it: botocore's own retries are off on every
+# client made here (``total_max_attempts: 1``), and a call is retried only by the policy it
+# is made under (``aws_retry=True`` on a client of :func:`region_client`, :func:`paginate`,
+# :func:`waiter`, :func:`retried`). Under steady throttling a call is therefore made at most
+# ``attempts`` times, then fails with a message that names throttling and says what to do.
+# The loop and the backoff are amazon.aws's (``AWSRetry.jittered_backoff``); what is added is
+# the throttling codes of the JSON APIs (``ThrottlingException``: SSM) and lost connections,
+# which botocore used to retry and amazon.aws's policy does not.
+THROTTLING_CODES = frozenset({
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException",
+    "RequestThrottled", "RequestThrottledException", "EC2ThrottledException", "SlowDown",
+})
+TRANSIENT_CODES = frozenset({
+    "InternalError", "InternalFailure", "Unavailable", "ServiceUnavailable", "RequestTimeout",
+    "RequestTimeoutException",
+})
+CONNECTION_LOST = "ConnectionLost"  # not an AWS code: the answer never came (reset, timeout)
+# "Still in use, retry": something that is going away (terminated instances, their
+# interfaces and addresses) still holds the resource for a while after AWS said it went.
+IN_USE_CODES = frozenset({"DependencyViolation", "InvalidIPAddress.InUse", "IncorrectState"})
+# "Not found means already gone": a delete (or detach, revoke, disassociate) whose target
+# is not there any more has nothing left to do.
+NOT_FOUND_CODES = frozenset({
+    "InvalidInstanceID.NotFound",
+    "InvalidSpotInstanceRequestID.NotFound",
+    "InvalidFleetId.NotFound",
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateName.NotFoundException",
+    "InvalidKeyPair.NotFound",
+    "InvalidNetworkInterfaceID.NotFound",
+    "InvalidAttachmentID.NotFound",
+    "InvalidVolume.NotFound",
+    "InvalidAllocationID.NotFound",
+    "InvalidAssociationID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidPermission.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidRouteTableID.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "Gateway.NotAttached",
+    "InvalidVpcID.NotFound",
+})
+# The policies, read at each call (tests shorten the delays here, and only here).
+RETRY_POLICIES: dict[str, dict[str, Any]] = {
+    # every call: throttling, AWS's transient errors, lost connections; about a minute at most
+    "default": {"attempts": 10, "delay": 1.0, "max_delay": 30.0, "codes": ()},
+    # deletes, detaches: also "still in use" (IN_USE_CODES); about 45 s of waiting at most
+    "in_use": {"attempts": 8, "delay": 2.0, "max_delay": 20.0, "codes": tuple(sorted(IN_USE_CODES))},
+}
+THROTTLING_HINT = (
+    "throttled on all {attempts} attempts: the account's request rate for this API in {region} is used up, by "
+    "this run or by other tools running against the same account and region. Wait a few minutes, run fewer of "
+    "them at once or ask AWS for a higher rate limit, then run again"
+)
+
+
+class _Retry(AWSRetry):
+    """amazon.aws's retry loop, also for the connection errors botocore would have retried."""
+
+    base_class = (botocore.exceptions.ClientError, botocore.exceptions.ConnectionError,
+                  botocore.exceptions.HTTPClientError) if HAS_BOTOCORE else type(None)
+
+    @staticmethod
+    def status_code_from_exception(error: BaseException) -> str:
+        if isinstance(error, botocore.exceptions.ClientError):
+            return error.response.get("Error", {}).get("Code", "")
+        return CONNECTION_LOST
+
+    @staticmethod
+    def found(response_code: str, catch_extra_error_codes: Any = None) -> bool:
+        return (response_code in THROTTLING_CODES or response_code in TRANSIENT_CODES
+                or response_code == CONNECTION_LOST or response_code in (catch_extra_error_codes or ()))
+
+
+def retried(call: Callable[..., T], policy: str = "default", region: str | None = None) -> Callable[..., T]:
+    """``call`` under the named policy of :data:`RETRY_POLICIES` (its only retry layer)."""
+
+    @functools.wraps(call)
+    def run(*args: Any, **kwargs: Any) -> T:
+        settings = RETRY_POLICIES[policy]
+        retry = _Retry.jittered_backoff(retries=settings["attempts"], delay=settings["delay"],
+                                        max_delay=settings["max_delay"], catch_extra_error_codes=settings["codes"])
+        try:
+            return retry(call)(*args, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in THROTTLING_CODES:
+                raise throttled(exc, settings["attempts"], region) from exc
+            raise
+
+    return run
+
+
+def throttled(exc: "botocore.exceptions.ClientError", attempts: int,
+              region: str | None = None) -> "botocore.exceptions.ClientError":
+    """The same error, with a message that says it was throttling and what to do."""
+    response = dict(exc.response)
+    # botocore's own count ("reached max retries: 0") would contradict the hint
+    response["ResponseMetadata"] = {k: v for k, v in (response.get("ResponseMetadata") or {}).items()
+                                    if k not in ("MaxAttemptsReached", "RetryAttempts")}
+    error = dict(response.get("Error") or {})
+    hint = THROTTLING_HINT.format(attempts=attempts, region=region or "this region")
+    error["Message"] = f"{error.get('Message') or 'Rate exceeded'} ({hint})"
+    response["Error"] = error
+    return botocore.exceptions.ClientError(response, exc.operation_name)
+
+
+def waiter(client: Any, name: str) -> Any:
+    """botocore's waiter ``name``, whose every poll is retried by the default policy.
+
+    botocore's own retries are off on our clients, and a waiter gives up at the first error
+    that none of its acceptors expects (a throttled poll, say): its polls go through
+    :func:`retried` instead, as every other call does. The raw client still makes the calls,
+    so its events (``after-call``) fire as usual.
+    """
+    raw = client.client if isinstance(client, RetryingBotoClientWrapper) else client
+    stock = raw.get_waiter(name)
+    operation = retried(getattr(raw, xform_name(stock.config.operation)), region=raw.meta.region_name)
+    return botocore.waiter.Waiter(name, stock.config, botocore.waiter.NormalizedOperationMethod(operation))
 
 
 # --------------------------------------------------------------------------- clients
@@ -124,26 +261,27 @@ def _session(profile: str | None) -> Any:
     return _SESSIONS[profile]
 
 
-def region_client(module: Any, service: str, region: str, retries: bool = True,
-                  config: "botocore.config.Config | None" = None) -> Any:
+def region_client(module: Any, service: str, region: str) -> Any:
     """A client for one region, with the module's credentials, endpoint and botocore config.
 
-    With ``retries``, calls made with ``aws_retry=True`` back off on throttling and
-    transient errors. ``config`` is merged over the module's (for example
-    :func:`no_retry_config` for launches).
+    botocore makes one attempt per call (whatever the module's config says: one retry layer);
+    calls made with ``aws_retry=True`` are retried by the ``default`` policy. That suits
+    launches too: EC2 answers InsufficientInstanceCapacity with HTTP 500, which botocore would
+    retry, and a launch wants to try the next zone or type at once.
     """
     _region, endpoint_url, params = get_aws_connection_info(module)
     params = dict(params)
     profile = params.pop("profile_name", None)
-    merged = botocore.config.Config(user_agent_extra="bacalhau.aws_spot")
-    for extra in (params.pop("aws_config", None), params.pop("config", None), config):
+    merged = botocore.config.Config(user_agent_extra="bacalhau.aws_spot", max_pool_connections=MAX_POOL_CONNECTIONS)
+    for extra in (params.pop("aws_config", None), params.pop("config", None)):
         if extra:
             merged = merged.merge(extra if isinstance(extra, botocore.config.Config) else botocore.config.Config(**extra))
+    merged = merged.merge(botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"}))
     with _SESSION_LOCK:
         client = _session(profile).client(service, region_name=region, endpoint_url=endpoint_url,
                                           config=merged, **params)
         _prime(client)
-    return RetryingBotoClientWrapper(client, RETRY) if retries else client
+    return RetryingBotoClientWrapper(client, functools.partial(retried, region=region))
 
 
 def _prime(client: Any) -> None:
@@ -170,16 +308,6 @@ def known_region_names(module: Any, service: str = "ec2") -> set[str]:
         for partition in session.get_available_partitions():
             known.update(session.get_available_regions(service, partition_name=partition))
     return known
-
-
-def no_retry_config() -> "botocore.config.Config":
-    """botocore config that makes exactly one attempt per call.
-
-    EC2 answers InsufficientInstanceCapacity with HTTP 500, which botocore's
-    default policy retries up to 4 times with backoff; a launch that wants to fall
-    back to the next zone or type at once uses this and retries throttling itself.
-    """
-    return botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -242,13 +370,15 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
-@RETRY
 def paginate(client: Any, operation: str, result_key: str, **kwargs: Any) -> list[dict[str, Any]]:
     """Every item under ``result_key`` of every page of a describe call, retried as a whole.
 
     (Paginators bypass the retrying client wrapper, so the retry sits here.)
     """
-    return client.get_paginator(operation).paginate(**kwargs).build_full_result().get(result_key, [])
+    def pages() -> list[dict[str, Any]]:
+        return client.get_paginator(operation).paginate(**kwargs).build_full_result().get(result_key, [])
+
+    return retried(pages, region=getattr(getattr(client, "meta", None), "region_name", None))()
 
 
 # --------------------------------------------------------------------------- regions

@@ -13,27 +13,32 @@ starts when the one before has answered (round A is the discovery).
   fleets, which would launch again what is terminated, go in a round of their own
   before it (only when there are some: the one-time requests of ``spot_cluster``'s
   launches do not).
-* C. One waiter for every instance terminating, ours and the fleets'.
-* D. Every "current state / who still uses it" describe, by the ids the discovery
-  found (:func:`survey`), with the steps that need no check: revoke our groups' rules
-  that reference groups, detach our internet gateways, disassociate our route tables.
-* E. The deletes: our ENIs and volumes, security groups, subnets, route tables,
-  internet gateways.
-* F. VPCs: their users are what round D found that is not ours, and what of ours
-  round E could not delete.
+* C and D, at once. C: one waiter for every instance terminating, ours and the
+  fleets'. D: every "who still uses it" describe, by the ids the discovery found
+  (:func:`survey`), with the steps that need no check: revoke our groups' rules that
+  reference groups, disassociate our route tables. None of D waits for C: what it
+  finds attached to an instance that C then sees terminated is judged as the
+  termination left it (an interface or volume deleted on termination went with it).
+* E. The deletes: our ENIs and volumes, security groups, subnets, route tables;
+  our internet gateways are detached (after C: EC2 refuses to detach a gateway from
+  a VPC with public addresses still mapped).
+* F. VPCs and internet gateways: a VPC's users are what round D found that is not
+  ours, and what of ours round E could not delete.
 
-Rare paths cost more: an ENI or volume still attached to a terminated instance is
+Rare paths cost more: an ENI or volume kept after its instance terminated is
 detached and waited for within round E, and an ENI attached to an instance we did
-not terminate costs one ``DescribeInstances`` (is it terminated?) after round D.
+not terminate costs one ``DescribeInstances`` (is it terminated?) within round D.
 
 Rules every step keeps:
 
 * NotFound means already gone (idempotent deletes).
 * A resource that cannot be deleted gets ``action: failed`` and the AWS error, and
   the rest carries on; a step that blows up fails its own resources only.
-* ``DependencyViolation`` is retried with backoff for a while (AWS is eventually
-  consistent after terminations, and our own ENIs go in the same round as the
-  subnets and groups they are in), then reported.
+* Each call has one retry policy (``_common.RETRY_POLICIES``): deletes and detaches
+  the ``in_use`` one, which also waits out ``DependencyViolation`` and the like for
+  a while (AWS is eventually consistent after terminations, and our own ENIs go in
+  the same round as the subnets and groups they are in), then reports it; every
+  other call the ``default`` one (throttling, transient errors).
 * A security group, subnet or VPC that something else still uses (network
   interfaces, foreign security groups referencing ours, subnets, ...) is reported
   with those users by id instead of tried. Real EC2 would refuse those deletes
@@ -55,14 +60,17 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore for us
 
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
+    NOT_FOUND_CODES,
+    THROTTLING_CODES,
     error_code,
     error_text,
     paginate,
+    retried,
     together,
+    waiter,
 )
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import (
     describe_by_values,
@@ -80,36 +88,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec impor
     Resource,
 )
 
-# Error codes meaning "it is not there (any more)".
-NOT_FOUND_CODES = frozenset(
-    {
-        "InvalidInstanceID.NotFound",
-        "InvalidSpotInstanceRequestID.NotFound",
-        "InvalidFleetId.NotFound",
-        "InvalidLaunchTemplateId.NotFound",
-        "InvalidLaunchTemplateName.NotFoundException",
-        "InvalidKeyPair.NotFound",
-        "InvalidNetworkInterfaceID.NotFound",
-        "InvalidAttachmentID.NotFound",
-        "InvalidVolume.NotFound",
-        "InvalidAllocationID.NotFound",
-        "InvalidAssociationID.NotFound",
-        "InvalidGroup.NotFound",
-        "InvalidPermission.NotFound",
-        "InvalidSubnetID.NotFound",
-        "InvalidRouteTableID.NotFound",
-        "InvalidInternetGatewayID.NotFound",
-        "Gateway.NotAttached",
-        "InvalidVpcID.NotFound",
-    }
-)
 # DeleteFleets reports per fleet, with its own codes.
 FLEET_GONE_CODES = frozenset({"fleetIdDoesNotExist"})
-
-# Errors worth waiting out: something that is going away still holds the resource.
-DEPENDENCY_CODES = ["DependencyViolation", "InvalidIPAddress.InUse", "IncorrectState"]
-# Tunable (tests shorten it): jittered backoff, about a minute in all by default.
-DEPENDENCY_RETRY: dict[str, Any] = {"retries": 6, "delay": 2, "max_delay": 20}
 
 # Waiting for instances to terminate and for detached ENIs/volumes.
 WAIT_DELAY = 2  # a termination takes 30-90 s on AWS: found done 1 s late on average
@@ -118,6 +98,8 @@ WAIT_MAX_ATTEMPTS = 300  # 10 minutes
 DELETE_WORKERS = 8
 TERMINATE_BATCH = 1000
 ALREADY_GONE = "already gone"
+WENT_WITH_ITS_INSTANCE = "went with its instance"
+TERMINATING = "terminating (not waited for)"
 NOT_OURS = f"not tagged {MANAGED_BY_KEY}={MANAGED_BY_VALUE}"
 
 
@@ -174,19 +156,12 @@ def _is_gone(exc: BaseException) -> bool:
     return error_code(exc) in NOT_FOUND_CODES
 
 
-def with_dependency_retry(call: Callable[[], Any]) -> Any:
-    """Run ``call``, retrying DependencyViolation and friends with backoff."""
-    retry = AWSRetry.jittered_backoff(catch_extra_error_codes=DEPENDENCY_CODES, **DEPENDENCY_RETRY)
-    return retry(call)()
-
-
 def attempt(res: Resource, call: Callable[[], Any], dependency: bool = False) -> bool:
-    """Delete ``res`` with ``call``; record the outcome. True when it is gone."""
+    """Delete ``res`` with ``call`` (a call without ``aws_retry``: this is its one retry layer,
+    the ``in_use`` policy with ``dependency``, else the default one); record the outcome.
+    True when it is gone."""
     try:
-        if dependency:
-            with_dependency_retry(call)
-        else:
-            call()
+        retried(call, "in_use" if dependency else "default", res.region)()
     except botocore.exceptions.ClientError as exc:
         if _is_gone(exc):
             res.deleted(ALREADY_GONE)
@@ -200,10 +175,11 @@ def attempt(res: Resource, call: Callable[[], Any], dependency: bool = False) ->
     return True
 
 
-def ignore_gone(call: Callable[[], Any]) -> None:
-    """A preparatory step (detach, disassociate, revoke) for which NotFound is fine."""
+def ignore_gone(call: Callable[[], Any], policy: str = "default") -> None:
+    """A preparatory step (detach, disassociate, revoke; a call without ``aws_retry``, retried
+    here under ``policy``) for which NotFound is fine."""
     try:
-        call()
+        retried(call, policy)()
     except botocore.exceptions.ClientError as exc:
         if not _is_gone(exc):
             raise
@@ -284,8 +260,7 @@ def _instance_states(ctx: RegionContext, ids: list[str]) -> dict[str, str]:
 
 
 def _wait(ctx: RegionContext, waiter_name: str, **params: Any) -> None:
-    waiter = ctx.client.get_waiter(waiter_name)
-    waiter.wait(WaiterConfig={"Delay": WAIT_DELAY, "MaxAttempts": WAIT_MAX_ATTEMPTS}, **params)
+    waiter(ctx.client, waiter_name).wait(WaiterConfig={"Delay": WAIT_DELAY, "MaxAttempts": WAIT_MAX_ATTEMPTS}, **params)
 
 
 def _waited(ctx: RegionContext, waiter_name: str, **params: Any) -> str | None:
@@ -309,7 +284,7 @@ def replaces_instances(res: Resource) -> bool:
 
 def delete_spot_instance_requests(ctx: RegionContext, items: list[Resource]) -> None:
     def cancel(res: Resource) -> None:
-        if attempt(res, lambda: ctx.client.cancel_spot_instance_requests(SpotInstanceRequestIds=[res.id], aws_retry=True)):
+        if attempt(res, lambda: ctx.client.cancel_spot_instance_requests(SpotInstanceRequestIds=[res.id])):
             instance = res.raw.get("InstanceId")
             if instance and instance not in ctx.ids("instances"):
                 res.note = f"cancelled; its instance {instance} is {NOT_OURS} and was left alone"
@@ -359,11 +334,13 @@ def terminate_instances(ctx: RegionContext, items: list[Resource]) -> None:
         try:
             ctx.client.terminate_instances(InstanceIds=batch, aws_retry=True)
             ctx.terminating.extend(batch)
-        except botocore.exceptions.ClientError:
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in THROTTLING_CODES:
+                raise  # tried as often as the policy allows: one by one would only multiply that
             # one bad id fails the whole call: go one by one to know which
             for instance_id in batch:
                 res = by_id[instance_id]
-                if attempt(res, lambda i=instance_id: ctx.client.terminate_instances(InstanceIds=[i], aws_retry=True)):
+                if attempt(res, lambda i=instance_id: ctx.client.terminate_instances(InstanceIds=[i])):
                     if res.note != ALREADY_GONE:
                         ctx.terminating.append(instance_id)
 
@@ -372,14 +349,14 @@ def delete_elastic_ips(ctx: RegionContext, items: list[Resource]) -> None:
     def release(res: Resource) -> None:
         association = res.raw.get("AssociationId")
         if association:
-            ignore_gone(lambda: ctx.client.disassociate_address(AssociationId=association, aws_retry=True))
-        attempt(res, lambda: ctx.client.release_address(AllocationId=res.id, aws_retry=True), dependency=True)
+            ignore_gone(lambda: ctx.client.disassociate_address(AssociationId=association))
+        attempt(res, lambda: ctx.client.release_address(AllocationId=res.id), dependency=True)
 
     for_each(items, release)
 
 
 def delete_launch_templates(ctx: RegionContext, items: list[Resource]) -> None:
-    for_each(items, lambda res: attempt(res, lambda: ctx.client.delete_launch_template(LaunchTemplateId=res.id, aws_retry=True)))
+    for_each(items, lambda res: attempt(res, lambda: ctx.client.delete_launch_template(LaunchTemplateId=res.id)))
 
 
 def delete_key_pairs(ctx: RegionContext, items: list[Resource]) -> None:
@@ -391,9 +368,9 @@ def _delete_key_pair(ctx: RegionContext, res: Resource) -> None:
     # (the emulator) ignore KeyPairId; names are unique per region
     name = res.raw.get("KeyName")
     if name:
-        ctx.client.delete_key_pair(KeyName=name, aws_retry=True)
+        ctx.client.delete_key_pair(KeyName=name)
     else:
-        ctx.client.delete_key_pair(KeyPairId=res.id, aws_retry=True)
+        ctx.client.delete_key_pair(KeyPairId=res.id)
 
 
 # --------------------------------------------------------------------------- round C
@@ -482,7 +459,7 @@ def revoke_group_references(ctx: RegionContext, res: Resource) -> None:
         (ctx.client.revoke_security_group_ingress, _group_pairs_only(res.raw.get("IpPermissions"))),
         (ctx.client.revoke_security_group_egress, _group_pairs_only(res.raw.get("IpPermissionsEgress"))),
     )
-    together(*[functools.partial(ignore_gone, functools.partial(revoke, GroupId=res.id, IpPermissions=rules, aws_retry=True))
+    together(*[functools.partial(ignore_gone, functools.partial(revoke, GroupId=res.id, IpPermissions=rules))
                for revoke, rules in revokes if rules])
 
 
@@ -502,12 +479,17 @@ def _group_pairs_only(permissions: list[dict[str, Any]] | None) -> list[dict[str
     return out
 
 
+def detach_internet_gateways(ctx: RegionContext, items: list[Resource]) -> None:
+    """Round E for our gateways: detach them (deleted in round F, with the VPCs)."""
+    for_each(items, functools.partial(detach_internet_gateway, ctx))
+
+
 def detach_internet_gateway(ctx: RegionContext, res: Resource) -> None:
     for attachment in res.raw.get("Attachments") or []:
         vpc_id = attachment.get("VpcId")
         if vpc_id:
-            ignore_gone(lambda v=vpc_id: with_dependency_retry(
-                lambda: ctx.client.detach_internet_gateway(InternetGatewayId=res.id, VpcId=v, aws_retry=True)))
+            ignore_gone(lambda v=vpc_id: ctx.client.detach_internet_gateway(InternetGatewayId=res.id, VpcId=v),
+                        "in_use")
 
 
 def disassociate_route_table(ctx: RegionContext, res: Resource) -> None:
@@ -519,7 +501,7 @@ def disassociate_route_table(ctx: RegionContext, res: Resource) -> None:
         return
     together(*[
         functools.partial(ignore_gone, functools.partial(
-            ctx.client.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"], aws_retry=True))
+            ctx.client.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"]))
         for assoc in res.raw.get("Associations") or [] if assoc.get("RouteTableAssociationId")
     ])
 
@@ -527,7 +509,6 @@ def disassociate_route_table(ctx: RegionContext, res: Resource) -> None:
 # Round D's steps that need no check: type -> step on each of ours.
 PREPARE: dict[str, Callable[[RegionContext, Resource], None]] = {
     "security_groups": revoke_group_references,
-    "internet_gateways": detach_internet_gateway,
     "route_tables": disassociate_route_table,
 }
 
@@ -548,7 +529,9 @@ def survey(ctx: RegionContext) -> Survey:
             result.errors.setdefault(kind, error_text(answer))
         else:
             result.found.setdefault(kind, []).extend(answer)
-    unknown = sorted({i for i in map(_instance_of, result.found.get("enis", [])) if i and i not in ctx.terminated})
+    waited_for = set(ctx.terminating) | set(ctx.fleet_instances)  # round C tells what became of them
+    unknown = sorted({i for i in map(_instance_of, result.found.get("enis", []))
+                      if i and i not in ctx.terminated and i not in waited_for})
     if unknown:
         try:
             _instance_states(ctx, unknown)
@@ -650,22 +633,25 @@ def delete_network_interfaces(ctx: RegionContext, items: list[Resource]) -> None
     def delete(res: Resource) -> None:
         eni = current.get(res.id)
         if eni is None:
-            res.deleted("went with its instance")
+            res.deleted(WENT_WITH_ITS_INSTANCE)
             return
         if eni.get("Status") != "available":
             # attached to an instance we terminated
             attachment = eni.get("Attachment") or {}
+            if attachment.get("DeleteOnTermination"):
+                res.deleted(WENT_WITH_ITS_INSTANCE)  # EC2 deletes it as part of the termination
+                return
             if attachment.get("AttachmentId") and attachment.get("DeviceIndex", 0) != 0:
                 ignore_gone(lambda: ctx.client.detach_network_interface(
-                    AttachmentId=attachment["AttachmentId"], Force=True, aws_retry=True))
+                    AttachmentId=attachment["AttachmentId"], Force=True))
             reason = _waited(ctx, "network_interface_available", NetworkInterfaceIds=[res.id])
             if reason:
                 if not describe_by_values(describe_network_interfaces, ctx.client, "network-interface-id", [res.id]):
-                    res.deleted("went with its instance")
+                    res.deleted(WENT_WITH_ITS_INSTANCE)
                 else:
                     res.failed(f"did not become available after its instance {attachment.get('InstanceId')} terminated: {reason}")
                 return
-        attempt(res, lambda: ctx.client.delete_network_interface(NetworkInterfaceId=res.id, aws_retry=True), dependency=True)
+        attempt(res, lambda: ctx.client.delete_network_interface(NetworkInterfaceId=res.id), dependency=True)
 
     for_each(items, delete)
 
@@ -676,7 +662,7 @@ def delete_volumes(ctx: RegionContext, items: list[Resource]) -> None:
     def delete(res: Resource) -> None:
         vol = current.get(res.id)
         if vol is None or vol.get("State") in ("deleting", "deleted"):
-            res.deleted("went with its instance")
+            res.deleted(WENT_WITH_ITS_INSTANCE)
             return
         if vol.get("State") == "in-use":
             attached = [a.get("InstanceId") for a in vol.get("Attachments") or [] if a.get("State") != "detached"]
@@ -684,15 +670,18 @@ def delete_volumes(ctx: RegionContext, items: list[Resource]) -> None:
             if foreign:
                 _attached_elsewhere(ctx, res, foreign[0], "detach it from that instance and run again")
                 return
+            if any(a.get("DeleteOnTermination") for a in vol.get("Attachments") or [] if a.get("InstanceId") in attached):
+                res.deleted(WENT_WITH_ITS_INSTANCE)  # EC2 deletes it as part of the termination
+                return
             for instance_id in attached:
                 ignore_gone(lambda i=instance_id: ctx.client.detach_volume(
-                    VolumeId=res.id, InstanceId=i, Force=True, aws_retry=True))
+                    VolumeId=res.id, InstanceId=i, Force=True))
         if vol.get("State") != "available":
             reason = _waited(ctx, "volume_available", VolumeIds=[res.id])
             if reason:
                 res.failed(f"did not become available: {reason}")
                 return
-        attempt(res, lambda: ctx.client.delete_volume(VolumeId=res.id, aws_retry=True), dependency=True)
+        attempt(res, lambda: ctx.client.delete_volume(VolumeId=res.id), dependency=True)
 
     for_each(items, delete)
 
@@ -704,7 +693,7 @@ def _unless_used(operation: str, id_key: str) -> Deleter:
             if ctx.users.get(res.id):
                 blocked(res, ctx.users[res.id])
                 return
-            call = functools.partial(getattr(ctx.client, operation), aws_retry=True, **{id_key: res.id})
+            call = functools.partial(getattr(ctx.client, operation), **{id_key: res.id})
             attempt(res, call, dependency=True)
 
         for_each(items, delete)
@@ -728,22 +717,38 @@ ROUND_E: dict[str, Deleter] = {
     "security_groups": _unless_used("delete_security_group", "GroupId"),
     "subnets": _unless_used("delete_subnet", "SubnetId"),
     "route_tables": _unless_used("delete_route_table", "RouteTableId"),
+}
+# Round E's steps before a delete in round F.
+DETACH_E: dict[str, Deleter] = {"internet_gateways": detach_internet_gateways}
+# Round F.
+ROUND_F: dict[str, Deleter] = {
+    "vpcs": _unless_used("delete_vpc", "VpcId"),
     "internet_gateways": _unless_used("delete_internet_gateway", "InternetGatewayId"),
 }
-# Round F.
-ROUND_F: dict[str, Deleter] = {"vpcs": _unless_used("delete_vpc", "VpcId")}
 
 
-def delete_region(client: Any, region: str, resources: list[Resource]) -> None:
-    """Delete ``resources`` (all of one region) in the rounds of this module's docstring."""
+def delete_region(client: Any, region: str, resources: list[Resource], wait: bool = True) -> RegionContext:
+    """Delete ``resources`` (all of one region) in the rounds of this module's docstring.
+
+    Without ``wait``, only round B: instances are asked to terminate and reported so
+    (for ``resources`` that hold nothing else to delete afterwards).
+    """
     ctx = RegionContext(client=client, region=region, resources=resources)
     run_round(ctx, ROUND_B, only=replaces_instances)  # before anything is terminated (only when there are some)
     run_round(ctx, ROUND_B)
-    guard(ctx.pending("instances"), functools.partial(wait_terminated, ctx))  # round C
-    ctx.survey = survey(ctx)  # round D
+    if not wait:
+        for res in ctx.pending("instances"):
+            if res.id in ctx.terminating:
+                res.deleted(TERMINATING)
+        return ctx
+    _waited_for, ctx.survey = together(  # rounds C and D
+        functools.partial(guard, ctx.pending("instances"), functools.partial(wait_terminated, ctx)),
+        functools.partial(survey, ctx),
+    )
     fail_unchecked(ctx)
     fail_held_network_interfaces(ctx)
     ctx.users = {**group_users(ctx), **subnet_users(ctx)}
-    run_round(ctx, ROUND_E)
+    run_round(ctx, {**ROUND_E, **DETACH_E})
     ctx.users = vpc_users(ctx)
     run_round(ctx, ROUND_F)
+    return ctx

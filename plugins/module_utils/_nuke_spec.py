@@ -46,6 +46,23 @@ RESOURCE_TYPES: tuple[str, ...] = (
     "key_pairs",
 )
 
+# How each type is named in messages.
+LABELS: dict[str, str] = {
+    "spot_instance_requests": "spot request",
+    "ec2_fleets": "EC2 fleet",
+    "instances": "instance",
+    "elastic_ips": "elastic IP",
+    "launch_templates": "launch template",
+    "network_interfaces": "network interface",
+    "volumes": "volume",
+    "security_groups": "security group",
+    "subnets": "subnet",
+    "route_tables": "route table",
+    "internet_gateways": "internet gateway",
+    "vpcs": "VPC",
+    "key_pairs": "key pair",
+}
+
 ACTION_DELETED = "deleted"
 ACTION_WOULD_DELETE = "would_delete"
 ACTION_FAILED = "failed"

@@ -14,6 +14,10 @@ Two phases, both with all regions at once (``run_per_region``):
    region reports what happened to it.
 
 Check mode stops after phase 1 and reports what phase 2 would do.
+
+``state: absent`` finds and deletes through the nuke's engine (``_nuke_discover``,
+``_nuke_delete``), scoped to the cluster (and to its role while other roles keep
+instances in the region): one way to delete what this collection makes.
 """
 
 from __future__ import annotations
@@ -31,16 +35,26 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import check_regions
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import enabled_region_names
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import known_region_names
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import no_retry_config
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_delete import ALREADY_GONE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_delete import WENT_WITH_ITS_INSTANCE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_delete import delete_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import discover_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import ACTION_DELETED
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import ACTION_FAILED
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import LABELS
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import RESOURCE_TYPES
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import NukeSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import Resource
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
 
@@ -72,7 +86,7 @@ class Clients:
 
     def __init__(self, module: Any, region: str) -> None:
         self.module, self.region = module, region
-        self._ec2 = self._ssm = self._launch = None
+        self._ec2 = self._ssm = None
 
     @property
     def ec2(self) -> Any:
@@ -92,13 +106,6 @@ class Clients:
         _ssm = self.ssm if ssm else None
         return self
 
-    @property
-    def launch(self) -> Any:
-        """One HTTP attempt per call (ICE is an HTTP 500); throttling retried by RETRY."""
-        if self._launch is None:
-            self._launch = region_client(self.module, "ec2", self.region, config=no_retry_config())
-        return self._launch
-
 
 @dataclass
 class RegionPlan:
@@ -115,6 +122,7 @@ class RegionPlan:
     to_terminate: list[dict[str, Any]] = field(default_factory=list)
     network_changes: list[str] = field(default_factory=list)
     delete_network: bool = False
+    doomed: list[Resource] = field(default_factory=list)  # state=absent: what the nuke's engine deletes
     prices: dict[tuple[str, str], float] | None = None  # spot prices of the wanted types, read while planning
 
 
@@ -123,7 +131,9 @@ def _default_client(module: Any) -> Any:
     return region_client(module, "ec2", module.region or DEFAULT_REGION)
 
 
-def _raise_all(errors: dict[str, BaseException]) -> None:
+def _raise_all(errors: dict[str, BaseException], acting: bool = False) -> None:
+    """One error naming every region's problem; ``acting``: raised while acting, when some
+    regions may have been changed already (planning changes nothing)."""
     if not errors:
         return
     for exc in errors.values():
@@ -133,8 +143,10 @@ def _raise_all(errors: dict[str, BaseException]) -> None:
     for region, exc in sorted(errors.items()):
         text = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)
         parts.append(f"{region}: {text}")
+    lead = ("Acting on the regions failed unexpectedly; what was created or changed before that is kept, "
+            "and running again picks it up: " if acting else "Nothing was created or changed, because: ")
     raise AwsSpotError(
-        "Nothing was created or changed, because: " + " | ".join(parts),
+        lead + " | ".join(parts),
         details={"regions": {r: (e.message if isinstance(e, AwsSpotError) else error_text(e)) for r, e in errors.items()}},
     )
 
@@ -232,7 +244,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
 
             def _launch() -> None:
                 outcome["launch"] = inst.launch(
-                    plan.clients.launch, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
+                    plan.clients.ec2, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
                     ids["security_group_id"], plan.to_launch, plan.root_device,
                 )
 
@@ -376,42 +388,79 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
             regions[name] = res
     else:
         regions, errors = run_per_region(by_name, lambda r: apply_present(spec, plans[r]))
-        _raise_all(errors)  # apply_present never raises; this is for the unexpected
+        _raise_all(errors, acting=True)  # apply_present never raises; this is for the unexpected
 
     return _summary(spec, plans, regions)
 
 
 # --------------------------------------------------------------------------- absent
+def _label(res: Resource) -> str:
+    return f"{LABELS[res.type]} {res.name if res.type == 'key_pairs' and res.name else res.id}"
+
+
+def _network_of(region: str, found: list[Resource]) -> network.Network:
+    """The cluster's network as the nuke's discovery found it (for the result's ``network``)."""
+    net = network.Network(region=region)
+    raw = {t: [res.raw for res in found if res.type == t] for t in RESOURCE_TYPES}
+    vpcs = sorted(raw["vpcs"], key=lambda v: v["VpcId"])
+    net.vpc = vpcs[0] if vpcs else None
+    for subnet in raw["subnets"]:
+        if net.vpc and subnet.get("VpcId") == net.vpc["VpcId"]:
+            net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
+    net.internet_gateways = raw["internet_gateways"]
+    groups = [g for g in raw["security_groups"] if net.vpc and g.get("VpcId") == net.vpc["VpcId"]]
+    net.security_group = groups[0] if groups else None
+    net.key_pairs = raw["key_pairs"]
+    return net
+
+
 def plan_absent(module: Any, spec: ClusterSpec, region: str, clients: Clients | None = None) -> RegionPlan:
+    """What of the cluster the nuke's discovery finds here, and what of it goes.
+
+    Everything of the cluster when no instance of another role remains here; otherwise
+    only what carries the role's tag (its instances, and what their launches made).
+    """
     clients = clients or Clients(module, region)
-    net, instances = _concurrently(
-        (network.find, clients.ec2, spec, region, []), (inst.describe_cluster_instances, clients.ec2, spec.cluster_name),
-    )
-    plan = RegionPlan(spec=RegionSpec(region=region), clients=clients, net=net, instances=instances)
-    plan.to_terminate = [i for i in instances if spec.role is None or inst.role_of(i) == spec.role]
+    scope = NukeSpec(regions=[region], cluster_name=spec.cluster_name, tags={},
+                     resource_types=list(RESOURCE_TYPES), force=True)
+    found = discover_region(clients.ec2, region, scope)
+    instances = [res.raw for res in found if res.type == "instances"]
+    plan = RegionPlan(spec=RegionSpec(region=region), clients=clients, net=_network_of(region, found),
+                      instances=instances)
+
+    def in_role(tags: dict[str, str]) -> bool:
+        return spec.role is None or tags.get(ROLE_KEY) == spec.role
+
+    not_gone = [i for i in instances if i["State"]["Name"] in inst.NOT_GONE_STATES]
+    plan.to_terminate = [i for i in not_gone if in_role(inst.tags_of(i))]
     plan.in_scope = [i for i in plan.to_terminate if inst.is_live(i)]
-    remaining = [i for i in instances if i not in plan.to_terminate]
+    remaining = [i for i in not_gone if not in_role(inst.tags_of(i))]
     plan.delete_network = not remaining
-    plan.network_changes = network.deletion_plan(net) if plan.delete_network else []
+    plan.doomed = found if plan.delete_network else [res for res in found if in_role(res.tags)]
+    plan.network_changes = [f"delete {_label(res)}" for res in plan.doomed if res.type != "instances"]
     return plan
 
 
 def apply_absent(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     result = _region_result(spec, plan)
     result.update(requested=0, network_deleted=[], remaining=len(plan.instances) - len(plan.to_terminate))
-    ec2 = plan.clients.ec2
+    doomed = plan.doomed
     try:
-        ids = [i["InstanceId"] for i in plan.to_terminate]
-        if ids:
-            inst.terminate(ec2, ids)
-            result["terminated"] = ids
-            result["changed"] = True
+        if doomed:
             # the network cannot go while instances still hold interfaces in it
-            if spec.wait or (plan.delete_network and plan.network_changes):
-                inst.wait_terminated(ec2, ids, spec.wait_timeout)
-        if plan.delete_network and plan.network_changes:
-            result["network_deleted"] = network.delete(ec2, spec, plan.net)
-            result["changed"] = result["changed"] or bool(result["network_deleted"])
+            ctx = delete_region(plan.clients.ec2, plan.spec.region, doomed, wait=spec.wait or plan.delete_network)
+            ours = {i["InstanceId"] for i in plan.to_terminate}
+            result["terminated"] = [i for i in ctx.terminating if i in ours]
+        result["network_deleted"] = [f"deleted {_label(res)}" for res in doomed
+                                     if res.type != "instances" and res.action == ACTION_DELETED
+                                     and res.note not in (ALREADY_GONE, WENT_WITH_ITS_INSTANCE)]
+        result["changed"] = bool(result["terminated"]) or any(
+            res.action == ACTION_DELETED and res.note != ALREADY_GONE for res in doomed)
+        failures = [res for res in doomed if res.action == ACTION_FAILED]
+        if failures:
+            shown = "; ".join(f"{_label(res)}: {res.error}" for res in failures[:10])
+            more = f" and {len(failures) - 10} more" if len(failures) > 10 else ""
+            raise AwsSpotError(f"{len(failures)} resource(s) of the cluster remain: {shown}{more}", plan.spec.region)
     except Exception as exc:  # pylint: disable=broad-except
         result["failed"] = True
         result["error"] = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)
@@ -434,17 +483,17 @@ def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
         discovered = True
     _raise_all(errors)
     if discovered:  # report only where the cluster had something
-        plans = {r: p for r, p in plans.items() if p.instances or p.network_changes}
+        plans = {r: p for r, p in plans.items() if p.doomed}
     if module.check_mode:
         regions = {}
         for name, plan in plans.items():
             res = _region_result(spec, plan)
             res.update(requested=0, running=0, instances=[], remaining=len(plan.instances) - len(plan.to_terminate))
-            res["changed"] = bool(plan.to_terminate or plan.network_changes)
+            res["changed"] = bool(plan.doomed)
             regions[name] = res
     else:
         regions, errors = run_per_region(plans, lambda r: apply_absent(spec, plans[r]))
-        _raise_all(errors)
+        _raise_all(errors, acting=True)
     return _summary(spec, plans, regions)
 
 

@@ -13,10 +13,11 @@ Launch strategy
     next zone; quota-kind errors (regional, per type family) move on to the next
     type. Every attempt is reported.
 
-    The launch client makes exactly one HTTP attempt per call (EC2 answers
-    InsufficientInstanceCapacity with HTTP 500, which botocore would retry four
-    times); throttling and transient errors are retried by our jittered backoff
-    with the same ``ClientToken``, so a retried launch never launches twice.
+    botocore makes exactly one HTTP attempt per call (EC2 answers
+    InsufficientInstanceCapacity with HTTP 500, which botocore would retry);
+    throttling, transient errors and lost answers are retried by the default policy
+    (``_common.retried``) with the same ``ClientToken``, so a retried launch never
+    launches twice: EC2 answers the launch that happened again.
 
     Why not EC2 Fleet ``instant``: it would cover several types and zones in one
     call, but its errors come back per override inside a successful response and
@@ -44,6 +45,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import m
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import waiter as retrying_waiter
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
 
@@ -191,13 +193,13 @@ def launch_parameters(
     return params
 
 
-def run_instances(ec2_launch: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """One launch; throttling is retried (same ClientToken), capacity errors are not."""
-    return ec2_launch.run_instances(aws_retry=True, **params).get("Instances", [])
+def run_instances(ec2: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One launch; throttling and lost answers are retried (same ClientToken), capacity errors are not."""
+    return ec2.run_instances(aws_retry=True, **params).get("Instances", [])
 
 
 def launch(
-    ec2_launch: Any,
+    ec2: Any,
     spec: ClusterSpec,
     region: RegionSpec,
     pairs: list[tuple[str, str]],
@@ -222,7 +224,7 @@ def launch(
                                    "launched": 0, "error_code": None, "error": None}
         attempts.append(attempt)
         try:
-            got = run_instances(ec2_launch, params)
+            got = run_instances(ec2, params)
         except botocore.exceptions.ClientError as exc:
             code = error_code(exc)
             attempt.update(error_code=code, error=error_text(exc))
@@ -284,7 +286,7 @@ def _wait(ec2: Any, waiter_name: str, instance_ids: list[str], timeout: int) -> 
                     seen[instance["InstanceId"]] = instance
 
     delay = WAIT_DELAY
-    waiter = ec2.get_waiter(waiter_name)
+    waiter = retrying_waiter(ec2, waiter_name)
     events = ec2.meta.events
     events.register("after-call.ec2.DescribeInstances", keep)
     try:

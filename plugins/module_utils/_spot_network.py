@@ -6,14 +6,12 @@
 Per region and cluster: one VPC, a public subnet in every availability zone, an
 internet gateway with the default route in the VPC's main route table, one security
 group and the SSH key pair(s). Every piece is found by our tags first (so it is
-never duplicated), created with ``TagSpecifications`` (so it is never untagged)
-and deleted in dependency order, treating "not found" as "already gone".
+never duplicated) and created with ``TagSpecifications`` (so it is never untagged).
+``state: absent`` deletes it through the nuke's engine (``_nuke_delete``).
 
 The main route table is made by ``CreateVpc`` and goes with ``DeleteVpc``: it cannot
-leak, and using it saves a route table, one association per zone, and a round trip
-on every delete. It is tagged after the fact (``CreateTags``) only so that the next
-run finds it by tag with the rest. A route table of our own (non-main) found from an
-earlier version is still kept in use, and deleted with the network.
+leak, and using it saves a route table and one association per zone. It is tagged
+after the fact (``CreateTags``) only so that the next run finds it by tag with the rest.
 
 Security group: SSH (22) only from ``ssh_cidrs``, Bacalhau's API port only from
 ``api_cidrs``, NATS (4222) only from ``nats_cidrs``, and every protocol from the
@@ -27,18 +25,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-try:
-    import botocore.exceptions
-except ImportError:
-    pass  # AnsibleAWSModule reports a missing botocore
-
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
@@ -48,20 +39,6 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import t
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import NATS_PORT
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 
-# Deleting right after instances terminate can meet ENIs that are still going away.
-DELETE_RETRY = AWSRetry.jittered_backoff(retries=12, delay=2, max_delay=20, catch_extra_error_codes=["DependencyViolation"])
-NOT_FOUND = (
-    "InvalidVpcID.NotFound",
-    "InvalidSubnetID.NotFound",
-    "InvalidGroup.NotFound",
-    "InvalidRouteTableID.NotFound",
-    "InvalidInternetGatewayID.NotFound",
-    "InvalidAssociationID.NotFound",
-    "InvalidKeyPair.NotFound",
-    "Gateway.NotAttached",
-    "InvalidPermission.NotFound",
-)
-
 
 @dataclass
 class Network:
@@ -70,7 +47,6 @@ class Network:
     region: str
     zones: list[str] = field(default_factory=list)  # every available AZ of the region
     vpc: dict[str, Any] | None = None
-    extra_vpcs: list[dict[str, Any]] = field(default_factory=list)
     subnets: dict[str, dict[str, Any]] = field(default_factory=dict)  # AZ -> subnet
     internet_gateways: list[dict[str, Any]] = field(default_factory=list)
     route_table: dict[str, Any] | None = None
@@ -111,23 +87,8 @@ def describe_zones(ec2: Any) -> list[str]:
     )
 
 
-def describe_subnets(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
-    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return paginate(ec2, "describe_subnets", "Subnets", Filters=filters)
-
-
 def describe_internet_gateways(ec2: Any, cluster: str) -> list[dict[str, Any]]:
     return paginate(ec2, "describe_internet_gateways", "InternetGateways", Filters=managed_filters(cluster))
-
-
-def describe_route_tables(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
-    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return paginate(ec2, "describe_route_tables", "RouteTables", Filters=filters)
-
-
-def describe_security_groups(ec2: Any, cluster: str, vpc_id: str) -> list[dict[str, Any]]:
-    filters = managed_filters(cluster) + [{"Name": "vpc-id", "Values": [vpc_id]}]
-    return paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=filters)
 
 
 def describe_key_pairs(ec2: Any, cluster: str) -> list[dict[str, Any]]:
@@ -145,7 +106,7 @@ def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = Non
     none of the describes waits for another; they are matched to the VPC here.
     """
     cluster = spec.cluster_name
-    want_keys = bool(spec.ssh_public_key or spec.state == "absent")
+    want_keys = bool(spec.ssh_public_key)
     found = together(
         (lambda: describe_zones(ec2)) if zones is None else None,
         lambda: _by_tag(ec2, "describe_vpcs", "Vpcs", cluster),
@@ -166,14 +127,13 @@ def find(ec2: Any, spec: ClusterSpec, region: str, zones: list[str] | None = Non
     net.internet_gateways = _mine(igws, cluster)
     if not vpcs:
         return net
-    net.vpc, net.extra_vpcs = vpcs[0], vpcs[1:]
+    net.vpc = vpcs[0]  # any other VPC tagged as ours is left alone here; state=absent deletes it
     vpc_id = net.vpc["VpcId"]
     net.internet_gateways.sort(key=lambda g: 0 if _attached_to(g, vpc_id) else 1)
     for subnet in _mine(subnets, cluster):
         if subnet.get("VpcId") == vpc_id:
             net.subnets.setdefault(subnet["AvailabilityZone"], subnet)
-    tables = [t for t in _mine(tables, cluster) if t.get("VpcId") == vpc_id]
-    tables.sort(key=lambda t: 0 if is_main(t) else 1)  # the main table, else one of our own (earlier versions)
+    tables = [t for t in _mine(tables, cluster) if t.get("VpcId") == vpc_id and is_main(t)]
     net.route_table = tables[0] if tables else main_route_table(ec2, vpc_id)  # untagged: a run cut short
     groups = [g for g in _mine(groups, cluster) if g.get("VpcId") == vpc_id]
     net.security_group = groups[0] if groups else None
@@ -276,8 +236,6 @@ def pending_changes(spec: ClusterSpec, net: Network) -> list[str]:
         changes.append("add a default route to the VPC's main route table")
     elif igw and not _has_default_route(net.route_table, igw["InternetGatewayId"]):
         changes.append("add default route")
-    elif missing or _unassociated(net):
-        changes.append("associate subnets with the route table")
     elif not is_managed(_tags(net.route_table), spec.cluster_name):
         changes.append("tag the main route table")
     if not net.security_group:
@@ -296,14 +254,6 @@ def _has_default_route(table: dict[str, Any], igw_id: str) -> bool:
     return any(
         r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("GatewayId") == igw_id for r in table.get("Routes") or []
     )
-
-
-def _unassociated(net: Network) -> list[str]:
-    """Subnets a route table of our own (not the main one, which needs none) is not associated with."""
-    if not net.route_table or is_main(net.route_table):
-        return []
-    associated = {a.get("SubnetId") for a in net.route_table.get("Associations") or []}
-    return [s["SubnetId"] for s in net.subnets.values() if s["SubnetId"] not in associated]
 
 
 # --------------------------------------------------------------------------- creating
@@ -361,10 +311,6 @@ def replace_default_route(ec2: Any, table_id: str, igw_id: str) -> None:
     ec2.replace_route(aws_retry=True, RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw_id)
 
 
-def associate_route_table(ec2: Any, table_id: str, subnet_id: str) -> None:
-    ec2.associate_route_table(aws_retry=True, RouteTableId=table_id, SubnetId=subnet_id)
-
-
 def create_security_group(ec2: Any, spec: ClusterSpec, vpc_id: str) -> dict[str, Any]:
     group_id = ec2.create_security_group(
         aws_retry=True, VpcId=vpc_id, GroupName=spec.prefix,
@@ -400,7 +346,7 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
 
     1. VPC, internet gateway, key pair (need nothing);
     2. on the VPC: DNS attribute, subnets, gateway attachment, route table, security group;
-    3. (returned) subnet attributes, default route, route table associations, security
+    3. (returned) subnet attributes, default route, the route table's tags, security
        group rules. A launch needs none of these (it asks for its public address itself),
        so the caller can send them together with the launch: one round trip less.
     """
@@ -462,9 +408,6 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
     if route_missing:
         stale = any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in net.route_table.get("Routes") or [])
         round3.append(lambda: (replace_default_route if stale else create_default_route)(ec2, table_id, igw_id))
-    unassociated = _unassociated(net)
-    for subnet_id in unassociated:
-        round3.append(lambda sid=subnet_id: associate_route_table(ec2, table_id, sid))
     table_tags = None if is_managed(_tags(net.route_table), spec.cluster_name) else route_table_tags(spec)
     if table_tags:
         round3.append(lambda: tag_route_table(ec2, table_id, table_tags))
@@ -477,98 +420,8 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
         together(*round3)
         if route_missing:
             net.route_table.setdefault("Routes", []).append({"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id})
-        for subnet_id in unassociated:
-            net.route_table.setdefault("Associations", []).append({"SubnetId": subnet_id})
         if table_tags:
             net.route_table["Tags"] = table_tags
         net.security_group["IpPermissions"] = _permissions(want)
 
     return finish
-
-
-# --------------------------------------------------------------------------- deleting
-def _gone(call: Any, **kwargs: Any) -> bool:
-    """Run a delete; NotFound means someone (or an earlier run) already did it."""
-    try:
-        DELETE_RETRY(call)(aws_retry=True, **kwargs)
-        return True
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in NOT_FOUND:
-            return False
-        raise
-
-
-def deletion_plan(net: Network) -> list[str]:
-    plan: list[str] = []
-    for vpc in ([net.vpc] if net.vpc else []) + net.extra_vpcs:
-        plan.append(f"delete VPC {vpc['VpcId']} with its subnets, route table and security group")
-    for igw in net.internet_gateways:
-        plan.append(f"delete internet gateway {igw['InternetGatewayId']}")
-    for key in net.key_pairs:
-        plan.append(f"delete key pair {key['KeyName']}")
-    return plan
-
-
-def delete(ec2: Any, spec: ClusterSpec, net: Network) -> list[str]:
-    """Delete everything of the cluster's network here; instances must be gone already.
-
-    Two rounds of calls made together: security groups, subnets, gateway detachments,
-    key pairs; then VPCs (their main route tables go with them) and gateways. A route
-    table of our own from an earlier version takes a round between the two.
-    """
-    cluster = spec.cluster_name
-    done: list[str] = []
-    vpcs = ([net.vpc] if net.vpc else []) + net.extra_vpcs
-    parts: dict[str, tuple[list, list, list]] = {}
-    for vpc in vpcs:
-        vpc_id = vpc["VpcId"]
-        if vpc is net.vpc:
-            parts[vpc_id] = ([net.security_group] if net.security_group else [],
-                             [net.route_table] if net.route_table else [], list(net.subnets.values()))
-        else:
-            parts[vpc_id] = (_mine(describe_security_groups(ec2, cluster, vpc_id), cluster),
-                             _mine(describe_route_tables(ec2, cluster, vpc_id), cluster),
-                             _mine(describe_subnets(ec2, cluster, vpc_id), cluster))
-    ours = set(parts)
-
-    def _delete(what: str, call: Any, **kwargs: Any) -> Any:
-        def run() -> None:
-            if _gone(call, **kwargs):
-                done.append(what)
-        return run
-
-    round1: list[Any] = []
-    tables_round: list[Any] = []  # route tables of our own (not main): after their subnets
-    round2: list[Any] = []
-    for vpc_id, (groups, tables, subnets) in parts.items():
-        for group in groups:
-            round1.append(_delete(f"deleted security group {group['GroupId']}", ec2.delete_security_group,
-                                  GroupId=group["GroupId"]))
-        for subnet in subnets:  # a subnet's route table association goes with it
-            round1.append(_delete(f"deleted subnet {subnet['SubnetId']}", ec2.delete_subnet, SubnetId=subnet["SubnetId"]))
-        for table in tables:
-            if not is_main(table):
-                for assoc in table.get("Associations") or []:
-                    if assoc.get("RouteTableAssociationId"):
-                        round1.append(lambda a=assoc["RouteTableAssociationId"]: _gone(
-                            ec2.disassociate_route_table, AssociationId=a))
-                tables_round.append(_delete(f"deleted route table {table['RouteTableId']}", ec2.delete_route_table,
-                                            RouteTableId=table["RouteTableId"]))
-        for igw in net.internet_gateways:
-            if _attached_to(igw, vpc_id):
-                round1.append(lambda g=igw["InternetGatewayId"], v=vpc_id: _gone(
-                    ec2.detach_internet_gateway, InternetGatewayId=g, VpcId=v))
-    for key in net.key_pairs:
-        round1.append(_delete(f"deleted key pair {key['KeyName']}", ec2.delete_key_pair, KeyName=key["KeyName"]))
-    for igw in net.internet_gateways:
-        if any(a.get("VpcId") not in ours for a in igw.get("Attachments") or []):
-            continue  # tagged as ours but attached to a VPC that is not: leave both alone
-        round2.append(_delete(f"deleted internet gateway {igw['InternetGatewayId']}", ec2.delete_internet_gateway,
-                              InternetGatewayId=igw["InternetGatewayId"]))
-    vpcs_round = [_delete(f"deleted VPC {v}", ec2.delete_vpc, VpcId=v) for v in parts]
-    together(*round1)
-    if tables_round:
-        together(*tables_round, *round2)
-        round2 = []
-    together(*round2, *vpcs_round)
-    return done

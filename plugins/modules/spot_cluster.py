@@ -391,7 +391,7 @@ failed_regions:
   type: dict
 diff:
   description: Live instances of the role per region, before and after.
-  returned: always
+  returned: in diff mode (C(--diff))
   type: dict
   sample: {"before": {"eu-west-1": 1}, "after": {"eu-west-1": 3}}
 """

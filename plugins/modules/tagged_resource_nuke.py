@@ -214,7 +214,7 @@ def main() -> None:
         spec = build_spec(module.params)
         outcome = nuke(module, spec, check_mode=module.check_mode)
     except AwsSpotError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **exc.details)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         module.fail_json_aws(exc, msg="Could not list the regions to search (give regions to skip this)")
     failed, result = outcome.report()

@@ -119,6 +119,13 @@ class Emulator:
     def throttle(self, count: int, operations: list[str] | None = None, regions: list[str] | None = None) -> dict:
         return self.set_faults(throttle={"count": count, "operations": operations or [], "regions": regions or []})
 
+    def drop_response(self, operations: list[str] | None = None, count: int = 1, regions: list[str] | None = None,
+                      how: str = "reset") -> dict:
+        """The next ``count`` matching calls are carried out and their answer lost (``how``:
+        ``reset`` closes the connection, ``internal_error`` answers HTTP 500)."""
+        return self.set_faults(drop_response={"count": count, "operations": operations or [],
+                                              "regions": regions or [], "how": how})
+
     def expire_credentials(self, expired: bool = True) -> dict:
         return self.set_faults(expired_credentials=expired)
 

@@ -7,9 +7,17 @@ middleware so that we can do what moto cannot:
 * refuse a launch whose AMI architecture does not match the instance type, as EC2
   does ("The architecture 'arm64' of the specified instance type does not match the
   architecture 'x86_64' of the specified AMI...");
+* honour ``ClientToken`` on the launch calls (``RunInstances``, ``CreateFleet``,
+  ``RequestSpotInstances``, ``RequestSpotFleet``) as EC2 does: the same token with the
+  same parameters in the same region answers the first call's answer again and launches
+  nothing; the same token with other parameters is refused with
+  ``IdempotentParameterMismatch`` (HTTP 400). EC2 remembers a token for at least 24 hours
+  after its instances end; the emulator until ``reset``. A call that failed is not
+  remembered (EC2 lets it be retried with the same token);
 * inject faults at run time: ``InsufficientInstanceCapacity`` (or any launch error
   code) for a region / availability zone / instance type / market, throttling
-  (``RequestLimitExceeded``) for the next N calls, and added latency per call;
+  (``RequestLimitExceeded``) for the next N calls, added latency per call, and lost
+  answers (the call is carried out, then the answer never reaches the client);
 * count API calls by operation and region, with start/end times (for benchmarks).
 
 The control API lives beside the AWS endpoints, on the same port, under
@@ -21,7 +29,8 @@ can drive it with ``ansible.builtin.uri``:
 ``GET  /_emulator/faults``            the faults in force
 ``POST /_emulator/faults``            merge: ``{"capacity": [rule, ...], "throttle": {"count": N,
                                       "operations": [...], "regions": [...]}, "latency_ms": 100,
-                                      "expired_credentials": true}``
+                                      "expired_credentials": true, "drop_response": {"count": N,
+                                      "operations": [...], "regions": [...], "how": "reset"}}``
 ``DELETE /_emulator/faults``          clear all faults
 ``GET  /_emulator/calls``             ``{"total", "by_operation", "by_region", "log": [...]}``
 ``POST /_emulator/address_pool``      ``{"addresses": ["10.213.7.11", ...]}``: public IPs for new
@@ -33,6 +42,13 @@ A capacity rule: ``{"region": "us-east-1", "availability_zone": "us-east-1a",
 "instance_type": "t3.micro", "market": "spot", "code": "InsufficientInstanceCapacity",
 "count": null}``; every key but ``region`` is optional (absent = any), ``count``
 limits how many launches it refuses before it lapses.
+
+``drop_response``: the next N matching calls are carried out (moto launches, creates,
+deletes), then their answer is lost, as when a connection breaks after AWS has acted.
+``how`` is ``"reset"`` (the default: the connection is closed without an answer; botocore
+raises ``ConnectionClosedError``) or ``"internal_error"`` (HTTP 500 ``InternalError``,
+which retry policies retry). Absent ``operations``/``regions`` = any. A client that
+retries such a launch without a stable ``ClientToken`` launches twice.
 """
 from __future__ import annotations
 
@@ -40,6 +56,7 @@ import io
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -93,6 +110,15 @@ LAUNCH_ERROR_MESSAGE = {
     "MaxSpotInstanceCountExceeded": "Max spot instance count exceeded",
 }
 LAUNCH_OPERATIONS = {"RunInstances", "CreateFleet", "RequestSpotInstances", "RequestSpotFleet"}
+# Calls whose ClientToken makes a repeat answer the first answer again (EC2's "Ensuring
+# idempotency in Amazon EC2 API requests"; moto ignores the token).
+IDEMPOTENT_OPERATIONS = LAUNCH_OPERATIONS
+IDEMPOTENT_MISMATCH = (
+    "Arguments on this idempotent request are inconsistent with arguments used in previous request(s)."
+)
+# Request parameters that are not part of what a repeat must match.
+_NOT_COMPARED = {"Action", "Version", "ClientToken"}
+DROP_MODES = ("reset", "internal_error")
 
 
 # --------------------------------------------------------------------------- seeding
@@ -282,13 +308,14 @@ class Faults:
         self.throttle: dict[str, Any] = {"count": 0, "operations": [], "regions": []}
         self.latency_ms: float = 0.0
         self.expired_credentials: bool = False
+        self.drop_response: dict[str, Any] = {"count": 0, "operations": [], "regions": [], "how": "reset"}
 
     def as_dict(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "throttle": self.throttle, "latency_ms": self.latency_ms,
-                "expired_credentials": self.expired_credentials}
+                "expired_credentials": self.expired_credentials, "drop_response": self.drop_response}
 
     def update(self, body: dict[str, Any]) -> None:
-        unknown = set(body) - {"capacity", "throttle", "latency_ms", "expired_credentials"}
+        unknown = set(body) - {"capacity", "throttle", "latency_ms", "expired_credentials", "drop_response"}
         if unknown:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
         for rule in body.get("capacity") or []:
@@ -309,18 +336,36 @@ class Faults:
             self.latency_ms = float(body["latency_ms"] or 0)
         if "expired_credentials" in body:
             self.expired_credentials = bool(body["expired_credentials"])
+        if "drop_response" in body:
+            drop = body["drop_response"] or {}
+            how = drop.get("how") or "reset"
+            if how not in DROP_MODES:
+                raise ValueError(f"drop_response: unknown how {how!r}; known: {', '.join(DROP_MODES)}")
+            self.drop_response = {
+                "count": int(drop.get("count", 0)),
+                "operations": list(drop.get("operations") or []),
+                "regions": list(drop.get("regions") or []),
+                "how": how,
+            }
+
+    def _take(self, rule: dict[str, Any], operation: str, region: str) -> bool:
+        with self.lock:
+            if rule["count"] <= 0:
+                return False
+            if rule["operations"] and operation not in rule["operations"]:
+                return False
+            if rule["regions"] and region not in rule["regions"]:
+                return False
+            rule["count"] -= 1
+            return True
 
     def take_throttle(self, operation: str, region: str) -> bool:
-        with self.lock:
-            t = self.throttle
-            if t["count"] <= 0:
-                return False
-            if t["operations"] and operation not in t["operations"]:
-                return False
-            if t["regions"] and region not in t["regions"]:
-                return False
-            t["count"] -= 1
-            return True
+        return self._take(self.throttle, operation, region)
+
+    def take_drop(self, operation: str, region: str) -> str | None:
+        """How to lose this call's answer, or None to give it."""
+        rule = self.drop_response
+        return rule["how"] if self._take(rule, operation, region) else None
 
     def match_capacity(self, region: str, az: str | None, itype: str | None, market: str) -> dict | None:
         with self.lock:
@@ -419,6 +464,8 @@ class EmulatorApp:
         self.faults = Faults()
         self.calls = Calls()
         self.moto_lock = threading.Lock()
+        # (region, operation, ClientToken) -> (the parameters compared, status, headers, body)
+        self.tokens: dict[tuple[str, str, str], tuple[Any, str, list, list]] = {}
 
     # -- WSGI entry
     def __call__(self, environ: dict, start_response: Callable) -> Any:
@@ -448,6 +495,11 @@ class EmulatorApp:
                   params: dict[str, str], protocol: str, start: float, waited: float) -> Any:
         entered = time.monotonic()
         error = None
+        replay = None
+        token_key = None
+        if operation in IDEMPOTENT_OPERATIONS and params.get("ClientToken"):
+            token_key = (region, operation, params["ClientToken"])
+            compared = self._compared(environ)  # before the address pool or MaxCount rewrite the body
         if operation and self.faults.expired_credentials:
             # as AWS answers a request signed with an expired session token
             message = "The security token included in the request is expired"
@@ -462,6 +514,12 @@ class EmulatorApp:
                 error = _json_error("ThrottlingException", "Rate exceeded", 400)
             else:
                 error = _xml_error("RequestLimitExceeded", "Request limit exceeded.", 503)
+        elif token_key is not None and token_key in self.tokens:
+            first, status, headers, body = self.tokens[token_key]
+            if first == compared:
+                replay = (status, headers, body)  # the first answer again; nothing launched
+            else:
+                error = _xml_error("IdempotentParameterMismatch", IDEMPOTENT_MISMATCH, 400)
         elif operation in LAUNCH_OPERATIONS:
             error = self._launch_fault(region, operation, params)
             if error is None and operation == "RunInstances" and ADDRESS_POOL.addresses:
@@ -475,40 +533,80 @@ class EmulatorApp:
             start_response(f"{status_code} {_STATUS_TEXT.get(status_code, 'Error')}", headers)
             result: Any = [payload]
         else:
-            captured: dict[str, Any] = {}
-
-            def _start(status: str, headers: list, exc_info: Any = None) -> Any:
-                captured["status"] = status
-                return start_response(status, headers, exc_info)
-
-            inner = self.inner(environ, _start)
+            if replay is not None:
+                status, headers, result = replay
+            else:
+                status, headers, result = self._moto(environ)
+                if token_key is not None and status.startswith("200"):
+                    self.tokens[token_key] = (compared, status, headers, result)
             try:
-                result = list(inner)  # produced while the lock is held
-            finally:
-                if hasattr(inner, "close"):
-                    inner.close()
-            try:
-                status_code = int(str(captured.get("status", "200")).split()[0])
+                status_code = int(str(status).split()[0])
             except ValueError:
                 status_code = 0
+            dropped = self.faults.take_drop(operation, region) if operation else None
+            if dropped is not None:
+                error = True  # logged as a fault
+                self._log(operation, service, region, start, entered, waited, 0 if dropped == "reset" else 500,
+                          True, environ)
+                if dropped == "reset":
+                    # the work is done; the client never hears of it
+                    sock = environ.get("werkzeug.socket")
+                    if sock is not None:
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                    raise ConnectionResetError("drop_response: the answer is lost")  # werkzeug: connection dropped
+                status_code, headers, payload = _xml_error(
+                    "InternalError", "An internal error has occurred", 500)
+                start_response(f"500 {_STATUS_TEXT[500]}", headers)
+                return [payload]
+            start_response(status, headers)
         if operation:
-            now = time.monotonic()
-            self.calls.add(
-                {
-                    # the emulator's own time: waiting for moto, and moto's work (CPU, GIL held)
-                    "queued_ms": round(1000.0 * (entered - waited), 2),
-                    "service_ms": round(1000.0 * (now - entered), 2),
-                    "operation": operation,
-                    "service": service,
-                    "region": region,
-                    "start": round(start - self.calls.t0, 6),
-                    "end": round(now - self.calls.t0, 6),
-                    "status": status_code,
-                    "fault": error is not None,
-                    "agent": _agent(environ.get("HTTP_USER_AGENT", "")),
-                }
-            )
+            self._log(operation, service, region, start, entered, waited, status_code, error is not None, environ)
         return result
+
+    def _moto(self, environ: dict) -> tuple[str, list, list]:
+        """moto's answer to the request: (status line, headers, body chunks)."""
+        captured: dict[str, Any] = {"status": "200 OK", "headers": []}
+        written: list[bytes] = []
+
+        def _start(status: str, headers: list, exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return written.append
+
+        inner = self.inner(environ, _start)
+        try:
+            result = written + list(inner)  # produced while the lock is held
+        finally:
+            if hasattr(inner, "close"):
+                inner.close()
+        return captured["status"], captured["headers"], result
+
+    def _log(self, operation: str, service: str, region: str, start: float, entered: float, waited: float,
+             status_code: int, fault: bool, environ: dict) -> None:
+        now = time.monotonic()
+        self.calls.add(
+            {
+                # the emulator's own time: waiting for moto, and moto's work (CPU, GIL held)
+                "queued_ms": round(1000.0 * (entered - waited), 2),
+                "service_ms": round(1000.0 * (now - entered), 2),
+                "operation": operation,
+                "service": service,
+                "region": region,
+                "start": round(start - self.calls.t0, 6),
+                "end": round(now - self.calls.t0, 6),
+                "status": status_code,
+                "fault": fault,
+                "agent": _agent(environ.get("HTTP_USER_AGENT", "")),
+            }
+        )
+
+    @staticmethod
+    def _compared(environ: dict) -> tuple:
+        """The request's parameters that a repeat with the same ClientToken must match."""
+        raw = environ["wsgi.input"].getvalue().decode("utf-8", "replace")
+        return tuple(sorted((k, v) for k, v in parse_qsl(raw, keep_blank_values=True) if k not in _NOT_COMPARED))
 
     # -- request introspection
     @staticmethod
@@ -599,7 +697,7 @@ class EmulatorApp:
         """EC2 launches up to MaxCount when it has the capacity; moto launches MinCount.
 
         With no capacity fault in force, ask moto for MaxCount instances, as EC2 would
-        give them. (Added for spot_cluster's one-call launches, issue 3.)
+        give them.
         """
         try:
             min_count, max_count = int(params.get("MinCount", "1")), int(params.get("MaxCount", "1"))
@@ -656,6 +754,7 @@ class EmulatorApp:
                 ADDRESS_POOL.addresses = []
             self.faults.clear()
             self.calls.clear()
+            self.tokens.clear()
             return 200, {"reset": True}
         if what == "faults":
             if method == "GET":

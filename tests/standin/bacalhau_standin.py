@@ -38,7 +38,9 @@ Only Python's standard library is needed; YAML configs and job files need PyYAML
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
+import ipaddress
 import json
 import os
 import platform
@@ -47,6 +49,7 @@ import shutil
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
@@ -242,15 +245,18 @@ class APIError(Exception):
     """An error in Bacalhau's API shape (pkg/publicapi/apimodels/error.go)."""
 
     def __init__(self, status: int, message: str, code: str = "InternalError", component: str = "APIServer",
-                 hint: str = "") -> None:
+                 hint: str = "", details: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.component, self.hint = status, message, code, component, hint
+        self.details = details or {}
 
     def body(self) -> dict:
         out = {"Status": self.status, "Message": self.message, "RequestID": "", "Code": self.code,
                "Component": self.component}
         if self.hint:
             out["Hint"] = self.hint
+        if self.details:
+            out["Details"] = self.details
         return out
 
 
@@ -1158,7 +1164,282 @@ NOT_FOUND_ROUTE = APIError(404, "The requested resource/URL was not found.", "No
 JOBS = "/api/v1/orchestrator/jobs"
 
 
-def make_handler(node: Node):
+# --------------------------------------------------------------------------- TLS and API auth
+# What Bacalhau v1.9.3 does, as read from its source; Go's and nats.go's error texts are
+# reproduced because the roles' failure messages match on them.
+
+def go_tls_error(exc: BaseException) -> str:
+    """The text Go's crypto/tls gives for a failed client handshake, from Python's ssl error.
+    Certificate chain errors come out of crypto/tls handshake_client.go as
+    `tls: failed to verify certificate: <x509 error>` (crypto/x509/verify.go texts); a peer that
+    does not speak TLS at all gives `tls: first record does not look like a TLS handshake`
+    (crypto/tls conn.go readRecordOrCCS)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", 0)
+        if code in (2, 18, 19, 20, 21):  # no issuer among the roots: Go's UnknownAuthorityError
+            x509 = "x509: certificate signed by unknown authority"
+        elif code in (9, 10):
+            x509 = "x509: certificate has expired or is not yet valid"
+        elif code == 26:
+            x509 = "x509: certificate specifies an incompatible key usage"
+        else:
+            x509 = f"x509: {getattr(exc, 'verify_message', '') or exc}"
+        return f"tls: failed to verify certificate: {x509}"
+    if isinstance(exc, ssl.SSLError):
+        reason = (getattr(exc, "reason", "") or "").upper()
+        if reason.startswith(("TLSV1_ALERT", "SSLV3_ALERT")):
+            return f"remote error: tls: {reason.split('ALERT_', 1)[-1].lower().replace('_', ' ')}"
+        return "tls: first record does not look like a TLS handshake"
+    return str(exc)
+
+
+def go_hostname_error(cert: dict, host: str) -> str | None:
+    """crypto/x509 Certificate.VerifyHostname and HostnameError.Error: an IP is matched against
+    the IP SANs only, a name against the DNS SANs only (wildcards one label deep), never the CN."""
+    sans = cert.get("subjectAltName", ())
+    dns = [v for k, v in sans if k == "DNS"]
+    ips = []
+    for k, v in sans:
+        if k == "IP Address":
+            try:
+                ips.append(ipaddress.ip_address(v.strip()))
+            except ValueError:
+                pass
+    try:
+        want = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        want = None
+    if want is not None:
+        if want in ips:
+            return None
+        if not ips:
+            return f"x509: cannot validate certificate for {host} because it doesn't contain any IP SANs"
+        valid = ", ".join(str(ip) for ip in ips)
+    else:
+        name = host.rstrip(".").lower()
+        for pattern in dns:
+            p = pattern.rstrip(".").lower()
+            if p == name:
+                return None
+            if p.startswith("*.") and "." in name and name.split(".", 1)[1] == p[2:]:
+                return None
+        valid = ", ".join(dns)
+    if not sans:
+        cn = dict(x[0] for x in cert.get("subject", ())).get("commonName", "")
+        if cn and cn.lower() == host.lower():
+            return "x509: certificate relies on legacy Common Name field, use SANs instead"
+    if not valid:
+        return f"x509: certificate is not valid for any names, but wanted to match {host}"
+    return f"x509: certificate is valid for {valid}, not {host}"
+
+
+def tls_client_context(ca_file: str = "", insecure: bool = False) -> ssl.SSLContext:
+    """Go's client defaults as nats.go and clientv2 set them: TLS 1.2 at least, the given CA
+    file as the only roots (nats.RootCAs / clientv2.WithCACertificate), else the system's.
+    The host name is checked by go_hostname_error, as Go checks it, not by OpenSSL."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    if insecure:
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    else:
+        ctx.load_default_certs()
+    return ctx
+
+
+def tls_client_wrap(sock: socket.socket, ctx: ssl.SSLContext, host: str) -> ssl.SSLSocket:
+    """Handshake and verify like Go's tls.Client with ServerName=host; raises ssl.SSLError
+    whose str() is Go's text (see go_tls_error)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        sni = None  # Go sends no SNI for an IP address
+    except ValueError:
+        sni = host
+    try:
+        tls = ctx.wrap_socket(sock, server_hostname=sni)
+    except (ssl.SSLError, OSError) as exc:
+        raise ssl.SSLError(go_tls_error(exc)) from exc
+    if ctx.verify_mode != ssl.CERT_NONE:
+        bad = go_hostname_error(tls.getpeercert() or {}, host)
+        if bad:
+            tls.close()
+            raise ssl.SSLError(f"tls: failed to verify certificate: {bad}")
+    return tls
+
+
+def tls_server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+# pkg/authz/capabilities.go GetDefaultEndpointPermissions: the longest prefix of the path
+# decides (MapEndpointToResourceType); "open" needs no credentials.
+ENDPOINT_PERMISSIONS = {
+    "/api/v1/auth": "open",
+    "/api/v1/version": "open",
+    "/api/v1/agent": "agent",
+    "/api/v1/agent/alive": "open",
+    "/api/v1/agent/version": "open",
+    "/api/v1/agent/authconfig": "open",
+    "/api/v1/orchestrator/jobs": "job",
+    "/api/v1/orchestrator/nodes": "node",
+}
+API_KEY_MIN, API_KEY_MAX = 20, 255  # pkg/authz/entry_point_authorizer.go
+
+
+def resource_type(path: str) -> str:
+    best = ""
+    for endpoint in ENDPOINT_PERMISSIONS:
+        if path.startswith(endpoint) and len(endpoint) > len(best):
+            best = endpoint
+    return ENDPOINT_PERMISSIONS.get(best, "")
+
+
+def required_capability(resource: str, method: str) -> str:
+    """capabilities.go GetRequiredCapability: GET reads, anything else writes; an endpoint
+    outside the table needs write:node."""
+    if resource in ("node", "job", "agent"):
+        return f"{'read' if method == 'GET' else 'write'}:{resource}"
+    return "write:node"
+
+
+def has_capability(user: dict, required: str) -> bool:
+    """capabilities.go HasRequiredCapability: exact action, "*", "read:*" for reads,
+    "write:*" for anything that is not a read."""
+    is_read = required.startswith("read:")
+    for cap in user.get("Capabilities") or []:
+        for action in (cap or {}).get("Actions") or []:
+            if action == "*" or action == required or (is_read and action == "read:*") \
+                    or (not is_read and action == "write:*"):
+                return True
+    return False
+
+
+def user_identifier(user: dict) -> str:
+    """entry_point_authorizer.go getUserIdentifier."""
+    if user.get("Alias"):
+        return user["Alias"]
+    if user.get("Username"):
+        return user["Username"]
+    key = user.get("APIKey") or ""
+    if key:
+        return "API key ending in ..." + key[-5:] if len(key) > 5 else "API key " + key
+    return "unknown user"
+
+
+def validate_users(users: list) -> str | None:
+    """entry_point_authorizer.go validateUser, the checks a key or password user meets
+    (serve stops with `error initializing users: <this>`)."""
+    for user in users:
+        user = user or {}
+        uid = user_identifier(user)
+        has_pw = bool(user.get("Username")) and bool(user.get("Password"))
+        has_key = bool(user.get("APIKey"))
+        if has_pw and has_key:
+            return f"user '{uid}' has both username/password and API key, must have only one authentication method"
+        if not has_pw and not has_key:
+            return f"user '{uid}' has neither username/password nor API key, must have one authentication method"
+        key = str(user.get("APIKey") or "")
+        if key and len(key) < API_KEY_MIN:
+            return f"API key for user '{uid}' is too short, minimum length is {API_KEY_MIN} characters"
+        if len(key) > API_KEY_MAX:
+            return f"API key for user '{uid}' exceeds maximum length of {API_KEY_MAX} characters"
+        if not user.get("Capabilities"):
+            return f"user '{uid}' has no capabilities defined, must have at least one capability"
+    return None
+
+
+class Authorizer:
+    """API.Auth.Users as pkg/authz/entry_point_authorizer.go Authorize checks them, with the
+    errors pkg/publicapi/middleware/authz.go returns. No users: every request passes (the
+    policy authorizer with its allow-all default, pkg/node/node.go)."""
+
+    def __init__(self, users: list) -> None:
+        self.users = [u or {} for u in users or []]
+        self.by_key = {str(u["APIKey"]): u for u in self.users if u.get("APIKey")}
+        self.by_name = {str(u["Username"]).lower(): u for u in self.users if u.get("Username")}
+
+    def check(self, method: str, path: str, header: str | None) -> APIError | None:
+        if not self.users:
+            return None
+        resource = resource_type(path)
+        if resource == "open":
+            return None
+        if header is None:
+            return self._unauthorized("Missing Authorization header")
+        if header.startswith("Basic "):
+            try:
+                creds = base64.b64decode(header[6:], validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return self._unauthorized("failed to decode basic auth credentials")
+            if ":" not in creds:
+                return self._unauthorized("invalid basic auth credentials format")
+            name, password = creds.split(":", 1)
+            user = self.by_name.get(name.lower())
+            if user is None or str(user.get("Password")) != password:
+                return self._unauthorized("invalid basic auth credentials")
+        elif header.startswith("Bearer "):
+            key = header[7:]
+            if not key:
+                return self._unauthorized("empty API key provided")
+            user = self.by_key.get(key)
+            if user is None:
+                return self._unauthorized("invalid API key")
+        else:
+            return self._unauthorized("unsupported authentication method")
+        required = required_capability(resource, method)
+        if not has_capability(user, required):
+            return APIError(403, "Request Forbidden", code="Forbidden", component="Authorizer",
+                            hint="Check if user have access to this resource. Event has been recorded.",
+                            details={"reason": f"user '{user_identifier(user)}' does not have the required "
+                                               f"capability '{required}'"})
+        return None
+
+    @staticmethod
+    def _unauthorized(reason: str) -> APIError:
+        return APIError(401, "Request Unauthorized", code="Unauthorized", component="Authorizer",
+                        hint="Unauthorized principal. Event has been recorded.", details={"reason": reason})
+
+
+class APIServer(ThreadingHTTPServer):
+    """The HTTP API; with API.TLS.CertFile and KeyFile, HTTPS only (pkg/publicapi/server.go
+    ServeTLS). A plain HTTP request on it gets what Go's net/http answers (net/http server.go)."""
+
+    daemon_threads = True
+    tls_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address):
+        if self.tls_context is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(10)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if first and first != b"\x16":
+                request.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                return None
+            tls = self.tls_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return None
+        try:
+            tls.settimeout(None)
+            super().finish_request(tls, client_address)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+        return None
+
+
+def make_handler(node: Node, authorizer: Authorizer | None = None):
+    authorizer = authorizer or Authorizer([])
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "bacalhau-standin"
 
@@ -1192,6 +1473,10 @@ def make_handler(node: Node):
             q = urllib.parse.parse_qs(url.query)
             path = url.path.rstrip("/")
             try:
+                # pkg/publicapi/server.go: the Authorize middleware runs on every route, before the handler
+                refused = authorizer.check(method, url.path, self.headers.get("Authorization"))
+                if refused:
+                    raise refused
                 if method == "GET":
                     return self._get(path, q)
                 if method in ("PUT", "POST") and node.orchestrator and path == JOBS:
@@ -1352,12 +1637,27 @@ def filter_states(states: list[dict], q: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- the "NATS" link
-def make_transport_handler(node: Node, token: str | None):
+def make_transport_handler(node: Node, token: str | None, tls_ctx: ssl.SSLContext | None = None,
+                           tls_timeout: float = 10.0):
     class Transport(socketserver.StreamRequestHandler):
         def handle(self):
             peer = f"{self.client_address[0]}:{self.client_address[1]}"
-            self.wfile.write(b'INFO {"server_id":"standin","auth_required":%s}\r\n'
-                             % (b"true" if token else b"false"))
+            # nats-server (server/server.go createClientEx): INFO first, in plain text, even with
+            # TLS (Bacalhau does not set TLSHandshakeFirst); tls_required tells the client to
+            # upgrade, and the server then expects the TLS handshake.
+            self.wfile.write(b'INFO {"server_id":"standin","auth_required":%s,"tls_required":%s}\r\n'
+                             % (b"true" if token else b"false", b"true" if tls_ctx else b"false"))
+            self.wfile.flush()
+            if tls_ctx is not None:
+                self.connection.settimeout(tls_timeout)
+                try:
+                    tls = tls_ctx.wrap_socket(self.connection, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    log("ERR", f"{peer} - TLS handshake error: {go_tls_error(exc)}")
+                    return
+                self.connection = self.request = tls
+                self.rfile = tls.makefile("rb")
+                self.wfile = tls.makefile("wb")
             nid = None
             link = Link(self.wfile)
             reason = "connection closed"
@@ -1418,8 +1718,13 @@ class ComputeLink:
     writes heartbeats and execution updates; messages that could not be sent wait for the
     next connection (NCL replays them by sequence number)."""
 
-    def __init__(self, node: Node, url: str, token: str, interval: float) -> None:
+    def __init__(self, node: Node, url: str, token: str, interval: float, ca_cert: str = "",
+                 require_tls: bool = False) -> None:
         self.node, self.url, self.token, self.interval = node, url, token, interval
+        # Compute.TLS (pkg/nats/transport/nats.go CreateClient): CACert becomes nats.RootCAs,
+        # which makes the client secure-only; RequireTLS becomes nats.TLSHandshakeFirst.
+        self.ca_cert, self.handshake_first = ca_cert, require_tls
+        self.secure = bool(ca_cert) or require_tls
         self.wlock = threading.Lock()
         self.wfile = None
         self.outbox: list[tuple[str, dict]] = []
@@ -1489,6 +1794,17 @@ class ComputeLink:
         """None when the node stops; else the error text Bacalhau's NATS client gives
         (pkg/nats/errors.go interceptConnectionError): a dial failure is nats.ErrNoServers."""
         no_servers = f"no orchestrator available for connection at {self.url}"
+        failed = f"failed to connect to {self.url}: "
+        ctx = None
+        if self.secure:
+            # nats.go RootCAs: the file is read when the client is made
+            try:
+                ctx = tls_client_context(self.ca_cert)
+            except FileNotFoundError:
+                return failed + ("nats: error loading or parsing rootCA file: open "
+                                 f"{self.ca_cert}: no such file or directory")
+            except (ssl.SSLError, OSError):
+                return failed + f'nats: failed to parse root certificate from "{self.ca_cert}"'
         try:
             addr = socket.gethostbyname(host)
         except OSError:
@@ -1498,9 +1814,33 @@ class ComputeLink:
         except OSError:
             return no_servers
         with s:
-            f = s.makefile("rwb")
             try:
-                f.readline()  # INFO
+                if self.handshake_first:
+                    # nats.go processConnectInit: TLS before the server's INFO
+                    s = tls_client_wrap(s, ctx, host)
+                f = s.makefile("rwb")
+                info_line = f.readline().decode(errors="replace").strip()
+                if not info_line.startswith("INFO "):
+                    return no_servers
+                try:
+                    info = json.loads(info_line[5:] or "{}")
+                except ValueError:
+                    info = {}
+                # nats.go checkForSecure: a secure-only client refuses a server without TLS;
+                # a server that requires TLS switches any client to TLS (verified against the
+                # system's roots when no CACert was given).
+                if not self.handshake_first:
+                    if self.secure and not info.get("tls_required") and not info.get("tls_available"):
+                        return failed + "nats: secure connection not available"
+                    if info.get("tls_required") or self.secure:
+                        s = tls_client_wrap(s, ctx or tls_client_context(), host)
+                        f = s.makefile("rwb")
+            except ssl.SSLError as exc:
+                # nats.go makeTLSConn: fmt.Errorf("%w: %w", ErrTLS, err)
+                return failed + f"nats: tls error: {exc.args[0] if exc.args else exc}"
+            except OSError:
+                return no_servers
+            try:
                 f.write(b"CONNECT " + json.dumps({"auth_token": self.token, "verbose": False}).encode() + b"\r\n")
                 f.flush()
                 reply = f.readline().decode(errors="replace").strip()
@@ -1554,23 +1894,47 @@ def cmd_serve(args) -> int:
     if not orch and not comp:
         log("ERR", "node must be either compute, orchestrator or both: set Orchestrator.Enabled or Compute.Enabled")
         return 1
+    users = get(cfg, "API.Auth.Users") or []
+    bad_users = validate_users(users if isinstance(users, list) else [])
+    if bad_users:
+        # pkg/node/node.go NewNode
+        log("ERR", f"error initializing users: {bad_users}")
+        return 1
+    api_tls = None
+    api_cert, api_key = str(get(cfg, "API.TLS.CertFile") or ""), str(get(cfg, "API.TLS.KeyFile") or "")
+    if api_cert and api_key:
+        try:
+            api_tls = tls_server_context(api_cert, api_key)
+        except (OSError, ssl.SSLError) as exc:
+            log("ERR", f"failed to load the API's TLS certificate {api_cert}: {exc}")
+            return 1
+    nats_tls = None
+    server_cert = str(get(cfg, "Orchestrator.TLS.ServerCert") or "")
+    if orch and server_cert:
+        try:
+            nats_tls = tls_server_context(server_cert, str(get(cfg, "Orchestrator.TLS.ServerKey") or ""))
+        except (OSError, ssl.SSLError) as exc:
+            # pkg/nats/transport/nats.go NewNATSTransport
+            log("ERR", f"failed to configure NATS server TLS: {exc}")
+            return 1
     node = Node(cfg, orch, comp)
     servers = []
     api_host = str(get(cfg, "API.Host", "0.0.0.0"))
     api_port = int(get(cfg, "API.Port", 1234))
     try:
-        api = ThreadingHTTPServer((api_host, api_port), make_handler(node))
+        api = APIServer((api_host, api_port), make_handler(node, Authorizer(users)))
     except OSError as exc:
         log("ERR", f"failed to start API server on {api_host}:{api_port}: {exc}")
         return 1
-    api.daemon_threads = True
+    api.tls_context = api_tls
     servers.append(api)
     if orch:
         token = get(cfg, "Orchestrator.Auth.Token") or None
         nhost = str(get(cfg, "Orchestrator.Host", "0.0.0.0"))
         nport = int(get(cfg, "Orchestrator.Port", 4222))
+        tls_timeout = float(get(cfg, "Orchestrator.TLS.ServerTimeout", 0) or 10)  # NATSServerDefaultTLSTimeout
         try:
-            servers.append(TCPServer((nhost, nport), make_transport_handler(node, token)))
+            servers.append(TCPServer((nhost, nport), make_transport_handler(node, token, nats_tls, tls_timeout)))
         except OSError as exc:
             log("ERR", f"failed to start NATS server on {nhost}:{nport}: {exc}")
             return 1
@@ -1587,8 +1951,10 @@ def cmd_serve(args) -> int:
             orchestrators = [f"nats://127.0.0.1:{get(cfg, 'Orchestrator.Port', 4222)}"]
         ctoken = str(get(cfg, "Compute.Auth.Token", "") or "")
         interval = parse_duration(get(cfg, "Compute.Heartbeat.Interval"), 15.0)
+        ca_cert = str(get(cfg, "Compute.TLS.CACert") or "")
+        require_tls = bool(get(cfg, "Compute.TLS.RequireTLS", False))
         for url in orchestrators:
-            link = ComputeLink(node, str(url), ctoken, interval)
+            link = ComputeLink(node, str(url), ctoken, interval, ca_cert, require_tls)
             t = threading.Thread(target=link.serve, daemon=True)
             t.start()
             links.append(t)
@@ -1610,26 +1976,64 @@ def cmd_serve(args) -> int:
 
 
 # --------------------------------------------------------------------------- client side
-def api_base(args) -> str:
-    host = args.api_host or os.environ.get("BACALHAU_API_HOST")
-    port = args.api_port or os.environ.get("BACALHAU_API_PORT")
+def client_setting(args, key: str, default: str = "") -> str:
+    """A client config key as Bacalhau reads it: -c KEY=VALUE, else the BACALHAU_<KEY> variable
+    (viper AutomaticEnv, "." as "_", upper case: pkg/config/config.go)."""
     for o in args.c or []:
-        if o.startswith("API.Host="):
-            host = host or o.split("=", 1)[1]
-        if o.startswith("API.Port="):
-            port = port or o.split("=", 1)[1]
+        k, _, v = o.partition("=")
+        if k.lower() == key.lower():
+            return v
+    return os.environ.get("BACALHAU_" + key.replace(".", "_").upper(), default)
+
+
+def api_endpoint(args) -> tuple[str, bool]:
+    """cmd/util/api.go ConstructAPIEndpoint: https when API.TLS.UseTLS, or the scheme of a host
+    given as a URL; also whether the endpoint was set explicitly (apiEndpointExplicitlySet:
+    only then are API.TLS.* read)."""
+    host = args.api_host or os.environ.get("BACALHAU_API_HOST") or client_setting(args, "API.Host")
+    port = args.api_port or os.environ.get("BACALHAU_API_PORT") or client_setting(args, "API.Port")
+    explicit = (host or "0.0.0.0") != "0.0.0.0" or str(port or 1234) != "1234"
     host = host or "localhost"
     if host in ("0.0.0.0", "::"):
         host = "localhost"
-    return f"http://{host}:{port or 1234}"
+    if re.match(r"^https?://", host):
+        return host.rstrip("/"), explicit
+    scheme = "https" if explicit and flag_bool(client_setting(args, "API.TLS.UseTLS", "false")) else "http"
+    return f"{scheme}://{host}:{port or 1234}", explicit
+
+
+def api_base(args) -> str:
+    return api_endpoint(args)[0]
 
 
 def api_call(args, method: str, path: str, body: dict | None = None):
-    url = api_base(args) + path
+    base, explicit = api_endpoint(args)
+    url = base + path
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    # cmd/util/api.go GetAuthenticatedAPIClient: BACALHAU_API_KEY as a Bearer credential, or
+    # BACALHAU_API_USERNAME/PASSWORD as Basic, never both (resolveAuthCredentials)
+    key = os.environ.get("BACALHAU_API_KEY", "").strip()
+    user, password = os.environ.get("BACALHAU_API_USERNAME", ""), os.environ.get("BACALHAU_API_PASSWORD", "")
+    if key and (user or password):
+        raise SystemExit("Error: authentication error: cannot use both BACALHAU_API_KEY and "
+                         "BACALHAU_API_USERNAME/BACALHAU_API_PASSWORD")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    elif user and password:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    ctx = None
+    if base.startswith("https://"):
+        ca_file = client_setting(args, "API.TLS.CAFile") if explicit else ""
+        insecure = explicit and flag_bool(client_setting(args, "API.TLS.Insecure", "false"))
+        if ca_file and not os.path.exists(ca_file):
+            raise SystemExit(f'Error: CA certificate file "{ca_file}" does not exist')
+        ctx = tls_client_context(ca_file, insecure)
+        if not insecure:
+            ctx.check_hostname = True
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:

@@ -207,3 +207,71 @@ def test_launch_interfaces_tagged_and_gone_with_the_instance_as_on_ec2(aws):
     left = {e["NetworkInterfaceId"]: e["Status"] for e in c.describe_network_interfaces(
         Filters=[{"Name": "subnet-id", "Values": [subnet]}])["NetworkInterfaces"]}
     assert left == {second: "available"}  # the primary went with the instance
+
+
+def _launch(client, token, **kw):
+    args = dict(ImageId=seed.ami_id(client.meta.region_name, "24.04", "x86_64", seed.SERIALS[-1]),
+                InstanceType="t3.micro", MinCount=1, MaxCount=2, ClientToken=token)
+    args.update(kw)
+    return client.run_instances(**args)
+
+
+def _all_instances(client):
+    return [i["InstanceId"] for r in client.describe_instances()["Reservations"] for i in r["Instances"]]
+
+
+def test_client_token_makes_a_repeated_launch_answer_the_first_reservation(aws):
+    client = ec2()
+    first = _launch(client, "token-1")
+    again = _launch(client, "token-1")
+    assert again["ReservationId"] == first["ReservationId"]
+    assert [i["InstanceId"] for i in again["Instances"]] == [i["InstanceId"] for i in first["Instances"]]
+    assert sorted(_all_instances(client)) == sorted(i["InstanceId"] for i in first["Instances"])
+    # another token launches again; the same token in another region is another request (as on EC2)
+    assert _launch(client, "token-2")["ReservationId"] != first["ReservationId"]
+    assert len(_all_instances(client)) == 4
+    other = ec2("eu-west-1")
+    assert _launch(other, "token-1", ImageId=seed.ami_id("eu-west-1", "24.04", "x86_64", seed.SERIALS[-1]))
+    assert len(_all_instances(other)) == 2
+
+
+def test_client_token_with_other_parameters_is_a_mismatch(aws):
+    client = ec2()
+    _launch(client, "token-1")
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        _launch(client, "token-1", MaxCount=3)
+    assert err.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert len(_all_instances(client)) == 2
+
+
+def test_client_token_of_a_failed_launch_may_be_used_again(aws):
+    aws.capacity_error("us-east-1", instance_type="t3.micro", count=1)
+    no_retry = botocore.config.Config(retries={"total_max_attempts": 1})
+    client = boto3.client("ec2", region_name="us-east-1", config=no_retry)
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        _launch(client, "token-1")
+    assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    assert len(_launch(client, "token-1")["Instances"]) == 2
+
+
+@pytest.mark.parametrize("how, raised", [("reset", botocore.exceptions.ConnectionClosedError),
+                                         ("internal_error", botocore.exceptions.ClientError)])
+def test_dropped_response_after_the_launch_happened(aws, how, raised):
+    aws.drop_response(["RunInstances"], count=1, how=how)
+    client = boto3.client("ec2", region_name="us-east-1", config=botocore.config.Config(retries={"total_max_attempts": 1}))
+    with pytest.raises(raised):
+        _launch(client, "token-1")
+    assert len(_all_instances(client)) == 2  # it launched all the same
+    log = [c for c in aws.calls()["log"] if c["operation"] == "RunInstances"]
+    assert [c["fault"] for c in log] == [True]
+    # the retry with the same token gets the launch that happened, and launches nothing
+    assert len(_launch(client, "token-1")["Instances"]) == 2
+    assert len(_all_instances(client)) == 2
+    assert aws.faults()["drop_response"]["count"] == 0
+    # without a token, the retry is a second launch: what a client without a stable token gets
+    aws.drop_response(["RunInstances"], count=1, how=how)
+    with pytest.raises(raised):
+        _launch(client, "token-2")
+    _launch(client, "token-3")
+    assert len(_all_instances(client)) == 6

@@ -464,6 +464,22 @@ def test_throttled_launch_is_retried_without_launching_twice(aws, run_module):
     assert len(live("eu-west-1", "demo")) == 3
 
 
+@pytest.mark.parametrize("how", ["reset", "internal_error"])
+def test_a_launch_whose_answer_is_lost_is_retried_without_launching_twice(aws, run_module, how):
+    """EC2 launched, the answer never arrived: the retry must carry the same ClientToken, so
+    that EC2 (and the emulator) answers that launch again instead of making a second one."""
+    aws.drop_response(["RunInstances"], count=1, how=how)
+    result = run_module("spot_cluster", cluster(regions=[{"region": "eu-west-1", "count": 3,
+                                                          "instance_types": ["t4g.small"]}]))
+    assert not result.failed, result.get("msg")
+    log = [e for e in aws.calls()["log"] if e["operation"] == "RunInstances"]
+    assert [e["fault"] for e in log] == [True, False]  # the lost answer, then the retry
+    assert len(live("eu-west-1", "demo")) == 3
+    assert sorted(result["regions"]["eu-west-1"]["launched"]) == sorted(i["InstanceId"] for i in live("eu-west-1", "demo"))
+    assert not run_module("spot_cluster", cluster(regions=[{"region": "eu-west-1", "count": 3,
+                                                            "instance_types": ["t4g.small"]}])).changed
+
+
 def test_check_mode_reports_the_cost_of_what_exists(aws, run_module):
     args = cluster(regions=[{"region": "us-east-1", "count": 2, "instance_types": ["t3.small"]}])
     applied = run_module("spot_cluster", args)
@@ -473,14 +489,14 @@ def test_check_mode_reports_the_cost_of_what_exists(aws, run_module):
     assert checked["estimated_hourly_cost"] > 0
 
 
-def test_a_route_table_of_our_own_from_an_earlier_version_is_kept_then_deleted(aws, run_module):
-    # development versions before the main route table routed through a table of their own, in every subnet
+def test_a_route_table_of_ours_besides_the_main_one_is_not_used_and_goes_with_the_network(aws, run_module):
+    # only the VPC's main route table routes the cluster; another one tagged as ours is left
+    # alone by state=present, and deleted with the rest by state=absent
     args = cluster(regions=[{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
                              "availability_zones": ["us-east-1a"]}])
     net = run_module("spot_cluster", args)["regions"]["us-east-1"]["network"]
     client = ec2("us-east-1")
     main = net["route_table_id"]
-    client.delete_tags(Resources=[main], Tags=[{"Key": "bacalhau:managed-by"}, {"Key": "bacalhau:cluster"}])
     own = client.create_route_table(VpcId=net["vpc_id"], TagSpecifications=[{"ResourceType": "route-table", "Tags": [
         {"Key": "bacalhau:managed-by", "Value": "bacalhau.aws_spot"}, {"Key": "bacalhau:cluster", "Value": "demo"}]}],
     )["RouteTable"]["RouteTableId"]
@@ -490,9 +506,10 @@ def test_a_route_table_of_our_own_from_an_earlier_version_is_kept_then_deleted(a
 
     again = run_module("spot_cluster", args)
     assert not again.failed and not again.changed, again.get("network_changes")
-    assert again["regions"]["us-east-1"]["network"]["route_table_id"] == own
+    assert again["regions"]["us-east-1"]["network"]["route_table_id"] == main
     gone = run_module("spot_cluster", {"cluster_name": "demo", "state": "absent", "regions": [{"region": "us-east-1"}]})
     assert gone.changed and not gone.failed, gone.get("msg")
+    assert f"deleted route table {own}" in gone["regions"]["us-east-1"]["network_deleted"]
     assert not cluster_vpcs("us-east-1", "demo")
     assert not client.describe_route_tables(Filters=[{"Name": "route-table-id", "Values": [own, main]}])["RouteTables"]
 
@@ -539,3 +556,21 @@ def test_narrow_rules_are_not_warned_about(aws, run_module):
     one = [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"], "nats_cidrs": ["192.0.2.7/32"]}]
     result = run_module("spot_cluster", cluster(regions=one), check_mode=True)
     assert not result.failed and "whole internet" not in str(result.get("warnings"))
+
+
+def test_a_failure_while_acting_does_not_claim_nothing_changed(aws, run_module, monkeypatch):
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_cluster
+
+    def broken(spec, plan):
+        raise RuntimeError("something unexpected")
+
+    monkeypatch.setattr(_spot_cluster, "apply_present", broken)
+    result = run_module("spot_cluster", cluster(regions=[{"region": "us-east-1", "count": 1,
+                                                          "instance_types": ["t3.small"]}]))
+    assert result.failed
+    assert "Nothing was created or changed" not in result["msg"]
+    assert "something unexpected" in result["msg"] and "running again" in result["msg"]
+    # while planning, nothing is changed, and it says so
+    bad = run_module("spot_cluster", cluster(regions=[{"region": "us-east-1", "count": 1,
+                                                       "instance_types": ["t3.small"], "availability_zones": ["us-east-1z"]}]))
+    assert bad.failed and "Nothing was created or changed" in bad["msg"]
