@@ -1476,6 +1476,9 @@ def make_handler(node: Node, authorizer: Authorizer | None = None):
                 # pkg/publicapi/server.go: the Authorize middleware runs on every route, before the handler
                 refused = authorizer.check(method, url.path, self.headers.get("Authorization"))
                 if refused:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    if length:  # read the body, so closing the connection does not reset it under the reply
+                        self.rfile.read(length)
                     raise refused
                 if method == "GET":
                     return self._get(path, q)

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def free_port() -> int:
 
 
 class Proc:
-    def __init__(self, tmp: Path, name: str, cfg: dict, env: dict | None = None) -> None:
+    def __init__(self, tmp: Path, name: str, cfg: dict, env: dict | None = None, **api_opts) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg.setdefault("DataDir", str(self.dir / "data"))
@@ -120,7 +121,7 @@ class Proc:
         deadline = time.time() + 10
         while True:
             try:
-                self.node_id = api(self.port, "GET", "/api/v1/agent/node")["NodeID"]
+                self.node_id = api(self.port, "GET", "/api/v1/agent/node", **api_opts)["NodeID"]
                 break
             except (OSError, urllib.error.URLError):
                 if time.time() > deadline:
@@ -136,17 +137,17 @@ class Proc:
                 self.p.kill()
 
 
-def api(port: int, method: str, path: str, body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+def api(port: int, method: str, path: str, body=None, headers: dict | None = None, ctx=None):
+    req = urllib.request.Request(f"{'https' if ctx else 'http'}://127.0.0.1:{port}{path}", method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
         return json.loads(resp.read())
 
 
-def api_error(port: int, method: str, path: str, body=None) -> tuple[int, dict]:
+def api_error(port: int, method: str, path: str, body=None, **opts) -> tuple[int, dict]:
     with pytest.raises(urllib.error.HTTPError) as err:
-        api(port, method, path, body)
+        api(port, method, path, body, **opts)
     return err.value.code, json.loads(err.value.read())
 
 
@@ -493,3 +494,232 @@ def test_unreachable_orchestrator_and_wrong_token_log_bacalhaus_lines(tmp_path):
                 "nats: Authorization Violation") in text, text
     finally:
         w.close()
+
+
+# ------------------------------------------------------------------- TLS on the link, API keys
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> Path:
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+            "-days", "2", "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    return d / f"{name}.crt"
+
+
+def make_cert(d: Path, ca: str, name: str, san: str) -> tuple[Path, Path]:
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return d / f"{name}.crt", d / f"{name}.key"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_ca(d, "other")
+    make_cert(d, "ca", "orch", "IP:127.0.0.1,DNS:orch.example")
+    make_cert(d, "ca", "elsewhere", "IP:10.9.9.9,DNS:orch.example")
+    return d
+
+
+def tls_orchestrator(tmp: Path, pki: Path, cert: str = "orch", extra: dict | None = None) -> tuple[Proc, int]:
+    nats = free_port()
+    cfg = {"Orchestrator": {"Enabled": True, "Port": nats, "Host": "127.0.0.1", "Auth": {"Token": "tok"}}}
+    if cert:
+        cfg["Orchestrator"]["TLS"] = {"ServerCert": str(pki / f"{cert}.crt"), "ServerKey": str(pki / f"{cert}.key")}
+    cfg.update(extra or {})
+    return Proc(tmp, "orch", cfg), nats
+
+
+def compute(tmp: Path, name: str, nats: int, tls: dict | None = None, host: str = "127.0.0.1") -> Proc:
+    cfg = {"Compute": {"Enabled": True, "Orchestrators": [f"nats://{host}:{nats}"], "Auth": {"Token": "tok"},
+                       "Heartbeat": {"Interval": "1s"}}}
+    if tls is not None:
+        cfg["Compute"]["TLS"] = tls
+    return Proc(tmp, name, cfg)
+
+
+def wait_log(p: Proc, text: str, timeout: float = 8) -> str:
+    deadline = time.time() + timeout
+    while True:
+        log = p.log.read_text()
+        if text in log or time.time() > deadline:
+            return log
+        time.sleep(0.1)
+
+
+def connected(orch: Proc, **opts) -> list[str]:
+    return [s["Info"]["NodeID"] for s in api(orch.port, "GET", "/api/v1/orchestrator/nodes", **opts)["Nodes"]
+            if s["Info"]["NodeType"] == "Compute" and s["ConnectionState"]["Status"] == "CONNECTED"]
+
+
+def test_compute_node_with_the_cluster_ca_joins_over_tls(tmp_path, pki):
+    orch, nats = tls_orchestrator(tmp_path, pki)
+    node = compute(tmp_path, "c1", nats, {"CACert": str(pki / "ca.crt")})
+    try:
+        deadline = time.time() + 8
+        while node.node_id not in connected(orch) and time.time() < deadline:
+            time.sleep(0.1)
+        assert node.node_id in connected(orch), node.log.read_text()
+        # the link is TLS: a plain client is answered with tls_required and cannot talk NATS in clear
+        with socket.create_connection(("127.0.0.1", nats), timeout=5) as s:
+            info = s.makefile("rb").readline()
+        assert b'"tls_required":true' in info
+    finally:
+        node.stop()
+        orch.stop()
+
+
+@pytest.mark.parametrize("case, tls, host, cert, error", [
+    ("wrong CA", {"CACert": "other.crt"}, "127.0.0.1", "orch",
+     "nats: tls error: tls: failed to verify certificate: x509: certificate signed by unknown authority"),
+    ("address not in the SAN", {"CACert": "ca.crt"}, "127.0.0.1", "elsewhere",
+     "nats: tls error: tls: failed to verify certificate: x509: certificate is valid for 10.9.9.9, not 127.0.0.1"),
+    ("name not in the SAN", {"CACert": "ca.crt"}, "localhost", "orch",
+     "nats: tls error: tls: failed to verify certificate: x509: certificate is valid for orch.example, not localhost"),
+    ("plain orchestrator, CACert set", {"CACert": "ca.crt"}, "127.0.0.1", "",
+     "nats: secure connection not available"),
+    ("RequireTLS against an orchestrator that sends INFO first", {"CACert": "ca.crt", "RequireTLS": True},
+     "127.0.0.1", "orch", "nats: tls error: tls: first record does not look like a TLS handshake"),
+    ("RequireTLS, plain orchestrator", {"RequireTLS": True}, "127.0.0.1", "",
+     "nats: tls error: tls: first record does not look like a TLS handshake"),
+    ("no CACert: the system roots do not know the cluster CA", {}, "127.0.0.1", "orch",
+     "nats: tls error: tls: failed to verify certificate: x509: certificate signed by unknown authority"),
+])
+def test_compute_node_refuses_an_orchestrator_it_cannot_verify_and_logs_bacalhaus_line(
+        tmp_path, pki, case, tls, host, cert, error):
+    orch, nats = tls_orchestrator(tmp_path, pki, cert=cert)
+    tls = {k: (str(pki / v) if k == "CACert" else v) for k, v in tls.items()}
+    node = compute(tmp_path, "c1", nats, tls, host=host)
+    try:
+        line = (f'| ERR Connection attempt failed error="failed to setup transport: failed to connect to NATS: '
+                f'failed to connect to nats://{host}:{nats}: {error}"')
+        text = wait_log(node, line)
+        assert line in text, f"{case}: {text}"
+        assert node.node_id not in connected(orch)
+    finally:
+        node.stop()
+        orch.stop()
+
+
+def test_missing_ca_file_is_named_as_nats_go_names_it(tmp_path, pki):
+    orch, nats = tls_orchestrator(tmp_path, pki)
+    node = compute(tmp_path, "c1", nats, {"CACert": str(tmp_path / "nope.crt")})
+    try:
+        line = (f"failed to connect to nats://127.0.0.1:{nats}: nats: error loading or parsing rootCA file: "
+                f"open {tmp_path / 'nope.crt'}: no such file or directory")
+        assert line in wait_log(node, line)
+    finally:
+        node.stop()
+        orch.stop()
+
+
+KEY, ADMIN_KEY = "k" * 24, "a" * 24
+USERS = [{"Alias": "ops", "APIKey": KEY, "Capabilities": [{"Actions": ["read:node", "read:job", "write:job"]}]},
+         {"Alias": "admin", "APIKey": ADMIN_KEY, "Capabilities": [{"Actions": ["*"]}]}]
+UNAUTHORIZED = {"Status": 401, "Message": "Request Unauthorized", "RequestID": "", "Code": "Unauthorized",
+                "Component": "Authorizer", "Hint": "Unauthorized principal. Event has been recorded."}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory, pki):
+    """An orchestrator with API.Auth.Users and API.TLS, and a compute node joined over TLS."""
+    tmp = tmp_path_factory.mktemp("secured")
+    bearer = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    api_tls = {"TLS": {"CertFile": str(pki / "orch.crt"), "KeyFile": str(pki / "orch.key")}, "Auth": {"Users": USERS}}
+    nats = free_port()
+    orch = Proc(tmp, "orch", {"Orchestrator": {"Enabled": True, "Port": nats, "Host": "127.0.0.1",
+                                               "Auth": {"Token": "tok"},
+                                               "TLS": {"ServerCert": str(pki / "orch.crt"),
+                                                       "ServerKey": str(pki / "orch.key")}},
+                              "API": api_tls}, headers=bearer, ctx=ctx)
+    node = compute(tmp, "c1", nats, {"CACert": str(pki / "ca.crt")})
+    try:
+        deadline = time.time() + 8
+        while node.node_id not in connected(orch, headers=bearer, ctx=ctx) and time.time() < deadline:
+            time.sleep(0.1)
+        yield orch, ctx, bearer
+    finally:
+        node.stop()
+        orch.stop()
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ({}, "Missing Authorization header"),
+    ({"Authorization": "Bearer wrong-key-wrong-key-wrong"}, "invalid API key"),
+    ({"Authorization": "Bearer "}, "empty API key provided"),
+    ({"Authorization": KEY}, "unsupported authentication method"),
+])
+def test_api_refuses_a_request_without_the_right_key_with_bacalhaus_401(secured, headers, reason):
+    orch, ctx, _ = secured
+    code, body = api_error(orch.port, "GET", "/api/v1/orchestrator/nodes", headers=headers, ctx=ctx)
+    assert code == 401
+    assert body == {**UNAUTHORIZED, "Details": {"reason": reason}}
+
+
+def test_api_key_grants_its_capabilities_only(secured):
+    orch, ctx, _ = secured
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    assert any(s["Info"]["NodeType"] == "Compute"
+               for s in api(orch.port, "GET", "/api/v1/orchestrator/nodes", headers=bearer, ctx=ctx)["Nodes"])
+    code, body = api_error(orch.port, "PUT", "/api/v1/orchestrator/nodes/x", {"Action": "approve"},
+                           headers=bearer, ctx=ctx)
+    assert code == 403
+    assert body == {"Status": 403, "Message": "Request Forbidden", "RequestID": "", "Code": "Forbidden",
+                    "Component": "Authorizer",
+                    "Hint": "Check if user have access to this resource. Event has been recorded.",
+                    "Details": {"reason": "user 'ops' does not have the required capability 'write:node'"}}
+    # /api/v1/agent/node is "agent": read:agent, which this user lacks
+    assert api_error(orch.port, "GET", "/api/v1/agent/node", headers=bearer, ctx=ctx)[0] == 403
+
+
+@pytest.mark.parametrize("path", ["/api/v1/agent/alive", "/api/v1/agent/version"])
+def test_open_routes_need_no_key(secured, path):
+    orch, ctx, _ = secured
+    assert api(orch.port, "GET", path, ctx=ctx)
+
+
+def test_api_with_tls_refuses_plain_http_as_go_does(secured):
+    orch, _, _ = secured
+    with socket.create_connection(("127.0.0.1", orch.port), timeout=5) as s:
+        s.sendall(b"GET /api/v1/agent/alive HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = s.makefile("rb").read()
+    assert reply == b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+
+
+def test_cli_sends_bacalhau_api_key_and_speaks_tls_with_the_given_ca(secured, pki):
+    orch, _, _ = secured
+    env = dict(os.environ, BACALHAU_API_HOST="127.0.0.1", BACALHAU_API_PORT=str(orch.port),
+               BACALHAU_API_TLS_USETLS="true", BACALHAU_API_TLS_CAFILE=str(pki / "ca.crt"))
+    env.pop("BACALHAU_API_KEY", None)
+
+    def cli(**extra):
+        return subprocess.run([sys.executable, str(STANDIN), "node", "list", "--output", "json"], capture_output=True,
+                              text=True, timeout=60, env=dict(env, **extra))
+
+    refused = cli()
+    assert refused.returncode != 0 and "Request Unauthorized" in refused.stderr
+    ok = cli(BACALHAU_API_KEY=KEY)
+    assert ok.returncode == 0, ok.stderr
+    assert any(n["Info"]["NodeType"] == "Compute" for n in json.loads(ok.stdout))
+    wrong_ca = cli(BACALHAU_API_KEY=KEY, BACALHAU_API_TLS_CAFILE=str(pki / "other.crt"))
+    assert wrong_ca.returncode != 0 and "certificate verify failed" in wrong_ca.stderr
+
+
+def test_serve_refuses_an_api_key_shorter_than_bacalhau_allows(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"Orchestrator": {"Enabled": True, "Port": free_port()},
+                               "API": {"Port": free_port(), "Host": "127.0.0.1",
+                                       "Auth": {"Users": [{"Alias": "ops", "APIKey": "short",
+                                                           "Capabilities": [{"Actions": ["*"]}]}]}}}))
+    p = subprocess.run([sys.executable, str(STANDIN), "serve", "--config", str(cfg)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 1
+    assert ("error initializing users: API key for user 'ops' is too short, minimum length is 20 characters"
+            in p.stderr)
