@@ -25,7 +25,8 @@ PHASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("configuration", "configuration: orchestrator, then compute nodes",
      ("Install and start the orchestrator", "Install and start the compute nodes")),
     ("checks", "checks: CONNECTED, smoke job, the table",
-     ("Check that every compute node is connected", "Prove the cluster runs jobs", "Show the cluster")),
+     ("Check that every compute node is connected", "Prove the cluster runs jobs",
+      "Ask every node whether Bacalhau is alive", "Show the cluster")),
     ("other", "plays no phase knows (renamed or new)", ()),
     ("exit", "after the last play (stats, process exit)", ()),
 ]
@@ -67,7 +68,8 @@ SUBPHASES: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
     ("configuration", "other per-host work (preflight, user, files, config, token)", lambda t: True),
     ("checks", "CONNECTED check", lambda t: t["play"].startswith("Check that every compute node is connected")),
     ("checks", "smoke job", lambda t: t["play"].startswith(SMOKE_PLAY)),
-    ("checks", "the table (health per node)", lambda t: t["play"].startswith("Show the cluster")),
+    ("checks", "the table (health per node)",
+     lambda t: t["play"].startswith(("Ask every node whether Bacalhau is alive", "Show the cluster"))),
     ("checks", "other checks", lambda t: True),
 ]
 
