@@ -4,6 +4,7 @@ message naming the host and the cause. Order matters: the failure cases reuse te
 
 from __future__ import annotations
 
+import json
 import re
 
 
@@ -15,12 +16,23 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def api_key(env) -> str:
+    """The API key the orchestrator role generated (bacalhau_orchestrator_api_key_file's default,
+    beside the token file): the API refuses /api/v1/orchestrator/* without it."""
+    return (env.token_file.parent / ".bacalhau-api-key").read_text().strip()
+
+
+def nodes(env) -> list[dict]:
+    """`bacalhau node list` on the orchestrator host, with the key as the CLI takes it."""
+    return json.loads(env.ssh("testhost1", f"BACALHAU_API_KEY={api_key(env)} bacalhau node list --output json"))
+
+
 def test_cluster_connects_and_second_converge_changes_nothing(env):
     first = env.playbook("cluster.yml")
     assert first.returncode == 0, first.output[-4000:]
     assert recap(first.output)["testhost2"]["changed"] > 0
 
-    computes = [n for n in env.nodes() if n["Info"]["NodeType"] == "Compute"]
+    computes = [n for n in nodes(env) if n["Info"]["NodeType"] == "Compute"]
     assert len(computes) == 2
     assert {n["ConnectionState"]["Status"] for n in computes} == {"CONNECTED"}
     assert {n["Membership"] for n in computes} == {"APPROVED"}
@@ -35,6 +47,8 @@ def test_cluster_connects_and_second_converge_changes_nothing(env):
     assert len(token) >= 32
     assert (env.token_file.stat().st_mode & 0o777) == 0o600
     assert token not in first.output and token not in second.output
+    key = api_key(env)
+    assert len(key) >= 20 and key not in first.output and key not in second.output
 
 
 def test_wrong_token_fails_naming_host_and_cause(env):

@@ -19,10 +19,22 @@ IMAGE = "localhost/testhost/busybox:1.35"
 DOCKER_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 
 
+def api_key(env) -> str:
+    """The API key the orchestrator role generated beside the token file: Bacalhau's API refuses
+    /api/v1/orchestrator/* without it (pkg/authz)."""
+    return (env.token_file.parent / ".bacalhau-api-key").read_text().strip()
+
+
+def cli(env, command: str) -> str:
+    """The bacalhau CLI on the orchestrator host, given the key as BACALHAU_API_KEY (cmd/util/api.go)."""
+    return env.ssh("testhost1", f"BACALHAU_API_KEY={api_key(env)} {command}")
+
+
 def api(env, method: str, path: str, body=None):
     req = urllib.request.Request(f"http://{env.ip('testhost1')}:1234{path}", method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {api_key(env)}"})
     with urllib.request.urlopen(req, timeout=15) as resp:
         return json.loads(resp.read())
 
@@ -45,21 +57,22 @@ def wait_job(env, job_id: str, timeout: float = 90) -> dict:
 def cluster(env):
     res = env.playbook("cluster.yml")
     assert res.returncode == 0, res.output[-4000:]
-    nodes = {n["Info"]["Labels"]["instance-id"]: n["Info"]["NodeID"] for n in env.nodes()
+    listed = json.loads(cli(env, "bacalhau node list --output json"))
+    nodes = {n["Info"]["Labels"]["instance-id"]: n["Info"]["NodeID"] for n in listed
              if n["Info"]["NodeType"] == "Compute" and n["ConnectionState"]["Status"] == "CONNECTED"}
     assert sorted(nodes) == ["i-testhost2", "i-testhost3"]
     return nodes
 
 
 def test_docker_run_wait_on_the_orchestrator_runs_in_docker_and_returns_the_output(env, cluster):
-    out = env.ssh("testhost1", f"bacalhau docker run --wait {IMAGE} -- /bin/busybox echo hello")
+    out = cli(env, f"bacalhau docker run --wait {IMAGE} -- /bin/busybox echo hello")
     m = re.search(r"^Job successfully submitted\. Job ID: (j-\S+)$", out, re.M)
     assert m, out
     assert f"bacalhau job describe {m.group(1)}" in out
-    execs = json.loads(env.ssh("testhost1", f"bacalhau job executions {m.group(1)} --output json"))
+    execs = json.loads(cli(env, f"bacalhau job executions {m.group(1)} --output json"))
     assert [(e["ComputeState"]["StateType"], e["RunOutput"]["Stdout"], e["RunOutput"]["ExitCode"]) for e in execs] \
         == [(9, "hello\n", 0)], execs
-    desc = json.loads(env.ssh("testhost1", f"bacalhau job describe {m.group(1)} --output json"))
+    desc = json.loads(cli(env, f"bacalhau job describe {m.group(1)} --output json"))
     assert desc["Job"]["State"]["StateType"] == "Completed"
 
 
