@@ -22,7 +22,10 @@ The orchestrator <-> compute link on Orchestrator.Port (4222) is a NATS-looking 
 not NATS: the compute node dials, then INFO / CONNECT {"auth_token": ...} / +OK | -ERR
 'Authorization Violation'; REGISTER <NodeInfo>, HEARTBEAT <id>, SHUTDOWN <id> from the compute
 node; RUN <Execution> and CANCEL <id> from the orchestrator; UPDATE / RESULT <execution state>
-back. Compute nodes run docker jobs with the host's real `docker` CLI (create, start, wait,
+back. With Orchestrator.TLS.ServerCert/ServerKey the INFO line says tls_required and TLS follows,
+as nats-server does; compute nodes verify it against Compute.TLS.CACert as Go does. With
+API.Auth.Users the API wants `Authorization: Bearer <APIKey>` (401/403 in Bacalhau's shape);
+with API.TLS.CertFile/KeyFile it is HTTPS only. Compute nodes run docker jobs with the host's real `docker` CLI (create, start, wait,
 logs, rm: what Bacalhau's executor does through Docker's API) as the user the service runs as.
 
 A compute node that cannot join logs what Bacalhau logs (pkg/nats/errors.go,
