@@ -112,9 +112,8 @@ def write_cluster_vars(hosts: int) -> Path:
         "cluster_allowed_addresses": rf"^10\.213\.{SUBNET}\.[0-9]+$",
         # no registry is reachable: the smoke job uses the image every test host has locally
         "cluster_smoke_job_image": LOCAL_IMAGE,
-        # until the stand-in speaks TLS on its NATS-like link: plain NATS (create.yml warns).
-        # The API key stays on (cluster_api_auth: true); the stand-in does not check it yet.
-        "cluster_tls": False,
+        # TLS on the orchestrator link and the API key are the defaults (cluster_tls,
+        # cluster_api_auth): the demo runs with both, as a user's cluster does.
     }
     path = STATE / "cluster.yml"
     path.write_text("# Written by `make sandbox`: the demo cluster.\n" + json.dumps(cluster, indent=2) + "\n")
@@ -189,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
 
         orchestrator = _instances_by_role(emulator, "us-east-1", "orchestrator")[0]
         orch_ip = _public_ip(emulator, "us-east-1", orchestrator)
+        say("The compute node in eu-west-1 joined over TLS: the orchestrator's NATS port requires it")
+        west = _public_ip(emulator, "eu-west-1", _instances_by_role(emulator, "eu-west-1", "compute")[0])
+        # NATS (and the stand-in) greets in plain text with INFO, then the client must start TLS
+        # when INFO says tls_required; a compute node that joined was let in only that way.
+        info = _ssh(west, f"timeout 5 bash -c 'exec 3<>/dev/tcp/{orch_ip}/4222; head -n1 <&3'", addresses)
+        print(info.stdout.strip())
+        if '"tls_required":true' not in info.stdout.replace(" ", ""):
+            raise SystemExit(f"sandbox: the orchestrator's NATS port does not require TLS: {info.stdout!r} {info.stderr!r}")
         say("Your first job, as the README tells you: `bacalhau docker run` on the orchestrator, over SSH")
         # `docker run --wait` prints the job's events, not its output (cmd/cli/docker/docker_run.go):
         # take the id, then read the output from `job describe` as a user does.
@@ -275,7 +282,8 @@ Clean up with:
         if missing:
             raise SystemExit(f"sandbox: docs/iam-policy.json does not allow {sorted(missing)}, which the playbooks called")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
-              "healthy, every compute node ran the smoke job, your first job printed its output, a node without "
+              "healthy, compute nodes joined over TLS, every compute node ran the smoke job, your first job printed "
+              "its output, a node without "
               "Docker named, interruption reported, its node forgotten and replaced, destroyed.")
         return 0
     finally:
