@@ -32,9 +32,9 @@ def test_sandbox_end_to_end(tmp_path):
     out = proc.stdout
     (tmp_path / "sandbox.log").write_text(out)
     assert proc.returncode == 0, out[-6000:]
-    assert ("cluster created, unchanged on re-run, healthy, compute nodes joined over TLS, every compute node ran "
-            "the smoke job, your first job printed its output, a node without Docker named, interruption reported, its "
-            "node forgotten and replaced, destroyed") in out
+    assert ("cluster created, unchanged on re-run, healthy, no secret in a -vvv run, compute nodes joined over TLS, "
+            "every compute node ran the smoke job, your first job printed its output, a node without Docker named, "
+            "interruption reported, its node forgotten and replaced, destroyed") in out
     # destroy.yml removes the cluster's API key from the controller
     key_files = list((Path.home() / ".config/bacalhau.aws_spot").glob("sandbox/api-key"))
     assert not key_files, "destroy.yml must remove the sandbox cluster's API key"

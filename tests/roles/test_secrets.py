@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.roles.conftest import TEST_DIR
+from tests.secrets import key_body
 
 
 def make_pki(orchestrator_ip: str) -> dict[str, str]:
@@ -51,17 +52,6 @@ def make_pki(orchestrator_ip: str) -> dict[str, str]:
         (tls / name).write_bytes(data)
         (tls / name).chmod(0o600)
     return {name: str(tls / name) for name in files}
-
-
-def key_body(path: str) -> list[str]:
-    """The base64 lines of a PEM key that hold private bytes, and the whole key as one line (as a
-    JSON dump would carry it). An EC key's PEM ends with its public point: lines found in the
-    public key's PEM are public and left out."""
-    pem = open(path, "rb").read()
-    public = serialization.load_pem_private_key(pem, None).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode().replace("\n", "")
-    lines = [ln for ln in pem.decode().splitlines() if ln and not ln.startswith("-----")]
-    return [ln for ln in lines if ln not in public] + ["\\n".join(lines)]
 
 
 def stat(env, host: str, path: str) -> str:

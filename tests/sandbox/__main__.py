@@ -36,6 +36,7 @@ from pathlib import Path
 from tests.emulator import Emulator
 from tests.emulator.client import SCRUBBED_VARS
 from tests.policy import actions_not_in_policy
+from tests.secrets import key_body, leaked
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("BACALHAU_SANDBOX_STATE", "/tmp/bacalhau-sandbox"))
@@ -54,12 +55,14 @@ def say(text: str) -> None:
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None, check: bool = True, capture: bool = False,
-        timeout: int = 1800) -> subprocess.CompletedProcess:
+        timeout: int = 1800, quiet: bool = False) -> subprocess.CompletedProcess:
     print("$ " + " ".join(cmd), flush=True)
     if capture:
         proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout)
-        sys.stdout.write(proc.stdout)
+        # quiet: only the recap (a -vvv run is for the log file, not the screen)
+        sys.stdout.write(proc.stdout[proc.stdout.rfind("PLAY RECAP"):] if quiet and "PLAY RECAP" in proc.stdout
+                         else proc.stdout)
     else:
         proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -178,8 +181,22 @@ def main(argv: list[str] | None = None) -> int:
         if len(re.findall(r"^\s*\S+\s+i-\S+\s+compute\s.*\s+yes\s*$", first.stdout, re.M)) != computes:
             raise SystemExit("sandbox: the cluster table does not show every compute node with a job run")
 
-        say("ansible-playbook playbooks/create.yml again: nothing may change (the smoke job runs again)")
-        second = run(book + ["playbooks/create.yml", *extra], env=env, capture=True)
+        say("ansible-playbook playbooks/create.yml -vvv again: nothing may change (the smoke job runs again), "
+            "and no secret may appear in its whole output")
+        second = run(book + ["playbooks/create.yml", "-vvv", *extra], env=env, capture=True, quiet=True)
+        log_path = REPO / "build" / "sandbox" / "create-vvv.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(second.stdout)
+        cluster_dir = Path.home() / ".config/bacalhau.aws_spot" / CLUSTER
+        secrets = {"the auth token": [(cluster_dir / "auth-token").read_text().strip()],
+                   "the API key": [(cluster_dir / "api-key").read_text().strip()],
+                   "the CA key": key_body(str(cluster_dir / "tls" / "ca.key")),
+                   "the orchestrator's key": key_body(str(cluster_dir / "tls" / "orchestrator.key"))}
+        found = leaked(second.stdout, secrets)
+        if found:
+            raise SystemExit(f"sandbox: create.yml -vvv printed {', '.join(found)} (output in {log_path})")
+        print(f"{len(second.stdout.splitlines())} lines of -vvv output (in {log_path}): "
+              f"no token, API key or private key in them")
         changed = {host: r["changed"] for host, r in recap(second.stdout).items() if r["changed"]}
         if changed:
             raise SystemExit(f"sandbox: the second create.yml changed something: {changed}")
@@ -282,9 +299,9 @@ Clean up with:
         if missing:
             raise SystemExit(f"sandbox: docs/iam-policy.json does not allow {sorted(missing)}, which the playbooks called")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
-              "healthy, compute nodes joined over TLS, every compute node ran the smoke job, your first job printed "
-              "its output, a node without "
-              "Docker named, interruption reported, its node forgotten and replaced, destroyed.")
+              "healthy, no secret in a -vvv run, compute nodes joined over TLS, every compute node ran the smoke job, "
+              "your first job printed its output, a node without Docker named, interruption reported, its node "
+              "forgotten and replaced, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
