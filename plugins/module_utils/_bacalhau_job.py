@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau_api import (
+    JOB_TERMINAL,
     BacalhauAPI,
     BacalhauAPIError,
     job_state,
@@ -116,48 +117,49 @@ def run(params: dict[str, Any], check_mode: bool) -> tuple[dict[str, Any], str |
     except BacalhauAPIError as exc:
         return {"changed": False, "job_id": None}, f"Bacalhau did not accept the job {job.get('Name') or ''!r}: {exc}"
     job_id = submitted.get("JobID")
+    name = f"Job {job_id} ({job.get('Name') or job_id})"
     result: dict[str, Any] = {"changed": True, "job_id": job_id, "evaluation_id": submitted.get("EvaluationID"),
                               "job_warnings": submitted.get("Warnings") or []}
     try:
         if not params["wait"]:
             current = api.job(job_id)
-            result.update(job=current, state=job_state(current),
-                          state_message=(current.get("State") or {}).get("Message", ""))
-            return result, None
-        current = api.wait(job_id, params["timeout"], params["poll_interval"])
-        timed_out = job_state(current) not in ("Completed", "Failed", "Stopped")
-        if timed_out and params["stop_on_timeout"]:
-            api.stop(job_id, f"not done within {params['timeout']} s (bacalhau.aws_spot.bacalhau_job)")
-        nodes = api.nodes()
-        labels = {n.get("Info", {}).get("NodeID", ""): n.get("Info", {}).get("Labels") or {} for n in nodes}
-        # A job submitted under a Name it already had is a new version of that job: its
-        # executions are the ones of the version now current (Execution.JobVersion, Job.Version).
-        version = current.get("Version")
-        executions = [summarise_execution(e, labels) for e in api.executions(job_id)
-                      if not version or e.get("JobVersion") in (None, version)]
+        else:
+            current = api.wait(job_id, params["timeout"], params["poll_interval"])
+            if job_state(current) not in JOB_TERMINAL and params["stop_on_timeout"]:
+                api.stop(job_id, f"not done within {params['timeout']} s (bacalhau.aws_spot.bacalhau_job)")
+            nodes = api.nodes()
+            labels = {n.get("Info", {}).get("NodeID", ""): n.get("Info", {}).get("Labels") or {} for n in nodes}
+            # A job submitted under a Name it already had is a new version of that job: its
+            # executions are the ones of the version now current (Execution.JobVersion, Job.Version).
+            version = current.get("Version")
+            executions = [summarise_execution(e, labels) for e in api.executions(job_id)
+                          if not version or e.get("JobVersion") in (None, version)]
     except BacalhauAPIError as exc:
-        return result, f"Job {job_id} was submitted, but reading its outcome failed: {exc}"
+        return result, f"{name} was submitted, but reading its outcome failed: {exc}"
 
     state = job_state(current)
     message = (current.get("State") or {}).get("Message", "")
-    result.update(job=current, state=state, state_message=message, executions=executions)
+    result.update(job=current, state=state, state_message=message)
+    if not params["wait"]:
+        return result, None
+    result["executions"] = executions
     expect = params.get("expect_nodes") or []
     if expect:
         engine = ((job["Tasks"][0].get("Engine") or {}).get("Type") or "")
         result["expected"] = expected_results(expect, params["expect_label"], executions, nodes, engine)
-    if timed_out:
-        return result, (f"Job {job_id} ({job.get('Name') or job_id}) did not end within {params['timeout']} s (state {state})"
+    if state not in JOB_TERMINAL:
+        return result, (f"{name} did not end within {params['timeout']} s (state {state})"
                         + ("; it was stopped" if params["stop_on_timeout"] else "")
-                        + ". Raise timeout, or look at `bacalhau job describe " + str(job_id) + "` on the orchestrator.")
+                        + f". Raise timeout, or look at `bacalhau job describe {job_id}` on the orchestrator.")
     if not params["fail_on_job_failure"]:
         return result, None
     missed = [r for r in result.get("expected", []) if not r["ok"]]
     if missed:
         lines = "; ".join(f"{expected_name(r)}: {r['reason']}" for r in missed)
-        return result, (f"Job {job_id} ({job.get('Name') or job_id}) did not run on {len(missed)} of {len(expect)} node(s): {lines}")
-    failed = [(e, execution_failure(e)) for e in executions]
-    failed = [(e, why) for e, why in failed if why]
+        return result, f"{name} did not run on {len(missed)} of {len(expect)} node(s): {lines}"
+    reasons = [(e, execution_failure(e)) for e in executions]
+    failed = [(e, why) for e, why in reasons if why]
     if state != "Completed" or failed:
         lines = "; ".join(f"{node_name(e)}: {why}" for e, why in failed) or message or "no execution ran"
-        return result, f"Job {job_id} ({job.get('Name') or job_id}) ended {state}: {lines}"
+        return result, f"{name} ended {state}: {lines}"
     return result, None
