@@ -2220,6 +2220,17 @@ def read_job_file(path: str) -> dict:
     return data
 
 
+def print_items(args, out_json: bool, items: list[dict], header: str, row) -> int:
+    """`job executions` and `job list`: a bare JSON array with --output json, else a table."""
+    if out_json:
+        print(json.dumps(items, indent=2 if args.pretty else None))
+    else:
+        print(header)
+        for item in items:
+            print(row(item))
+    return 0
+
+
 def cmd_job(args) -> int:
     out_json = getattr(args, "output", "") == "json"
     if args.job_cmd == "run":
@@ -2246,27 +2257,20 @@ def cmd_job(args) -> int:
         return 0
     if args.job_cmd == "executions":
         res = api_call(args, "GET", f"{JOBS}/{urllib.parse.quote(args.id)}/executions")
-        if out_json:
-            print(json.dumps(res["Items"], indent=2 if args.pretty else None))
-        else:
-            print(f" {'CREATED':<10}{'MODIFIED':<10}{'ID':<12}{'NODE ID':<12}{'REV.':<6}{'COMPUTE STATE':<15}DESIRED STATE")
-            for ex in res["Items"]:
-                print(f" {'':<10}{'':<10}{short_id(ex['ID']):<12}{short_id(ex['NodeID']):<12}{ex['Revision']:<6}"
-                      f"{ex['ComputeState']['StateType']:<15}{ex['DesiredState']['StateType']}")
-        return 0
+        return print_items(
+            args, out_json, res["Items"],
+            f" {'CREATED':<10}{'MODIFIED':<10}{'ID':<12}{'NODE ID':<12}{'REV.':<6}{'COMPUTE STATE':<15}DESIRED STATE",
+            lambda ex: (f" {'':<10}{'':<10}{short_id(ex['ID']):<12}{short_id(ex['NodeID']):<12}{ex['Revision']:<6}"
+                        f"{ex['ComputeState']['StateType']:<15}{ex['DesiredState']['StateType']}"))
     if args.job_cmd == "list":
         q = {"limit": str(args.limit)}
         if args.labels:
             q["labels"] = args.labels
         res = api_call(args, "GET", f"{JOBS}?{urllib.parse.urlencode(q)}")
-        if out_json:
-            print(json.dumps(res["Items"], indent=2 if args.pretty else None))
-        else:
-            print(f" {'CREATED':<10}{'ID':<12}{'JOB':<20}{'TYPE':<7}{'STATE'}")
-            for j in res["Items"]:
-                print(f" {'':<10}{short_id(j['ID']):<12}{j['Tasks'][0]['Engine']['Type']:<20}{j['Type']:<7}"
-                      f"{j['State']['StateType']}")
-        return 0
+        return print_items(
+            args, out_json, res["Items"], f" {'CREATED':<10}{'ID':<12}{'JOB':<20}{'TYPE':<7}{'STATE'}",
+            lambda j: (f" {'':<10}{short_id(j['ID']):<12}{j['Tasks'][0]['Engine']['Type']:<20}{j['Type']:<7}"
+                       f"{j['State']['StateType']}"))
     if args.job_cmd == "stop":
         if not args.quiet:
             print("Checking job status\n")
