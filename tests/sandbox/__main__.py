@@ -203,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         if f"The smoke job ran on all {computes} compute node(s)." not in second.stdout:
             raise SystemExit("sandbox: the second create.yml did not run the smoke job again")
 
-        orchestrator = _instances_by_role(emulator, "us-east-1", "orchestrator")[0]
+        orchestrator = _live_instances(emulator, "us-east-1", "orchestrator")[0]
         orch_ip = _public_ip(emulator, "us-east-1", orchestrator)
         say("The compute node in eu-west-1 joined over TLS: the orchestrator's NATS port requires it")
-        west = _public_ip(emulator, "eu-west-1", _instances_by_role(emulator, "eu-west-1", "compute")[0])
+        west = _public_ip(emulator, "eu-west-1", _live_instances(emulator, "eu-west-1", "compute")[0])
         # NATS (and the stand-in) greets in plain text with INFO, then the client must start TLS
         # when INFO says tls_required; a compute node that joined was let in only that way.
         info = _ssh(west, f"timeout 5 bash -c 'exec 3<>/dev/tcp/{orch_ip}/4222; head -n1 <&3'", addresses)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"sandbox: the batch job {job_id} did not complete with its output: {described.stdout[-2000:]}")
 
         say("A compute node whose Docker is stopped: create.yml must fail naming it (Docker left to the user)")
-        broken = _instances_by_role(emulator, "eu-west-1", "compute")[0]
+        broken = _live_instances(emulator, "eu-west-1", "compute")[0]
         broken_ip = _public_ip(emulator, "eu-west-1", broken)
         _ssh(broken_ip, "sudo systemctl stop docker.socket docker.service", addresses)
         failed = run(book + ["playbooks/create.yml", *extra, "-e", "bacalhau_compute_docker_install=false"],
@@ -308,12 +308,15 @@ Clean up with:
             teardown(emulator)
 
 
-def _public_ip(emulator: Emulator, region: str, instance_id: str) -> str:
+def _ec2(emulator: Emulator, region: str):
     import boto3
 
-    client = boto3.client("ec2", region_name=region, endpoint_url=emulator.url,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    instance = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return boto3.client("ec2", region_name=region, endpoint_url=emulator.url,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _public_ip(emulator: Emulator, region: str, instance_id: str) -> str:
+    instance = _ec2(emulator, region).describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     return instance.get("PublicIpAddress") or ""
 
 
@@ -336,12 +339,7 @@ def _ssh(address: str, command: str, ours: list[str]) -> subprocess.CompletedPro
 
 def _power_off(address: str, ours: list[str]) -> None:
     """Power the test host at ``address`` off (a reclaimed instance's machine goes away); wait until it is gone."""
-    if address not in ours:  # only ever one of our own test hosts
-        raise SystemExit(f"sandbox: {address!r} is not one of this sandbox's test hosts")
-    key = HOSTS_STATE / "id_ed25519"
-    run(["ssh", "-n", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"ubuntu@{address}",
-         "sudo systemctl poweroff"], check=False, timeout=60)
+    _ssh(address, "sudo systemctl poweroff", ours)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -353,29 +351,14 @@ def _power_off(address: str, ours: list[str]) -> None:
     raise SystemExit(f"sandbox: test host {address} did not power off")
 
 
-def _instances_by_role(emulator: Emulator, region: str, role: str) -> list[str]:
-    import boto3
-
-    client = boto3.client("ec2", region_name=region, endpoint_url=emulator.url,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    reservations = client.describe_instances(Filters=[
-        {"Name": "tag:bacalhau:cluster", "Values": [CLUSTER]},
-        {"Name": "tag:bacalhau:role", "Values": [role]},
-        {"Name": "instance-state-name", "Values": ["running"]},
-    ])["Reservations"]
+def _live_instances(emulator: Emulator, region: str, role: str | None = None) -> list[str]:
+    """The cluster's instances in the region that are not ended (of one role, if given), sorted."""
+    filters = [{"Name": "tag:bacalhau:cluster", "Values": [CLUSTER]},
+               {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    if role:
+        filters.append({"Name": "tag:bacalhau:role", "Values": [role]})
+    reservations = _ec2(emulator, region).describe_instances(Filters=filters)["Reservations"]
     return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
-
-
-def _live_instances(emulator: Emulator, region: str) -> list[str]:
-    import boto3
-
-    client = boto3.client("ec2", region_name=region, endpoint_url=emulator.url,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    reservations = client.describe_instances(Filters=[
-        {"Name": "tag:bacalhau:cluster", "Values": [CLUSTER]},
-        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-    ])["Reservations"]
-    return [i["InstanceId"] for r in reservations for i in r["Instances"]]
 
 
 if __name__ == "__main__":
