@@ -128,6 +128,7 @@ def view(instance: dict[str, Any], region: str, architectures: dict[str, str] | 
         "public_ip": instance.get("PublicIpAddress"),
         "private_ip": instance.get("PrivateIpAddress"),
         "public_dns_name": instance.get("PublicDnsName") or None,
+        "private_dns_name": instance.get("PrivateDnsName") or None,
         "role": tags.get(ROLE_KEY),
         "cluster": tags.get(CLUSTER_KEY),
         "launch_time": launch_time.isoformat() if hasattr(launch_time, "isoformat") else launch_time,

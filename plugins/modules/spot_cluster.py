@@ -302,6 +302,9 @@ instances:
     public_dns_name:
       description: Public DNS name, when there is one.
       type: str
+    private_dns_name:
+      description: Private DNS name.
+      type: str
     role:
       description: "The C(bacalhau:role) tag."
       type: str

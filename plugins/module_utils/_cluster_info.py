@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read a cluster's instances in many regions, changing nothing. Private.
+
+The engine of ``spot_cluster_info``: one ``DescribeInstances`` per region (every
+state, by the cluster's tags), all regions at once, split here into the live
+instances (pending, running, stopping, stopped) and the ones that ended
+(shutting-down, terminated; EC2 lists them for about an hour). A spot instance that
+EC2 took back ends with the state reason ``Server.SpotInstanceTermination``: those
+are the interruptions. With ``estimate_cost`` the running spot instances are priced
+with one ``DescribeSpotPriceHistory`` per region (a second round trip, so it is off
+unless asked).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
+
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
+ENDED_STATES = ("shutting-down", "terminated")
+SPOT_INTERRUPTION = "Server.SpotInstanceTermination"
+
+
+def _view(instance: dict[str, Any], region: str) -> dict[str, Any]:
+    out = inst.view(instance, region)
+    reason = instance.get("StateReason") or {}
+    out["state_reason"] = {"code": reason.get("Code"), "message": reason.get("Message")} if reason else None
+    out["interrupted"] = reason.get("Code") == SPOT_INTERRUPTION
+    return out
+
+
+def read_region(module: Any, cluster: str, role: str | None, region: str, estimate_cost: bool) -> dict[str, Any]:
+    """The cluster's instances in one region (of ``role``, or every role)."""
+    ec2 = region_client(module, "ec2", region)
+    found = [i for r in paginate(ec2, "describe_instances", "Reservations", Filters=managed_filters(cluster))
+             for i in r.get("Instances", [])]
+    views = [_view(i, region) for i in found if is_managed(inst.tags_of(i), cluster)]
+    if role:
+        views = [v for v in views if v["role"] == role]
+    live = [v for v in views if v["state"] not in ENDED_STATES]
+    ended = [v for v in views if v["state"] in ENDED_STATES]
+    counts: dict[str, int] = {}
+    for v in live:
+        if v["state"] in inst.LIVE_STATES:
+            counts[v["role"] or "unknown"] = counts.get(v["role"] or "unknown", 0) + 1
+    cost = None
+    if estimate_cost:
+        spot = [v for v in live if v["state"] in inst.LIVE_STATES and v["lifecycle"] == "spot"]
+        try:
+            prices = pricing.spot_prices(ec2, [v["instance_type"] for v in spot])
+            cost = pricing.hourly_cost(spot, prices) if spot else 0.0
+        except botocore.exceptions.ClientError as exc:
+            module.warn(f"{region}: no spot prices ({error_text(exc)}); its cost is unknown")
+    return {"region": region, "live": live, "ended": ended, "counts": counts, "estimated_hourly_cost": cost}
+
+
+def read(module: Any, cluster: str, regions: list[str], role: str | None = None,
+         estimate_cost: bool = False) -> dict[str, Any]:
+    """Every region at once; a region that cannot be read fails the whole read, naming it."""
+    results, errors = run_per_region(regions, lambda r: read_region(module, cluster, role, r, estimate_cost))
+    if errors:
+        raise AwsSpotError(
+            "Could not read the cluster's instances in "
+            + "; ".join(f"{r}: {e.message if isinstance(e, AwsSpotError) else error_text(e)}"
+                        for r, e in sorted(errors.items()))
+            + ". Nothing was changed. Check the region names and your credentials, then run again.",
+            details={"errors": {r: error_text(e) for r, e in errors.items()}},
+        )
+    by_region = {r: results[r] for r in sorted(results)}
+    instances = [v for r in by_region.values() for v in sorted(r["live"], key=lambda v: v["instance_id"])]
+    ended = [v for r in by_region.values() for v in sorted(r["ended"], key=lambda v: v["instance_id"])]
+    costs = [r["estimated_hourly_cost"] for r in by_region.values()]
+    total = None if (not estimate_cost or any(c is None for c in costs)) else round(sum(costs), 6)
+    return {
+        "instances": instances,
+        "ended": ended,
+        "interrupted": [v["instance_id"] for v in ended if v["interrupted"]],
+        "regions": {
+            r: {"region": r, "running": v["counts"], "instances": len(v["live"]), "ended": len(v["ended"]),
+                "estimated_hourly_cost": v["estimated_hourly_cost"]}
+            for r, v in by_region.items()
+        },
+        "estimated_hourly_cost": total,
+    }
