@@ -9,7 +9,9 @@
 * ``run_module``: run one of our modules in-process, as Ansible would, and get its
   result dict (failed or not). Fast enough to call hundreds of times. ``run_local_module``
   is the same without the emulator, for modules that call no AWS API.
-* ``playbook``: run ``ansible-playbook`` from the repository root against the emulator.
+* ``playbook``: run ``ansible-playbook`` from the repository root against the emulator, with
+  ``HOME`` a directory of the test's own (``playbook.home``), so that what the playbooks keep
+  on the controller (``~/.config/bacalhau.aws_spot/<cluster>/``) is the test's alone.
 """
 from __future__ import annotations
 
@@ -115,17 +117,23 @@ def playbook_env(emulator: Emulator) -> dict[str, str]:
 
 
 @pytest.fixture
-def playbook(aws):
+def playbook(aws, tmp_path):
     """Run ``ansible-playbook`` with the emulator's environment; returns CompletedProcess."""
+    home = tmp_path / "home"
+    home.mkdir()
 
     def _run(path: str | Path, *args: str, extra_vars: dict[str, Any] | None = None,
-             check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+             check: bool = False, timeout: int = 600, cwd: Path = REPO,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(path), *args]
         if extra_vars:
             cmd += ["-e", json.dumps(extra_vars)]
         if check:
             cmd.append("--check")
-        return subprocess.run(cmd, cwd=REPO, env=playbook_env(aws), capture_output=True,
-                              text=True, timeout=timeout)
+        full_env = playbook_env(aws)
+        full_env["HOME"] = str(home)
+        full_env.update(env or {})
+        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
+    _run.home = home
     return _run

@@ -48,4 +48,4 @@ def test_sandbox_end_to_end(tmp_path):
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "bacalhau" not in netns
     assert subprocess.run(["ip", "link", "show", "bacbr0"], capture_output=True).returncode != 0
-    assert not (REPO / "inventory" / "sandbox.aws_ec2.yml").exists()
+    assert not (Path.home() / ".config/bacalhau.aws_spot/sandbox").exists(), "destroy.yml must remove the cluster's directory"

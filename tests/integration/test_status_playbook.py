@@ -25,4 +25,4 @@ def test_status_refuses_emulator_addresses(aws, run_module, playbook):
     assert "cluster_allowed_addresses" in result.stdout
     # it stopped before any play that connects to the instances
     assert "Ask the node's own API" not in result.stdout
-    assert not (REPO / "inventory" / "st-demo.aws_ec2.yml").exists()
+    assert not (playbook.home / ".config/bacalhau.aws_spot/st-demo/st-demo.aws_ec2.yml").exists()

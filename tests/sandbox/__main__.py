@@ -133,9 +133,6 @@ def teardown(emulator: Emulator | None) -> None:
     run([str(REPO / "tests/roles/env.sh"), "down"], env=env_for_tools(), check=False)
     if emulator:
         emulator.stop()
-    generated = REPO / "inventory" / f"{CLUSTER}.aws_ec2.yml"
-    if generated.exists():
-        generated.unlink()
     shutil.rmtree(STATE, ignore_errors=True)
 
 
@@ -285,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 Clean up with:
   ansible-playbook playbooks/destroy.yml -e @{cluster_vars}
   BACALHAU_TESTHOSTS_STATE={HOSTS_STATE} BACALHAU_ROLES_TEST_DIR={ROLES_DIR} tests/roles/env.sh down
-  kill {emulator.process.pid}; rm -rf {STATE} inventory/{CLUSTER}.aws_ec2.yml""")
+  kill {emulator.process.pid}; rm -rf {STATE} ~/.config/bacalhau.aws_spot/{CLUSTER}""")
             emulator = None  # keep it running
             return 0
 

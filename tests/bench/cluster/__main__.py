@@ -198,9 +198,8 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
 
     state = sandbox.STATE
     state.mkdir(parents=True, exist_ok=True)
-    inventory_file = REPO / "inventory" / f"{args.cluster}.aws_ec2.yml"
-    token_dir = Path.home() / ".config" / "bacalhau.aws_spot" / args.cluster
-    for leftover in (inventory_file, token_dir):
+    token_dir = Path.home() / ".config" / "bacalhau.aws_spot" / args.cluster  # its inventory, token, key and CA
+    for leftover in (token_dir,):
         if leftover.exists():
             raise SystemExit(f"bench-cluster: {leftover} exists (another run of cluster {args.cluster}?); "
                              "remove it or pick another --cluster")
@@ -236,7 +235,6 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
                     "BACALHAU_PLAY_TIMER_FILE": str(events_file), "ANSIBLE_FORCE_COLOR": "0"})
         book = [str(Path(sys.executable).parent / "ansible-playbook")]
         extra = ["-e", f"@{cluster_vars}", "-e", f"@{release_vars}"]
-        result["inventory_sources"] = sorted(p.name for p in (REPO / "inventory").iterdir())
 
         say(f"N={hosts}: ansible-playbook playbooks/create.yml, timed")
         emulator.reset_calls()
