@@ -129,8 +129,10 @@ def make_handler(md: Metadata):
         sys_version = ""
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, fmt, *args):  # one line per request, in our own format
-            log(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}")
+        def log_message(self, fmt, *args):  # token requests and refusals only: polls are many
+            status = str(args[1]) if len(args) > 1 else ""
+            if self.command == "PUT" or status not in ("200", "404"):
+                log(f"{self.command} {self.path} -> {status}")
 
         def _answer(self, status: int, body: str = "", headers: dict | None = None) -> None:
             if status != 200:
