@@ -29,6 +29,7 @@ import pytest
 
 from tests.emulator import Emulator, seed
 from tests.roles.conftest import ROOT, STATE
+from tests.roles.test_cluster import recap
 
 REGION = "eu-west-1"
 IMAGE = "localhost/testhost/busybox:1.35"
@@ -113,6 +114,10 @@ def spot(env, emulator):
 
 
 def test_roles_find_the_spot_instances_and_start_the_watcher(env, spot):
+    again = env.playbook("cluster.yml")  # with the watcher installed, a converge changes nothing
+    assert again.returncode == 0, again.output[-4000:]
+    assert {h: r["changed"] for h, r in recap(again.output).items()} == {
+        "testhost1": 0, "testhost2": 0, "testhost3": 0}, again.output[-3000:]
     for host, instance_id in spot.items():
         assert env.ssh(host, "systemctl is-active bacalhau-spot-watcher.service").strip() == "active"
         lines = env.ssh(host, "sudo journalctl -u bacalhau-spot-watcher -o cat --no-pager")
