@@ -135,8 +135,27 @@ class Emulator:
     def address_pool(self, addresses: list[str]) -> dict:
         return self._call("POST", "address_pool", {"addresses": list(addresses)})
 
-    def interrupt(self, region: str, instance_ids: list[str]) -> dict:
-        return self._call("POST", "interrupt", {"region": region, "instance_ids": list(instance_ids)})
+    def interrupt(self, region: str, instance_ids: list[str], notice_seconds: float = 0) -> dict:
+        """A spot interruption. ``notice_seconds`` 0: reclaimed at once (``terminated``,
+        ``Server.SpotInstanceTermination``). N > 0: the notice (``{"action": "terminate",
+        "time": now + N}``) shows in the instances' IMDS at once, they stay ``running`` and are
+        reclaimed N seconds later (EC2 gives two minutes: 120)."""
+        body = {"region": region, "instance_ids": list(instance_ids)}
+        if notice_seconds:
+            body["notice_seconds"] = notice_seconds
+        return self._call("POST", "interrupt", body)
+
+    def rebalance(self, region: str, instance_ids: list[str]) -> dict:
+        """A rebalance recommendation in the instances' IMDS (``{"noticeTime": now}``)."""
+        return self._call("POST", "rebalance", {"region": region, "instance_ids": list(instance_ids)})
+
+    def imds(self, state_dir: str | None = None) -> dict:
+        """Write the IMDS documents of instances on test hosts to ``state_dir/<address>.json``
+        (``tests/emulator/imds.py``; the test hosts' IMDS stand-ins read them); ``None`` only
+        reads them: ``{"state_dir", "instances": {address: document}}``."""
+        if state_dir is None:
+            return self._call("GET", "imds")
+        return self._call("POST", "imds", {"state_dir": str(state_dir)})
 
     def calls(self) -> dict:
         return self._call("GET", "calls")

@@ -35,7 +35,22 @@ can drive it with ``ansible.builtin.uri``:
 ``GET  /_emulator/calls``             ``{"total", "by_operation", "by_region", "log": [...]}``
 ``POST /_emulator/address_pool``      ``{"addresses": ["10.213.7.11", ...]}``: public IPs for new
                                       instances (the sandbox's test hosts); ``[]`` = moto's own
-``POST /_emulator/interrupt``         ``{"region", "instance_ids"}``: a spot interruption
+``POST /_emulator/interrupt``         ``{"region", "instance_ids", "notice_seconds"?}``: a spot
+                                      interruption. Without ``notice_seconds`` (or 0) the instances
+                                      are reclaimed at once; with N > 0 the notice shows in each
+                                      instance's IMDS at once (``spot/instance-action`` =
+                                      ``{"action": "terminate", "time": now + N}``) and they are
+                                      reclaimed N seconds later. Reclaimed: ``terminated``, state
+                                      reason ``Server.SpotInstanceTermination``; until then
+                                      ``running``, as EC2 shows it. -> ``{"interrupted": [ids],
+                                      "notice": {...}, "reclaim_at": "<time>"}``
+``POST /_emulator/rebalance``         ``{"region", "instance_ids"}``: a rebalance recommendation in
+                                      their IMDS (``events/recommendations/rebalance`` =
+                                      ``{"noticeTime": now}``); nothing else changes, as on EC2
+``POST /_emulator/imds``              ``{"state_dir": DIR}``: write each instance's IMDS document to
+                                      ``DIR/<address>.json`` for the test hosts' IMDS stand-ins
+                                      (instances with an address-pool address; see ``imds.py``);
+                                      ``null`` stops writing. ``GET``: the documents
 ``DELETE /_emulator/calls``           zero the counters
 
 A capacity rule: ``{"region": "us-east-1", "availability_zone": "us-east-1a",
@@ -83,6 +98,7 @@ from moto.ssm.models import Parameter, ParameterDict  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from . import seed  # noqa: E402
+from .imds import InstanceMetadata, after, imds_time as imds_time_of  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
 
@@ -205,6 +221,8 @@ def _patch_moto() -> None:
                     nic.add_tags(eni_tags)
                 if index == 0 and "DeleteOnTermination" not in spec:
                     nic.delete_on_termination = True
+            if instance.public_ip and instance.public_ip in ADDRESS_POOL.addresses:
+                IMDS.launched(instance, instance.public_ip)  # a test host's address: its IMDS
         return reservation
 
     InstanceBackend.run_instances = run_instances  # type: ignore[method-assign]
@@ -218,6 +236,7 @@ def _patch_moto() -> None:
         state = original_terminate(self)
         for nic in kept:
             self.detach_eni(nic)
+        IMDS.terminated(self)
         return state
 
     Instance.terminate = terminate  # type: ignore[method-assign]
@@ -256,6 +275,8 @@ class AddressPool:
 
 
 ADDRESS_POOL = AddressPool()
+# What the instances on test hosts find in their IMDS (imds.py): written when told a directory.
+IMDS = InstanceMetadata()
 
 
 def _patch_addresses() -> None:
@@ -285,8 +306,24 @@ def interrupt_instances(region: str, instance_ids: list[str]) -> list[str]:
         instance.state_reason = StateReason(
             "Server.SpotInstanceTermination: Spot instance termination", "Server.SpotInstanceTermination"
         )
+        IMDS.terminated(instance)
         done.append(instance_id)
     return done
+
+
+def live_instances(region: str, instance_ids: list[str]) -> list[str]:
+    """The given instances, checked to exist (InvalidInstanceID.NotFound otherwise), minus
+    those already terminated."""
+    backend = ec2_backends[ACCOUNT_ID][region]
+    live = []
+    for instance_id in instance_ids:
+        try:
+            instance = backend.get_instance(instance_id)
+        except Exception as exc:  # moto's InvalidInstanceIdError
+            raise ValueError(f"{region}: no instance {instance_id} ({exc})") from exc
+        if instance.state != "terminated":
+            live.append(instance_id)
+    return live
 
 
 def _now():
@@ -466,6 +503,7 @@ class EmulatorApp:
         self.moto_lock = threading.Lock()
         # (region, operation, ClientToken) -> (the parameters compared, status, headers, body)
         self.tokens: dict[tuple[str, str, str], tuple[Any, str, list, list]] = {}
+        self.reclaims: list[threading.Timer] = []  # spot interruptions whose notice is running
 
     # -- WSGI entry
     def __call__(self, environ: dict, start_response: Callable) -> Any:
@@ -744,6 +782,32 @@ class EmulatorApp:
         start_response(f"{status} {_STATUS_TEXT.get(status, 'Error')}", [("Content-Type", "application/json")])
         return [payload]
 
+    def _interrupt(self, region: str, instance_ids: list[str], notice_seconds: float) -> dict[str, Any]:
+        """A spot interruption: the notice in the instances' IMDS now, reclaimed after it."""
+        if notice_seconds < 0:
+            raise ValueError("notice_seconds must be >= 0")
+        with self.moto_lock:
+            ids = live_instances(region, instance_ids)
+            at = after(notice_seconds)
+            shown = {i: IMDS.notice(i, at) for i in ids}
+            if notice_seconds == 0:
+                interrupt_instances(region, ids)
+        if notice_seconds > 0:
+            timer = threading.Timer(notice_seconds, self._reclaim, (region, ids))
+            timer.daemon = True
+            self.reclaims.append(timer)
+            timer.start()
+        return {"interrupted": ids, "notice": {"action": "terminate", "time": imds_time_of(at)},
+                "reclaim_at": imds_time_of(at), "notice_seconds": notice_seconds,
+                "in_imds": [i for i, n in shown.items() if n]}
+
+    def _reclaim(self, region: str, instance_ids: list[str]) -> None:
+        with self.moto_lock:
+            try:
+                interrupt_instances(region, live_instances(region, instance_ids))
+            except ValueError:  # gone meanwhile (a reset)
+                pass
+
     def _dispatch_control(self, method: str, what: str, body: dict) -> tuple[int, Any]:
         if what == "health":
             return 200, {"status": "ok"}
@@ -752,6 +816,10 @@ class EmulatorApp:
                 moto_api_backend.reset()
             with ADDRESS_POOL.lock:
                 ADDRESS_POOL.addresses = []
+            for timer in self.reclaims:
+                timer.cancel()
+            self.reclaims = []
+            IMDS.clear()
             self.faults.clear()
             self.calls.clear()
             self.tokens.clear()
@@ -776,8 +844,18 @@ class EmulatorApp:
             with self.moto_lock:  # free() reads moto's backends
                 return 200, {"addresses": ADDRESS_POOL.addresses, "free": ADDRESS_POOL.free()}
         if what == "interrupt" and method == "POST":
+            return 200, self._interrupt(body["region"], list(body["instance_ids"]), float(body.get("notice_seconds") or 0))
+        if what == "rebalance" and method == "POST":
             with self.moto_lock:
-                return 200, {"interrupted": interrupt_instances(body["region"], list(body["instance_ids"]))}
+                ids = live_instances(body["region"], list(body["instance_ids"]))
+                at = after(0)
+                shown = {i: IMDS.rebalance(i, at) for i in ids}
+            return 200, {"recommended": ids, "recommendation": next(iter(shown.values()), None),
+                         "in_imds": [i for i, r in shown.items() if r]}
+        if what == "imds":
+            if method == "POST":
+                IMDS.configure(body.get("state_dir") or None)
+            return 200, IMDS.summary()
         if what == "calls":
             if method == "GET":
                 return 200, self.calls.summary()

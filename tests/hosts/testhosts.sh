@@ -16,9 +16,15 @@
 #                              mirror (apt); 0 = hosts only reach the controller            [1]
 #   BACALHAU_TESTHOSTS_SUBNET  S in 10.213.S.0/24, so that several environments (each with its own
 #                              STATE) can be up on one machine at once                     [7]
+# Every host has an EC2 instance metadata service (IMDSv2) at 169.254.169.254 inside its own
+# namespace (tests/hosts/imds_standin.py, run on this machine in that namespace). It answers from
+# $STATE/imds/<host address>.json, which the AWS emulator writes for the instance it launched on
+# that address (POST /_emulator/imds {"state_dir": "$STATE/imds"}); without one it answers 404.
+# When that instance is terminated, the stand-in powers its host off.
 # Addresses: bridge bacbr0 = 10.213.7.1/24 (the controller's side), testhostI = 10.213.7.(10+I);
 # with another SUBNET S: bridge bacbrS, 10.213.S.0/24, namespaces bacalhau-testhostsS-I, veths vbSt I.
 set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 STATE=${BACALHAU_TESTHOSTS_STATE:-/tmp/bacalhau-testhosts}
 CACHE=${BACALHAU_TESTHOSTS_CACHE:-/var/cache/bacalhau-testhosts}
@@ -212,12 +218,26 @@ host_up() {
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" route add default via "$GW"
+  imds_up "$i" "$ns" "$ip"
   SYSTEMD_NSPAWN_API_VFS_WRITABLE=1 setsid systemd-nspawn -b -D "$root" -M "$name" \
     --register=no --keep-unit --network-namespace-path="/run/netns/$ns" \
     --capability=all --system-call-filter=@keyring --console=read-only --resolv-conf=off --timezone=off \
     >"$hd/console.log" 2>&1 </dev/null &
   echo $! >"$hd/pid"
   echo "$ip" >"$hd/ip"
+}
+
+# The host's IMDS stand-in: 169.254.169.254 on the namespace's loopback (so it is the host's own
+# address, and nothing leaves the namespace for it), one server per host, kept across a host's
+# power-off and return (its pid file lives outside the host's directory).
+imds_up() {
+  local i=$1 ns=$2 ip=$3 run=$STATE/imds/run
+  mkdir -p "$run"
+  ip -n "$ns" addr add 169.254.169.254/32 dev lo 2>/dev/null || true
+  if [[ -f $run/testhost$i.pid ]] && kill -0 "$(cat "$run/testhost$i.pid")" 2>/dev/null; then return; fi
+  setsid ip netns exec "$ns" python3 "$HERE/imds_standin.py" --state-dir "$STATE/imds" --address "$ip" \
+    --poweroff-pid-file "$STATE/hosts/testhost$i/pid" >>"$run/testhost$i.log" 2>&1 </dev/null &
+  echo $! >"$run/testhost$i.pid"
 }
 
 wait_ssh() {
@@ -302,6 +322,9 @@ cmd_down() {
   for pid in $pids; do
     for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  for pid in $(cat "$STATE"/imds/run/*.pid 2>/dev/null) $(pgrep -f "imds_standin.py --state-dir $STATE/imds " || true); do
+    kill -TERM "$pid" 2>/dev/null || true
   done
   # Leftover mounts from docker inside the hosts (overlay, netns) would keep the roots busy.
   if [[ -d $STATE/hosts ]]; then

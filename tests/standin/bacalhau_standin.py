@@ -240,6 +240,10 @@ OUTPUT_RETURN_LIMIT = 2048
 # pkg/orchestrator/events.go
 MSG_EXEC_STOPPED_BY_JOB_STOP = "Execution stop requested because job has been stopped"
 MSG_EXEC_NODE_UNHEALTHY = "Execution stop requested because node has disappeared"
+# pkg/node/config.go DefaultSystemConfig: NodeReEvaluatorBatchDelay 15 s, MaxBatchSize 50 (not in
+# Bacalhau's config file). The variable is the stand-in's own, for fast unit tests only.
+REEVALUATOR_BATCH_DELAY = float(os.environ.get("BACALHAU_STANDIN_REEVALUATOR_BATCH_DELAY", "15"))
+REEVALUATOR_MAX_BATCH = 50
 MSG_EXEC_JOB_FAILURE = "Execution stopped due to job failure"
 MSG_JOB_EXECUTIONS_FAILED = "Job failed because one or more executions failed"
 
@@ -777,8 +781,34 @@ class Orchestration:
                 self._event(ex["JobID"], msg.get("Topic") or "Execution", message, ex["ID"], error=True)
             self.evaluate(ex["JobID"])
 
+    def node_changed(self, nid: str) -> None:
+        """nodes/reevaluator.go HandleNodeConnectionEvent: a node that joined or left is batched;
+        the batch is processed NodeReEvaluatorBatchDelay (15 s) after its last event (the timer is
+        reset on every event), or at once when it holds MaxBatchSize (50) nodes. So the
+        executions of a node that left are failed about 15 s after the orchestrator marked it
+        DISCONNECTED, not at once."""
+        with self.lock:
+            self._reeval_nodes.add(nid)
+            if self._reeval_timer is not None:
+                self._reeval_timer.cancel()
+                self._reeval_timer = None
+            if len(self._reeval_nodes) < REEVALUATOR_MAX_BATCH:
+                self._reeval_timer = threading.Timer(REEVALUATOR_BATCH_DELAY, self._reevaluate_batch)
+                self._reeval_timer.daemon = True
+                self._reeval_timer.start()
+                return
+        self._reevaluate_batch()
+
+    def _reevaluate_batch(self) -> None:
+        with self.lock:
+            nids, self._reeval_nodes, self._reeval_timer = self._reeval_nodes, set(), None
+            for nid in nids:
+                self.reevaluate_node(nid)
+
     def reevaluate_node(self, nid: str) -> None:
-        """nodes/reevaluator.go: jobs with executions on a node that changed state are evaluated again."""
+        """nodes/reevaluator.go processEventBatch: jobs with in-progress executions on the node are
+        evaluated again; each evaluation fails the executions of nodes no longer CONNECTED
+        (scheduler/*_job.go groupByNodeHealth)."""
         with self.lock:
             job_ids = {e["JobID"] for e in self.executions.values()
                        if e["NodeID"] == nid and e["ComputeState"]["StateType"] not in EX_TERMINAL}
@@ -827,6 +857,8 @@ class Node(Orchestration):
         self.seq = 0
         self.lock = threading.RLock()
         self.stop = threading.Event()
+        self._reeval_nodes: set[str] = set()
+        self._reeval_timer: threading.Timer | None = None
         # Compute side
         self._engines: list[str] | None = None
         self.executor = DockerExecutor(self) if compute else None
@@ -954,8 +986,7 @@ class Node(Orchestration):
                 changed = True
             self.links.pop(nid, None)
         if changed:
-            log("INF", f"node {nid} disconnected: {err}")
-            self.reevaluate_node(nid)
+            self.node_changed(nid)
 
     def check_heartbeats(self) -> None:
         timeout = parse_duration(get(self.cfg, "Orchestrator.NodeManager.DisconnectTimeout"), 60.0)
@@ -964,8 +995,10 @@ class Node(Orchestration):
             for nid, st in self.nodes.items():
                 hb = st["ConnectionState"].get("_hb")
                 if st["Connection"] == "CONNECTED" and hb and time.time() - hb > timeout:
-                    lost.append(nid)
-        for nid in lost:
+                    lost.append((nid, st["ConnectionState"].get("LastHeartbeat", "")))
+        for nid, last in lost:
+            # nodes/manager.go checkNodeHealth
+            log("INF", "Marking node as disconnected", node=nid, lastHeartbeat=last)
             self.disconnect(nid, "heartbeat timeout")
 
     def node_states(self) -> list[dict]:
@@ -1590,7 +1623,7 @@ def make_handler(node: Node, authorizer: Authorizer | None = None):
                 else:
                     raise APIError(400, f"unsupported action: {action}", "BadRequest")
             if action != "approve":
-                node.reevaluate_node(nid)
+                node.node_changed(nid)
             return self._send(200, {"Success": True})
 
     return Handler
@@ -1667,6 +1700,7 @@ def make_transport_handler(node: Node, token: str | None, tls_ctx: ssl.SSLContex
             nid = None
             link = Link(self.wfile)
             reason = "connection closed"
+            received = 0  # execution messages from the node (NCL's compute sequence number)
             try:
                 line = self.rfile.readline().decode(errors="replace").strip()
                 if not line.startswith("CONNECT "):
@@ -1700,10 +1734,16 @@ def make_transport_handler(node: Node, token: str | None, tls_ctx: ssl.SSLContex
                         node.heartbeat(nid, info)
                         link.send(b"+OK")
                     elif verb == "SHUTDOWN" and nid:
-                        # nodes/manager.go ShutdownNotice: DISCONNECTED at once
-                        reason = "node shutdown notice received"
+                        # messages.ShutdownNoticeRequest; nodes/manager.go ShutdownNotice: DISCONNECTED
+                        # at once with LastError "graceful shutdown", then the reevaluator (above)
+                        notice = json.loads(rest) if rest.startswith("{") else {}
+                        log("INF", "Node shutdown notice received", node=nid, reason=notice.get("Reason", ""),
+                            lastOrchestratorSeq=notice.get("LastOrchestratorSeqNum", 0), lastComputeSeq=received)
+                        link.send(b"+OK")
+                        reason = "graceful shutdown"
                         break
                     elif verb in ("UPDATE", "RESULT") and nid:
+                        received += 1
                         node.execution_update(nid, json.loads(rest))
             except (OSError, ValueError) as exc:
                 reason = str(exc)
@@ -1735,6 +1775,7 @@ class ComputeLink:
         self.wfile = None
         self.outbox: list[tuple[str, dict]] = []
         self.failures = 0
+        self.received = 0
 
     def send(self, verb: str, msg: dict) -> None:
         line = verb.encode() + b" " + json.dumps(msg).encode() + b"\r\n"
@@ -1761,6 +1802,8 @@ class ComputeLink:
                     break
                 line = raw.decode(errors="replace").strip()
                 verb, _, rest = line.partition(" ")
+                if verb in ("RUN", "CANCEL"):
+                    self.received += 1  # NCL's orchestrator sequence number
                 if verb == "RUN":
                     ex = json.loads(rest)
                     threading.Thread(target=self.node.executor.run, args=(ex, self.send), daemon=True).start()
@@ -1878,7 +1921,9 @@ class ComputeLink:
                     self._write(b"HEARTBEAT " + json.dumps(self.node.info()).encode() + b"\r\n")
                     self.node.stop.wait(self.interval)
                 if self.node.stop.is_set():
-                    self._write(b"SHUTDOWN " + self.node.node_id.encode() + b"\r\n")
+                    # nclprotocol/compute/controlplane.go Stop -> sendShutdownNotification (no Reason)
+                    self._write(b"SHUTDOWN " + json.dumps({"NodeID": self.node.node_id,
+                                                           "LastOrchestratorSeqNum": self.received}).encode() + b"\r\n")
                     return None
             except OSError:
                 pass
@@ -1966,7 +2011,8 @@ def cmd_serve(args) -> int:
             links.append(t)
 
     def _stop(signum, _frame):
-        log("INF", f"received signal {signum}, shutting down")
+        # main.go signal.NotifyContext(SIGINT, SIGTERM); cmd/cli/serve/serve.go after <-ctx.Done()
+        log("INF", "bacalhau node shutting down...")
         node.stop.set()
 
     signal.signal(signal.SIGTERM, _stop)

@@ -458,7 +458,24 @@ def test_docker_down_fails_the_execution_with_dockers_message_or_is_not_advertis
         w.close()
 
 
-def test_node_that_shuts_down_fails_its_executions_as_lost(tmp_path):
+def compute_state(w: World, name: str) -> dict:
+    [node] = [n for n in api(w.orch.port, "GET", "/api/v1/orchestrator/nodes")["Nodes"]
+              if n["Info"]["NodeID"] == w.computes[name].node_id]
+    return node
+
+
+def parse_rfc3339(text: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def test_node_that_shuts_down_is_disconnected_at_once_and_its_executions_lost_after_the_batch_delay(
+        tmp_path, monkeypatch):
+    # nodes/manager.go ShutdownNotice + nodes/reevaluator.go: DISCONNECTED at once ("graceful
+    # shutdown"), executions failed when the reevaluator's batch delay has passed (15 s in
+    # Bacalhau; 3 s here, through the stand-in's own variable)
+    monkeypatch.setenv("BACALHAU_STANDIN_REEVALUATOR_BATCH_DELAY", "3")
     w = World(tmp_path, {"c1": {}})
     try:
         w.wait_nodes(1)
@@ -466,14 +483,49 @@ def test_node_that_shuts_down_fails_its_executions_as_lost(tmp_path):
         w.wait_job(job_id, timeout=10, states=("Running",))
         time.sleep(0.3)
         w.computes["c1"].stop()
+        stopped = time.time()
+        node = compute_state(w, "c1")
+        assert node["ConnectionState"]["Status"] == "DISCONNECTED"
+        assert node["ConnectionState"]["LastError"] == "graceful shutdown"
+        assert parse_rfc3339(node["ConnectionState"]["DisconnectedSince"]) <= stopped + 1
+        assert f"INF Node shutdown notice received lastComputeSeq=1 lastOrchestratorSeq=1 node={w.computes['c1'].node_id} reason=\"\"" \
+            in w.orch.log.read_text()
+        assert "INF bacalhau node shutting down..." in w.computes["c1"].log.read_text()
+        time.sleep(1.5)  # within the batch delay: the execution is not failed yet
+        [ex] = api(w.orch.port, "GET", f"/api/v1/orchestrator/jobs/{job_id}/executions")["Items"]
+        assert ex["ComputeState"]["StateType"] == 6
         done = w.wait_job(job_id)
         [ex] = done["Executions"]["Items"]
         assert done["Job"]["State"] == {"StateType": "Failed",
                                         "Message": "Job failed because one or more executions failed"}
         assert ex["ComputeState"] == {"StateType": 10, "Message": "Execution stop requested because node has disappeared"}
-        [node] = [n for n in api(w.orch.port, "GET", "/api/v1/orchestrator/nodes")["Nodes"]
-                  if n["Info"]["NodeType"] == "Compute"]
-        assert node["ConnectionState"]["Status"] == "DISCONNECTED"
+        assert ex["DesiredState"]["StateType"] == 2
+        assert ex["ModifyTime"] / 1e9 - stopped >= 2.5
+    finally:
+        w.close()
+
+
+def test_batch_job_on_a_node_that_shuts_down_is_retried_on_another_node(tmp_path, monkeypatch):
+    # scheduler/batch_service_job.go: the lost execution is failed, and the retry strategy places
+    # the job again on a node that matches
+    monkeypatch.setenv("BACALHAU_STANDIN_REEVALUATOR_BATCH_DELAY", "1")
+    w = World(tmp_path, {"c1": {}})
+    try:
+        w.wait_nodes(1)
+        w.computes["c2"] = w.add_compute("c2")
+        w.wait_nodes(2)
+        job_id = w.submit(docker_job("sleep", "4"))["JobID"]
+        w.wait_job(job_id, timeout=10, states=("Running",))
+        [first] = api(w.orch.port, "GET", f"/api/v1/orchestrator/jobs/{job_id}/executions")["Items"]
+        assert first["NodeID"] == w.computes["c1"].node_id
+        time.sleep(0.5)
+        w.computes["c1"].stop()
+        done = w.wait_job(job_id, timeout=20)
+        by_node = {e["NodeID"]: e for e in done["Executions"]["Items"]}
+        assert done["Job"]["State"]["StateType"] == "Completed", done["Job"]["State"]
+        assert by_node[w.computes["c1"].node_id]["ComputeState"] == {
+            "StateType": 10, "Message": "Execution stop requested because node has disappeared"}
+        assert by_node[w.computes["c2"].node_id]["ComputeState"]["StateType"] == 9
     finally:
         w.close()
 
