@@ -415,6 +415,8 @@ REGION_SPEC = dict(
     availability_zones=dict(type="list", elements="str"),
     max_price=dict(type="str"),
     nats_cidrs=dict(type="list", elements="str"),
+    instance_requirements=dict(type="dict"),
+    on_demand_max=dict(type="int"),
 )
 
 ARGUMENT_SPEC = dict(
@@ -437,6 +439,10 @@ ARGUMENT_SPEC = dict(
     allow_partial=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=600),
+    availability_zone_strategy=dict(type="str", choices=list(_spot_spec.STRATEGIES), default="spread"),
+    max_hourly_cost=dict(type="float"),
+    max_nodes=dict(type="int", default=_spot_spec.DEFAULT_MAX_NODES),
+    min_placement_score=dict(type="int", default=3),
 )
 
 
