@@ -1,6 +1,8 @@
 """spot_cluster against the emulator: what exists afterwards, not which calls were made."""
 from __future__ import annotations
 
+import datetime
+
 import boto3
 import pytest
 
@@ -69,10 +71,12 @@ def test_exact_count_across_regions(aws, run_module):
     assert {i["region"] for i in first["instances"]} == {"us-east-1", "eu-west-1"}
     assert first["regions"]["us-east-1"]["running"] == 3
     # the cost is the sum of the current spot price of each instance's type in its zone
+    # (StartTime=now: the price in force now; without it EC2 answers the recent history)
     expected = 0.0
+    now = datetime.datetime.now(datetime.timezone.utc)
     for i in first["instances"]:
         history = ec2(i["region"]).describe_spot_price_history(
-            InstanceTypes=[i["instance_type"]], ProductDescriptions=["Linux/UNIX"])["SpotPriceHistory"]
+            InstanceTypes=[i["instance_type"]], ProductDescriptions=["Linux/UNIX"], StartTime=now)["SpotPriceHistory"]
         expected += {h["AvailabilityZone"]: float(h["SpotPrice"]) for h in history}[i["availability_zone"]]
     assert expected > 0.01
     assert first["estimated_hourly_cost"] == pytest.approx(expected, abs=1e-5)
