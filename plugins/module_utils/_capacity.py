@@ -230,12 +230,12 @@ def score_params(regions: Iterable[str], target_capacity: int, single_zone: bool
     """Keyword arguments of ``GetSpotPlacementScores`` (instance types, or requirements)."""
     params: dict[str, Any] = {
         "TargetCapacity": max(1, int(target_capacity)),
-        "TargetCapacityUnitType": "units",
         "SingleAvailabilityZone": bool(single_zone),
         "RegionNames": sorted(set(regions)),
     }
-    if requirements is not None:
+    if requirements is not None:  # AWS takes a unit type only with requirements
         params["InstanceRequirementsWithMetadata"] = requirements_params(requirements)
+        params["TargetCapacityUnitType"] = "units"
     else:
         params["InstanceTypes"] = sorted(set(instance_types or []))
     return params

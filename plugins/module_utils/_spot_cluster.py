@@ -36,6 +36,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity_reads as capacity_reads
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list as price_list
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
@@ -304,15 +305,18 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
     elif capacity.low_score(plan.region_score, spec.min_placement_score):
         plan.notes.append(f"spot placement score {plan.region_score} is under min_placement_score "
                           f"{spec.min_placement_score}: launches here are likely to fail")
-    existing: dict[str, int] = {}
-    for i in plan.in_scope:
-        if i not in plan.to_terminate:
-            zone = i.get("Placement", {}).get("AvailabilityZone")
-            existing[zone] = existing.get(zone, 0) + 1
     if spec.spot_first and not plan.to_terminate:
         stand_ins = len(plan.fallback_now)
         plan.to_replace = 0 if plan.skip_spot else capacity.replaceable(stand_ins, plan.region_score,
                                                                         spec.min_placement_score)
+    leaving = {i["InstanceId"] for i in plan.to_terminate}
+    if plan.to_replace:  # the stand-ins go once replaced: the spread counts without them
+        leaving |= {i["InstanceId"] for i in plan.fallback_now}
+    existing: dict[str, int] = {}
+    for i in plan.in_scope:
+        if i["InstanceId"] not in leaving:
+            zone = i.get("Placement", {}).get("AvailabilityZone")
+            existing[zone] = existing.get(zone, 0) + 1
     spot_count = 0 if plan.skip_spot else plan.to_launch + plan.to_replace
     plan.launches = capacity.assign(plan.pools, spot_count, existing, spec.availability_zone_strategy,
                                     spec.min_placement_score) if plan.pools else []
@@ -482,7 +486,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         unknown = [t for t in types if t not in known]
         if unknown:  # types read while planning need no second call
             prices.update(pricing.spot_prices(ec2, unknown))
-        result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices)
+        result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices, plan.on_demand_prices)
     except botocore.exceptions.ClientError:
         result["estimated_hourly_cost"] = None
     return result
@@ -614,8 +618,8 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
             res["running"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
             res["instances"] = [inst.view(i, name, plan.architectures) for i in plan.in_scope]
             # what the instances there now cost (nothing is launched in check mode)
-            res["estimated_hourly_cost"] = (pricing.hourly_cost(res["instances"], plan.prices)
-                                            if plan.prices is not None else None)
+            res["estimated_hourly_cost"] = pricing.hourly_cost(res["instances"], plan.prices or {},
+                                                               plan.on_demand_prices)
             regions[name] = res
     else:
         regions, errors = run_per_region(by_name, lambda r: apply_present(spec, plans[r]))
@@ -625,11 +629,8 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
 
 
 def _price_on_demand(module: Any, spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None:
-    """On-demand prices where the plan needs them (market-13's price list; cached on the controller)."""
-    try:
-        from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list
-    except ImportError:
-        return
+    """On-demand prices where the plan needs them: on-demand or stand-in launches, and with a cost cap the
+    on-demand instances that stay (the Price List service, cached on the controller: a re-run asks nothing)."""
     wanted: dict[str, set[str]] = {}
     for name, plan in plans.items():
         types = set()
@@ -643,13 +644,14 @@ def _price_on_demand(module: Any, spec: ClusterSpec, plans: dict[str, RegionPlan
     if not wanted:
         return
     try:
-        prices = _price_list.on_demand_prices(module, wanted)
-    except Exception as exc:  # pylint: disable=broad-except
-        for plan in plans.values():
-            plan.notes.append(f"on-demand prices unavailable ({error_text(exc)})")
+        prices = price_list.on_demand_prices(module, [(r, t) for r, types in wanted.items() for t in types])
+    except (AwsSpotError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        for plan in plans.values():  # the plan goes on; a cost cap then refuses nodes of unknown price
+            plan.notes.append(f"on-demand prices unavailable ({exc.message if isinstance(exc, AwsSpotError) else error_text(exc)})")
         return
-    for name, plan in plans.items():
-        plan.on_demand_prices = dict(prices.get(name) or {})
+    for (region, itype), price in prices.items():
+        if price is not None and region in plans:
+            plans[region].on_demand_prices[itype] = price
 
 
 def _refuse_over_limits(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None:

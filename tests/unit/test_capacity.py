@@ -33,6 +33,10 @@ def test_requirements_become_aws_own_parameters():
     assert scores["InstanceRequirementsWithMetadata"] == params and "InstanceTypes" not in scores
     assert (scores["TargetCapacity"], scores["SingleAvailabilityZone"], scores["RegionNames"]) == (
         3, True, ["eu-west-1", "us-east-1"])
+    by_types = cap.score_params(["us-east-1"], 0, False, instance_types=["t3.small", "t3.small"])
+    # AWS refuses TargetCapacityUnitType without requirements (InvalidParameterCombination)
+    assert by_types == {"TargetCapacity": 1, "SingleAvailabilityZone": False, "RegionNames": ["us-east-1"],
+                        "InstanceTypes": ["t3.small"]}
 
 
 @pytest.mark.parametrize("raw, words", [

@@ -433,7 +433,11 @@ def test_fallback_to_another_architecture_takes_its_image(aws, run_module):
     found = live("us-east-1", "demo")
     assert {(i["InstanceType"], i["ImageId"]) for i in found} == {("t4g.small", arm_image)}
     assert all("InstanceLifecycle" not in i for i in found)  # on-demand
-    assert result["estimated_hourly_cost"] is None  # no on-demand prices offline
+    # on-demand instances are priced from the Price List service (the emulator's, since placement)
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list
+
+    listed = _price_list.fetch_prices(boto3.client("pricing", region_name="us-east-1"), "us-east-1", ["t4g.small"])
+    assert result["estimated_hourly_cost"] == pytest.approx(2 * listed["t4g.small"], abs=1e-6)
     import base64
 
     data = ec2("us-east-1").describe_instance_attribute(InstanceId=found[0]["InstanceId"], Attribute="userData")
