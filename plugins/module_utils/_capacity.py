@@ -86,6 +86,7 @@ FALLBACK_TAG = "bacalhau:market"
 FALLBACK_VALUE = "on-demand-fallback"
 DEFAULT_MIN_SCORE = 3  # AWS scores 1..10; "a score of 3 or lower is unlikely to succeed" is AWS's own reading
 DEFAULT_MAX_TYPES = 8
+SCORE_PAGE = 1000  # GetSpotPlacementScores' MaxResults: 10 to 1000
 UNKNOWN_SCORE = None
 
 # user key -> (AWS InstanceRequirements key, kind)
@@ -232,6 +233,8 @@ def score_params(regions: Iterable[str], target_capacity: int, single_zone: bool
         "TargetCapacity": max(1, int(target_capacity)),
         "SingleAvailabilityZone": bool(single_zone),
         "RegionNames": sorted(set(regions)),
+        # every zone of every region in one page (AWS's largest): a second page would be a round more
+        "MaxResults": SCORE_PAGE,
     }
     if requirements is not None:  # AWS takes a unit type only with requirements
         params["InstanceRequirementsWithMetadata"] = requirements_params(requirements)

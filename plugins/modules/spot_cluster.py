@@ -19,11 +19,13 @@ description:
     table, a security group and the SSH key pair - all tagged C(bacalhau:managed-by=bacalhau.aws_spot) and
     C(bacalhau:cluster=<cluster_name>) at creation (the main route table, made by AWS with the VPC and
     deleted with it, is tagged right after). Both roles of a cluster share the network of a region.
-  - "Launches use one C(RunInstances) call per attempt (C(MinCount=1), C(MaxCount=<missing>)), so N instances
-    take one call when the capacity is there. On capacity errors (C(InsufficientInstanceCapacity),
-    C(SpotMaxPriceTooLow) and the like) it tries the next availability zone, and on quota errors
-    (C(MaxSpotInstanceCountExceeded), C(VcpuLimitExceeded)) the next instance type, in the order given.
-    Every attempt is reported in RV(regions)."
+  - "Launches use one C(RunInstances) call per attempt (C(MinCount=1), C(MaxCount=<missing>)): one per zone,
+    all at once, when spreading (O(availability_zone_strategy=spread), the default), one in all when packed.
+    Pools (instance type x zone) are ranked from spot placement scores (C(GetSpotPlacementScores), by region
+    and zone) and spot prices; a zone with no spot price for a type is not used for it. On capacity errors
+    (C(InsufficientInstanceCapacity), C(SpotMaxPriceTooLow) and the like) it tries the next availability zone,
+    and on quota errors (C(MaxSpotInstanceCountExceeded), C(VcpuLimitExceeded)) the next instance type.
+    Every attempt is reported in RV(regions), and the placement and its reasons in RV(regions.placement)."
   - All regions are worked on at the same time. A region that cannot be filled does not stop the others;
     the module then fails with a message naming it, unless O(allow_partial=true).
   - Instances require IMDSv2, boot from an encrypted gp3 root volume and run the Ubuntu LTS image of
@@ -245,8 +247,9 @@ notes:
     O(state=absent) and no O(regions), to list the enabled regions.
   - Scale down terminates the least preferred instances first - types no longer listed, then later types,
     then later zones - newest first.
-  - RV(estimated_hourly_cost) comes from the spot price history; on-demand instances have no price there,
-    so with O(market=on-demand) it is V(null).
+  - RV(estimated_hourly_cost) comes from the spot price history for spot instances and from the AWS Price List
+    service (C(pricing:GetProducts), cached on the controller) for on-demand ones; V(null) when a price is
+    unknown.
   - "Why C(RunInstances) and not EC2 Fleet C(instant) with C(price-capacity-optimized): a fleet needs a launch
     template (one more call and one more resource per region), does not balance a region over its zones, and
     reports its errors per override inside a successful answer, which the offline emulator (moto) does not
@@ -423,8 +426,8 @@ regions:
       type: list
       elements: str
     attempts:
-      description: Every launch attempt, in order, with C(instance_type), C(availability_zone), C(requested),
-        C(launched), C(error_code) and C(error).
+      description: Every launch attempt, in order, with C(instance_type), C(availability_zone), C(market),
+        C(requested), C(launched), C(error_code) and C(error).
       type: list
       elements: dict
     network:
@@ -486,9 +489,10 @@ plan_cost:
   sample: {"expected": 0.0312, "worst_case": 0.0418, "unknown": 0, "max_hourly_cost": 0.5}
 estimated_hourly_cost:
   description:
-    - USD per hour of all the instances in RV(instances), from the current spot prices of their type and zone.
+    - USD per hour of all the instances in RV(instances), from the current spot prices of their type and zone
+      (on-demand ones from the Price List).
     - In check mode, of the instances that exist now.
-    - null when any of them has no known price (on-demand instances).
+    - null when any of them has no known price.
   returned: always
   type: float
   sample: 0.0312
