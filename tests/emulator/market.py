@@ -181,6 +181,8 @@ class Market:
             raise ValueError(f"{kind}: unknown keys {sorted(extra)}; known: {sorted(allowed)}")
         if kind != "on_demand_prices" and "region" not in rule:
             raise ValueError(f"{kind}: a rule needs a region")
+        if "region" in rule and rule["region"] not in RegionsAndZonesBackend.zones:
+            raise ValueError(f"{kind}: unknown region {rule['region']}")
         zone = rule.get("availability_zone")
         if zone is not None:
             name = self.zone_name(rule["region"], zone)

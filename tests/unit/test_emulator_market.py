@@ -366,6 +366,8 @@ def test_price_list_calls_are_logged_and_faults_apply(aws):
     {"spot_prices": [{"region": "us-east-1", "price": 0.1, "factor": 2}]},
     {"offerings": [{"region": "us-east-1", "availability_zone": "eu-west-1a", "offered": False}]},
     {"offerings": [{"availability_zone": "us-east-1a", "offered": False}]},
+    {"spot_prices": [{"region": "mars-north-1", "factor": 2}]},
+    {"on_demand_prices": [{"instance_type": "t9.nonsense", "price": 0.1}]},
     {"capacity_scores": []},
 ])
 def test_bad_market_rules_are_refused(aws, body):
