@@ -18,6 +18,8 @@ API (``POST /_emulator/market``, see ``server.py``):
   region's score is the best of its zones'; a request's is the best of its types'. A
   capacity fault (``POST /_emulator/faults``, ``capacity``) that covers spot launches of a
   type in a zone or region makes its score 1; explicit score rules win over both.
+* **instance types** (``DescribeInstanceTypes``): moto's, with its filters, in pages of at
+  most 100 as on EC2 (moto answers every type at once).
 * **requirements to types** (``GetInstanceTypesFromInstanceRequirements``): moto's
   instance type data (vCPUs, memory, architecture, burstable, bare metal, generation,
   manufacturer, accelerators, local storage), for the types the region offers.
@@ -179,6 +181,8 @@ class Market:
             raise ValueError(f"{kind}: unknown keys {sorted(extra)}; known: {sorted(allowed)}")
         if kind != "on_demand_prices" and "region" not in rule:
             raise ValueError(f"{kind}: a rule needs a region")
+        if "region" in rule and rule["region"] not in RegionsAndZonesBackend.zones:
+            raise ValueError(f"{kind}: unknown region {rule['region']}")
         zone = rule.get("availability_zone")
         if zone is not None:
             name = self.zone_name(rule["region"], zone)
@@ -379,6 +383,20 @@ def describe_instance_type_offerings(self: Any) -> ActionResult:
               and _matches(filters.get("instance-type"), o["InstanceType"])]
     page, token = _page(offers, self._get_param("NextToken"), int(self._get_param("MaxResults") or 1000))
     result: dict[str, Any] = {"InstanceTypeOfferings": page}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+def describe_instance_types(self: Any) -> ActionResult:
+    """moto's answer (its filters), in pages of at most MaxResults (EC2: 5-100) as EC2 gives them."""
+    types = self.ec2_backend.describe_instance_types(self._get_param("InstanceTypes", []),
+                                                     self._filters_from_querystring())
+    size = int(self._get_param("MaxResults") or 100)
+    if not 5 <= size <= 100:
+        raise EC2ClientError("InvalidParameterValue", f"MaxResults must be between 5 and 100, not {size}.")
+    page, token = _page(list(types), self._get_param("NextToken"), size)
+    result: dict[str, Any] = {"InstanceTypes": page}
     if token:
         result["NextToken"] = token
     return ActionResult(result)
@@ -594,6 +612,7 @@ def patch_moto() -> None:
     if getattr(EC2Response, "_bacalhau_market", False):
         return
     InstanceResponse.describe_instance_type_offerings = describe_instance_type_offerings  # type: ignore[method-assign]
+    InstanceResponse.describe_instance_types = describe_instance_types  # type: ignore[method-assign]
     SpotInstances.describe_spot_price_history = describe_spot_price_history  # type: ignore[method-assign]
     EC2Response.get_spot_placement_scores = get_spot_placement_scores  # type: ignore[attr-defined]
     EC2Response.get_instance_types_from_instance_requirements = (  # type: ignore[attr-defined]

@@ -96,8 +96,9 @@ from moto.moto_api._internal import moto_api_backend  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from moto.ssm.models import Parameter, ParameterDict  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
+from . import market  # noqa: E402  (the spot market's answers)
 
-from . import market, seed  # noqa: E402
+from . import seed  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
 

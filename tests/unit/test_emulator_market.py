@@ -269,6 +269,17 @@ def test_placement_scores_refuse_what_ec2_refuses(aws, kw):
     assert err.value.response["Error"]["Code"] == "InvalidParameterCombination"
 
 
+def test_instance_types_come_in_pages_with_moto_filters(aws):
+    client = ec2()
+    first = client.describe_instance_types()
+    assert len(first["InstanceTypes"]) == 100 and first["NextToken"]
+    arm = client.get_paginator("describe_instance_types").paginate(
+        Filters=[{"Name": "processor-info.supported-architecture", "Values": ["arm64"]},
+                 {"Name": "instance-type", "Values": ["t4g.*"]}], PaginationConfig={"PageSize": 5}).build_full_result()
+    assert sorted(t["InstanceType"] for t in arm["InstanceTypes"]) == [
+        "t4g.2xlarge", "t4g.large", "t4g.medium", "t4g.micro", "t4g.nano", "t4g.small", "t4g.xlarge"]
+
+
 # --------------------------------------------------------------------------- requirements
 def _types_for(**requirements):
     request = {"VCpuCount": {"Min": 2, "Max": 2}, "MemoryMiB": {"Min": 4096, "Max": 8192}}
@@ -355,6 +366,8 @@ def test_price_list_calls_are_logged_and_faults_apply(aws):
     {"spot_prices": [{"region": "us-east-1", "price": 0.1, "factor": 2}]},
     {"offerings": [{"region": "us-east-1", "availability_zone": "eu-west-1a", "offered": False}]},
     {"offerings": [{"availability_zone": "us-east-1a", "offered": False}]},
+    {"spot_prices": [{"region": "mars-north-1", "factor": 2}]},
+    {"on_demand_prices": [{"instance_type": "t9.nonsense", "price": 0.1}]},
     {"capacity_scores": []},
 ])
 def test_bad_market_rules_are_refused(aws, body):
