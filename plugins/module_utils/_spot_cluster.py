@@ -32,8 +32,11 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity_reads as capacity_reads
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list as price_list
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
@@ -124,6 +127,25 @@ class RegionPlan:
     delete_network: bool = False
     doomed: list[Resource] = field(default_factory=list)  # state=absent: what the nuke's engine deletes
     prices: dict[tuple[str, str], float] | None = None  # spot prices of the wanted types, read while planning
+    # placement (``_capacity``): the candidate types, their offerings, the ranked pools and the launches
+    types: list[str] = field(default_factory=list)  # instance_types, or what instance_requirements resolved to
+    offered: dict[str, set[str]] = field(default_factory=dict)
+    zones: list[str] = field(default_factory=list)
+    zone_ids: dict[str, str] = field(default_factory=dict)  # zone id -> zone name
+    resolved: dict[str, str] = field(default_factory=dict)  # instance_requirements: type -> architecture
+    on_demand_prices: dict[str, float] = field(default_factory=dict)
+    pools: list[capacity.Pool] = field(default_factory=list)  # spot (or on-demand) pools, ranked
+    fallback_pools: list[capacity.Pool] = field(default_factory=list)  # on-demand stand-ins, ranked
+    launches: list[capacity.Launch] = field(default_factory=list)
+    excluded: list[dict[str, str]] = field(default_factory=list)
+    region_score: int | None = None
+    zone_scores: dict[str, int] = field(default_factory=dict)  # zone name -> score
+    skip_spot: bool = False  # spot-then-on-demand in a region whose spot score is low
+    fallback_now: list[dict[str, Any]] = field(default_factory=list)  # live on-demand stand-ins of the role
+    to_replace: int = 0  # stand-ins to replace by spot this run (make before break)
+    to_fallback: int = 0  # at most this many on-demand stand-ins may be launched this run
+    cost: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -158,20 +180,26 @@ def _concurrently(*calls: Any) -> list[Any]:
 
 # --------------------------------------------------------------------------- present
 def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> RegionPlan:
+    """Read what the region has (one round of describes; with instance_requirements a
+    second round for the offerings and prices of the types they resolved to)."""
     ec2 = clients.ec2
-    wanted_types = region.instance_types
+    req = region.instance_requirements
 
     def _resolve() -> dict[str, Any] | None:
-        if not wanted_types:
+        if req is not None:  # the images of the architectures asked for; types come with their architecture
+            return _ami.resolve_region(ec2, clients.ssm, region.region, architectures=list(req["architectures"])
+                                       if not region.image_id else [], release=spec.ubuntu_release,
+                                       image_id=region.image_id, details=False, check_offered=False)
+        if not region.instance_types:
             return None
         return _ami.resolve_region(ec2, clients.ssm, region.region, architectures=[], release=spec.ubuntu_release,
-                                   instance_types=wanted_types, image_id=region.image_id, details=False,
+                                   instance_types=region.instance_types, image_id=region.image_id, details=False,
                                    check_offered=False)  # offerings are read per zone below
 
-    def _offered() -> dict[str, set[str]]:
-        if not wanted_types:
+    def _offered(types: list[str]) -> dict[str, set[str]]:
+        if not types:
             return {}
-        return _ami.offered_instance_types(ec2, region.region, wanted_types, location_type="availability-zone")
+        return _ami.offered_instance_types(ec2, region.region, types, location_type="availability-zone")
 
     def _root_device() -> str:
         if not region.image_id:
@@ -179,18 +207,22 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
         image = _ami.describe_images(ec2, [region.image_id]).get(region.image_id) or {}
         return image.get("RootDeviceName") or inst.ROOT_DEVICE
 
-    def _prices() -> dict[tuple[str, str], float] | None:
-        if not wanted_types or spec.market != "spot":
+    def _prices(types: list[str]) -> dict[tuple[str, str], float] | None:
+        if not types or not spec.spot_first:
             return None
         try:
-            return pricing.spot_prices(ec2, wanted_types)
+            return pricing.spot_prices(ec2, types)
         except botocore.exceptions.ClientError:
             return None
 
-    zones, resolved, offered, net, instances, root_device, prices = _concurrently(
-        (network.describe_zones, ec2), (_resolve,), (_offered,),
+    def _requirements() -> dict[str, str]:
+        return capacity_reads.types_from_requirements(ec2, req) if req is not None else {}
+
+    wanted = list(region.instance_types or [])
+    (zones, zone_ids), resolved, offered, net, instances, root_device, prices, found = _concurrently(
+        (capacity_reads.zones_and_ids, ec2), (_resolve,), (_offered, wanted),
         (network.find, ec2, spec, region.region, []), (inst.describe_cluster_instances, ec2, spec.cluster_name),
-        (_root_device,), (_prices,),
+        (_root_device,), (_prices, wanted), (_requirements,),
     )
     net.zones = zones
     unknown_zones = [z for z in region.availability_zones or [] if z not in zones]
@@ -198,24 +230,168 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
         raise AwsSpotError(f"availability zone(s) {', '.join(unknown_zones)} do not exist or are not available "
                            f"in {region.region}; available: {', '.join(zones)}", region.region)
     plan = RegionPlan(spec=region, clients=clients, net=net, instances=instances, root_device=root_device,
-                      prices=prices)
-    for itype in wanted_types or []:
-        if not offered.get(itype):  # offered in no zone: not offered in the region
-            raise _ami.not_offered(itype, region.region)
-    if resolved:
+                      prices=prices, zones=zones, zone_ids=zone_ids)
+    if req is not None and region.count > 0:
+        images = (resolved or {}).get("images") or {}
+        found = {t: a for t, a in found.items() if a in images}  # an image_id narrows to its architecture
+        if not found:
+            raise AwsSpotError(
+                f"no instance type meets instance_requirements {capacity.requirements_params(req)['InstanceRequirements']}"
+                f" for {', '.join(sorted(images) or req['architectures'])} here; widen them", region.region)
+        wanted = sorted(found)
+        offered, prices = _concurrently((_offered, wanted), (_prices, wanted))  # the second round
+        plan.prices = prices
+        plan.resolved = found
+        plan.images = {t: images[a]["image_id"] for t, a in found.items()}
+        plan.architectures = dict(found)
+    elif resolved:
         plan.images = {t: v["image_id"] for t, v in resolved["instance_types"].items()}
         plan.architectures = {t: v["architecture"] for t, v in resolved["instance_types"].items()}
-        plan.pairs = inst.candidates(region, zones, offered)
+    for itype in region.instance_types or []:
+        if not offered.get(itype):  # offered in no zone: not offered in the region
+            raise _ami.not_offered(itype, region.region)
+    plan.types, plan.offered = wanted, offered
+    if plan.images:
+        plan.pairs = inst.candidates(region, zones, offered) if req is None else [
+            (t, z) for t in wanted for z in (region.availability_zones or zones) if z in offered.get(t, set())]
         if not plan.pairs:
             raise AwsSpotError(
-                f"none of the instance types {', '.join(wanted_types)} is offered in the zones "
+                f"none of the instance types {', '.join(wanted)} is offered in the zones "
                 f"{', '.join(region.availability_zones or zones)}; add types or zones", region.region)
     plan.in_scope = [i for i in instances if inst.role_of(i) == spec.role and inst.is_live(i)]
+    plan.fallback_now = [i for i in plan.in_scope if inst.tags_of(i).get(capacity.FALLBACK_TAG) == capacity.FALLBACK_VALUE]
     plan.to_launch = max(0, region.count - len(plan.in_scope))
-    plan.to_terminate = inst.surplus(plan.in_scope, region, zones, region.count)
+    plan.to_terminate = inst.surplus(plan.in_scope, region, zones, region.count, types=wanted)
     if region.count > 0 or net.vpc:
         plan.network_changes = network.pending_changes(spec, net)
     return plan
+
+
+def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
+    """Rank the region's pools and split its launches over zones (``_capacity``; no AWS call)."""
+    region = plan.spec
+    if not plan.pairs:
+        return
+    by_id = plan.zone_ids
+    plan.zone_scores = {by_id[zid]: score for zid, score in (scores.get("zones", {}).get(region.region) or {}).items()
+                        if zid in by_id}
+    plan.region_score = scores.get("regions", {}).get(region.region)
+    zones = region.availability_zones or plan.zones
+    market = "on-demand" if spec.market == "on-demand" else "spot"
+    pools, plan.excluded = capacity.gather_pools(
+        region.region, plan.types, zones, plan.offered, plan.prices if spec.spot_first else None,
+        architectures=plan.architectures, zone_scores=plan.zone_scores, region_score=plan.region_score,
+        on_demand_prices=plan.on_demand_prices, market=spec.market)
+    by = "price" if region.instance_requirements is not None else "preference"
+    order = dict(type_order=region.instance_types or None, zone_order=region.availability_zones,
+                 min_score=spec.min_placement_score)
+    if region.instance_requirements is not None and market == "spot":  # the cheapest few types that hold
+        keep = set(capacity.cheapest_types([p for p in pools if p.spot_price is not None] or pools,
+                                           region.instance_requirements["max_types"]))
+        pools = [p for p in pools if p.instance_type in keep]
+    if spec.market == "spot-then-on-demand":
+        plan.fallback_pools = capacity.rank_pools(pools, by=by, market="on-demand", **order)
+        pools = [p for p in pools if p.spot_price is not None or plan.prices is None]
+    plan.pools = capacity.rank_pools(pools, by=by, market=market, **order)
+    if spec.market != "spot-then-on-demand" and not plan.pools:
+        raise AwsSpotError(
+            f"no spot price for any of {', '.join(plan.types)} in {', '.join(zones)}: AWS sells no spot capacity "
+            "of them there; add types or zones, or use market spot-then-on-demand", region.region)
+    plan.pairs = [(p.instance_type, p.zone) for p in plan.pools]
+    if spec.market == "spot-then-on-demand" and capacity.low_score(plan.region_score, spec.min_placement_score):
+        plan.skip_spot = True
+        plan.notes.append(f"spot placement score {plan.region_score} is under min_placement_score "
+                          f"{spec.min_placement_score}: spot is not tried here this run, on-demand stands in")
+    elif capacity.low_score(plan.region_score, spec.min_placement_score):
+        plan.notes.append(f"spot placement score {plan.region_score} is under min_placement_score "
+                          f"{spec.min_placement_score}: launches here are likely to fail")
+    if spec.spot_first and not plan.to_terminate:
+        stand_ins = len(plan.fallback_now)
+        plan.to_replace = 0 if plan.skip_spot else capacity.replaceable(stand_ins, plan.region_score,
+                                                                        spec.min_placement_score)
+    leaving = {i["InstanceId"] for i in plan.to_terminate}
+    if plan.to_replace:  # the stand-ins go once replaced: the spread counts without them
+        leaving |= {i["InstanceId"] for i in plan.fallback_now}
+    existing: dict[str, int] = {}
+    for i in plan.in_scope:
+        if i["InstanceId"] not in leaving:
+            zone = i.get("Placement", {}).get("AvailabilityZone")
+            existing[zone] = existing.get(zone, 0) + 1
+    spot_count = 0 if plan.skip_spot else plan.to_launch + plan.to_replace
+    plan.launches = capacity.assign(plan.pools, spot_count, existing, spec.availability_zone_strategy,
+                                    spec.min_placement_score) if plan.pools else []
+    if spec.market == "spot-then-on-demand":
+        plan.to_fallback = capacity.fallback_count(plan.to_launch, region.on_demand_max, len(plan.fallback_now))
+
+
+def _kept_prices(spec: ClusterSpec, plan: RegionPlan) -> list[float | None]:
+    """Prices of the cluster's live instances that stay (every role): spot, or on-demand."""
+    doomed = {i["InstanceId"] for i in plan.to_terminate}
+    out: list[float | None] = []
+    for i in plan.instances:
+        if not inst.is_live(i) or i["InstanceId"] in doomed:
+            continue
+        itype, zone = i.get("InstanceType"), i.get("Placement", {}).get("AvailabilityZone")
+        if i.get("InstanceLifecycle") == "spot":
+            out.append((plan.prices or {}).get((itype, zone)))
+        else:
+            out.append(plan.on_demand_prices.get(itype))
+    return out
+
+
+def cost_of(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
+    """The region's plan in USD/hour (``_capacity.plan_cost``): what stays, what is launched, fallbacks."""
+    market = "on-demand" if spec.market == "on-demand" else "spot"
+    od = [p.on_demand_price for p in plan.fallback_pools if p.on_demand_price is not None]
+    # the replacements of on-demand stand-ins are left out: they replace dearer nodes, a few minutes later
+    launches = plan.launches
+    if plan.to_replace:
+        launches = capacity.assign(plan.pools, plan.to_launch, None, spec.availability_zone_strategy,
+                                   spec.min_placement_score) if plan.to_launch and not plan.skip_spot else []
+    return capacity.plan_cost(
+        _kept_prices(spec, plan), launches, market=market, fallback=plan.to_fallback,
+        fallback_price=max(od) if od else None, worst_pools=plan.pools)
+
+
+def placement_view(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
+    """The result's ``placement`` of a region: candidates, scores, launches, and why."""
+    return {
+        "strategy": spec.availability_zone_strategy,
+        "market": spec.market,
+        "instance_types": list(plan.types),
+        "from_requirements": plan.spec.instance_requirements is not None,
+        "region_score": plan.region_score,
+        "zone_scores": dict(sorted(plan.zone_scores.items())),
+        "pools": [p.as_dict() for p in plan.pools],
+        "excluded": list(plan.excluded),
+        "launches": [launch.as_dict() for launch in plan.launches],
+        "on_demand_fallback": {"now": len(plan.fallback_now), "may_launch": plan.to_fallback,
+                               "max": plan.spec.on_demand_max, "to_replace": plan.to_replace,
+                               "ranked": [f"{p.instance_type}/{p.zone}" for p in plan.fallback_pools]},
+        "cost": dict(plan.cost),
+        "notes": list(plan.notes),
+    }
+
+
+def score_groups(spec: ClusterSpec) -> list[capacity_reads.ScoreGroup]:
+    """One ``GetSpotPlacementScores`` configuration per distinct ask (types or requirements) of the regions."""
+    if not spec.spot_first:
+        return []
+    groups: dict[str, capacity_reads.ScoreGroup] = {}
+    for region in spec.regions:
+        if region.count <= 0 or not (region.instance_types or region.instance_requirements):
+            continue
+        key = repr(sorted(region.instance_types)) if region.instance_requirements is None else repr(
+            sorted(region.instance_requirements.items()))
+        group = groups.get(key)
+        if group is None:
+            groups[key] = capacity_reads.ScoreGroup([region.region], region.count,
+                                                   instance_types=region.instance_types or None,
+                                                   requirements=region.instance_requirements)
+        else:
+            group.regions.append(region.region)
+            group.capacity = max(group.capacity, region.count)
+    return list(groups.values())
 
 
 def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
@@ -238,15 +414,12 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
             if spec.wait:
                 inst.wait_terminated(ec2, ids, spec.wait_timeout)
         network_error = None
-        if plan.to_launch:
+        if plan.to_launch or plan.to_replace:
             ids = plan.net.ids()
             outcome: dict[str, Any] = {}
 
             def _launch() -> None:
-                outcome["launch"] = inst.launch(
-                    plan.clients.ec2, spec, plan.spec, plan.pairs, plan.images, ids["subnet_ids"],
-                    ids["security_group_id"], plan.to_launch, plan.root_device,
-                )
+                outcome["launch"] = _launch_all(spec, plan, ids)
 
             # the network's last round (routes, rules, attributes) goes with the launch
             try:
@@ -256,11 +429,13 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
                     raise
                 network_error = exc  # the instances are up: report them, and the network's error
             finish_network = None
-            launched, attempts = outcome["launch"]
+            launched, attempts, stand_ins, replacing = outcome["launch"]
             result["attempts"] = attempts
             new_ids = [i["InstanceId"] for i in launched]
             result["launched"] = new_ids
+            result["on_demand_fallback"] = [i["InstanceId"] for i in stand_ins]
             result["changed"] = result["changed"] or bool(new_ids)
+            filled = len(new_ids) - replacing
             waiter_error = None
             if new_ids and spec.wait:
                 try:
@@ -270,13 +445,17 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
                     launched = inst.describe_instances_by_id(ec2, new_ids)
             current.update({i["InstanceId"]: i for i in launched if inst.is_live(i)})
             lost = [i["InstanceId"] for i in launched if not inst.is_live(i)]
+            if replacing and waiter_error is None and not lost:  # make before break: spot is up, the stand-ins go
+                result["replaced"] = _break(spec, plan, replacing)
+                for iid in result["replaced"]:
+                    current.pop(iid, None)
             problems = []
-            if len(new_ids) < plan.to_launch:
+            if filled < plan.to_launch:
                 tried = ", ".join(
                     f"{a['instance_type']} in {a['availability_zone']}: {a['error_code'] or 'launched ' + str(a['launched'])}"
                     for a in attempts
                 )
-                problems.append(f"launched {len(new_ids)} of the {plan.to_launch} missing instances "
+                problems.append(f"launched {filled} of the {plan.to_launch} missing instances "
                                 f"(tried {tried or 'nothing: no instance type is offered in the zones'})")
             if lost:
                 problems.append(f"{len(lost)} new instance(s) ended before running ({', '.join(lost)}); "
@@ -287,7 +466,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
             if network_error is not None:
                 problems.append(f"the network could not be completed: {error_text(network_error)}; run again")
             if problems:
-                result["shortfall"] = len(new_ids) < plan.to_launch or bool(lost)
+                result["shortfall"] = filled < plan.to_launch or bool(lost)
                 raise AwsSpotError("; ".join(problems), plan.spec.region)
         if finish_network is not None:  # nothing was launched: the network's last round alone
             finish_network()
@@ -307,10 +486,47 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         unknown = [t for t in types if t not in known]
         if unknown:  # types read while planning need no second call
             prices.update(pricing.spot_prices(ec2, unknown))
-        result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices)
+        result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices, plan.on_demand_prices)
     except botocore.exceptions.ClientError:
         result["estimated_hourly_cost"] = None
     return result
+
+
+def _launch_all(spec: ClusterSpec, plan: RegionPlan, ids: dict[str, Any]) -> tuple[list, list, list, int]:
+    """The region's launches: spot (or on-demand) as placed, then on-demand stand-ins for what spot
+    could not fill (market spot-then-on-demand). Returns (instances, attempts, stand-ins, replacing):
+    ``replacing`` of the spot instances replace on-demand stand-ins."""
+    ec2 = plan.clients.ec2
+    subnets, group = ids["subnet_ids"], ids["security_group_id"]
+    wanted = 0 if plan.skip_spot else plan.to_launch + plan.to_replace
+    groups = [(launch.count, [(p.instance_type, p.zone) for p in launch.pools]) for launch in plan.launches]
+    launched, attempts = inst.launch_over(ec2, spec, plan.spec, groups, plan.pairs, plan.images, subnets, group,
+                                          wanted, plan.root_device)
+    covered = min(len(launched), plan.to_launch)
+    replacing = len(launched) - covered
+    stand_ins: list[dict[str, Any]] = []
+    wanted_od = min(plan.to_launch - covered, plan.to_fallback)
+    if wanted_od > 0:
+        pairs = [(p.instance_type, p.zone) for p in plan.fallback_pools]
+        stand_ins, tried = inst.launch(ec2, spec, plan.spec, pairs, plan.images, subnets, group, wanted_od,
+                                       plan.root_device, market="on-demand",
+                                       extra_tags={capacity.FALLBACK_TAG: capacity.FALLBACK_VALUE})
+        attempts += tried
+    return launched + stand_ins, attempts, stand_ins, replacing
+
+
+def _break(spec: ClusterSpec, plan: RegionPlan, replacing: int) -> list[str]:
+    """Terminate ``replacing`` on-demand stand-ins (the oldest first), now that spot runs in their place."""
+    def stamp(i: dict[str, Any]) -> Any:
+        launch_time = i.get("LaunchTime")
+        return (launch_time.timestamp() if hasattr(launch_time, "timestamp") else 0, i["InstanceId"])
+
+    ids = [i["InstanceId"] for i in sorted(plan.fallback_now, key=stamp)[:replacing]]
+    if ids:
+        inst.terminate(plan.clients.ec2, ids)
+        if spec.wait:
+            inst.wait_terminated(plan.clients.ec2, ids, spec.wait_timeout)
+    return ids
 
 
 def _region_result(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
@@ -332,6 +548,10 @@ def _region_result(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         "error": None,
         "estimated_hourly_cost": None,
         "shortfall": False,
+        "on_demand_fallback": [],
+        "replaced": [],
+        "to_replace": plan.to_replace,
+        "placement": placement_view(spec, plan) if spec.state == "present" else {},
     }
 
 
@@ -371,26 +591,99 @@ def _plans(module: Any, names: list[str], plan_one: Any, ssm: bool = False) -> t
 
 def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
     by_name = {r.region: r for r in spec.regions}
-    plans, errors = _plans(module, spec.region_names, lambda r, c: plan_present(spec, by_name[r], c),
-                           ssm=any(not r.image_id for r in spec.regions))
+    groups = score_groups(spec)
+    # the placement scores of every region (a call or two per distinct ask) go with the first round
+    (plans, errors), scores = together(
+        lambda: _plans(module, spec.region_names, lambda r, c: plan_present(spec, by_name[r], c),
+                       ssm=any(not r.image_id for r in spec.regions)),
+        lambda: capacity_reads.placement_scores(_default_client(module), groups))
     _raise_all(errors)
+    _price_on_demand(module, spec, plans)
+    for name, plan in plans.items():
+        try:
+            place(spec, plan, scores)
+        except AwsSpotError as exc:
+            errors[name] = exc
+    _raise_all(errors)
+    if scores["errors"]:
+        for plan in plans.values():
+            plan.notes.append("spot placement scores unavailable (" + "; ".join(scores["errors"])[:300] + ")")
+    _refuse_over_limits(spec, plans)
 
     if module.check_mode:
         regions = {}
         for name, plan in plans.items():
             res = _region_result(spec, plan)
-            res["changed"] = bool(plan.to_launch or plan.to_terminate or plan.network_changes)
+            res["changed"] = bool(plan.to_launch or plan.to_terminate or plan.network_changes or plan.to_replace)
             res["running"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
             res["instances"] = [inst.view(i, name, plan.architectures) for i in plan.in_scope]
             # what the instances there now cost (nothing is launched in check mode)
-            res["estimated_hourly_cost"] = (pricing.hourly_cost(res["instances"], plan.prices)
-                                            if plan.prices is not None else None)
+            res["estimated_hourly_cost"] = pricing.hourly_cost(res["instances"], plan.prices or {},
+                                                               plan.on_demand_prices)
             regions[name] = res
     else:
         regions, errors = run_per_region(by_name, lambda r: apply_present(spec, plans[r]))
         _raise_all(errors, acting=True)  # apply_present never raises; this is for the unexpected
 
     return _summary(spec, plans, regions)
+
+
+def _price_on_demand(module: Any, spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None:
+    """On-demand prices where the plan needs them: on-demand or stand-in launches, and with a cost cap the
+    on-demand instances that stay (the Price List service, cached on the controller: a re-run asks nothing)."""
+    wanted: dict[str, set[str]] = {}
+    for name, plan in plans.items():
+        types = set()
+        if spec.market != "spot" or spec.max_hourly_cost is not None:
+            types.update(plan.types)
+        if spec.max_hourly_cost is not None:
+            types.update(i.get("InstanceType") for i in plan.instances
+                         if inst.is_live(i) and i.get("InstanceLifecycle") != "spot")
+        if types:
+            wanted[name] = {t for t in types if t}
+    if not wanted:
+        return
+    try:
+        prices = price_list.on_demand_prices(module, [(r, t) for r, types in wanted.items() for t in types])
+    except (AwsSpotError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        for plan in plans.values():  # the plan goes on; a cost cap then refuses nodes of unknown price
+            plan.notes.append(f"on-demand prices unavailable ({exc.message if isinstance(exc, AwsSpotError) else error_text(exc)})")
+        return
+    for (region, itype), price in prices.items():
+        if price is not None and region in plans:
+            plans[region].on_demand_prices[itype] = price
+
+
+def _refuse_over_limits(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None:
+    """max_nodes and max_hourly_cost, over every region of the plan, before anything is created."""
+    parts: dict[str, int] = {}
+    total = 0
+    for name, plan in plans.items():
+        doomed = {i["InstanceId"] for i in plan.to_terminate}
+        others = sum(1 for i in plan.instances if inst.is_live(i) and inst.role_of(i) != spec.role)
+        mine = len(plan.in_scope) - len(doomed) + plan.to_launch
+        parts[f"{name} {spec.role}"] = mine
+        if others:
+            parts[f"{name} other roles"] = others
+        total += mine + others
+    problems = []
+    refusal = capacity.over_max_nodes(total, spec.max_nodes, parts)
+    if refusal:
+        problems.append(refusal)
+    expected = worst = 0.0
+    unknown = 0
+    for plan in plans.values():
+        plan.cost = cost_of(spec, plan)
+        expected += plan.cost["expected"]
+        worst += plan.cost["worst_case"]
+        unknown += plan.cost["unknown"]
+    costs = {"expected": round(expected, 6), "worst_case": round(worst, 6), "unknown": unknown}
+    refusal = capacity.over_cap(costs, spec.max_hourly_cost, f"the {spec.role} plan of cluster {spec.cluster_name}")
+    if refusal:
+        detail = ", ".join(f"{r}: up to {p.cost['worst_case']:.4f}" for r, p in plans.items())
+        problems.append(f"{refusal} (by region: {detail})")
+    if problems:
+        raise AwsSpotError("; ".join(problems), details={"plan_cost": costs})
 
 
 # --------------------------------------------------------------------------- absent
@@ -525,6 +818,18 @@ def _summary(spec: ClusterSpec, plans: dict[str, RegionPlan], regions: dict[str,
         },
         "failed_regions": failed,
         "exceptions": exceptions,
+        "plan_cost": _plan_cost(spec, plans),
+    }
+
+
+def _plan_cost(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> dict[str, Any]:
+    """The plan's cost over every region, as checked against max_hourly_cost."""
+    costs = [p.cost for p in plans.values() if p.cost]
+    return {
+        "expected": round(sum(c["expected"] for c in costs), 6),
+        "worst_case": round(sum(c["worst_case"] for c in costs), 6),
+        "unknown": sum(c["unknown"] for c in costs),
+        "max_hourly_cost": spec.max_hourly_cost,
     }
 
 

@@ -31,11 +31,14 @@ Scale down
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._capacity import FALLBACK_TAG
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._capacity import FALLBACK_VALUE
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import CLUSTER_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
@@ -45,6 +48,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import m
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import waiter as retrying_waiter
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
@@ -152,9 +156,14 @@ def candidates(
 
 def launch_parameters(
     spec: ClusterSpec, region: RegionSpec, itype: str, image_id: str, subnet_id: str,
-    group_id: str, count: int, root_device: str = ROOT_DEVICE,
+    group_id: str, count: int, root_device: str = ROOT_DEVICE, market: str | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    tags = managed_tags(spec.cluster_name, name=f"{spec.prefix}-{spec.role}", role=spec.role, extra=spec.tags)
+    """``market``: V(spot) or V(on-demand) for this launch (default: the spec's, spot first);
+    ``extra_tags``: e.g. the on-demand stand-in's tag."""
+    market = market or ("on-demand" if spec.market == "on-demand" else "spot")
+    tags = managed_tags(spec.cluster_name, name=f"{spec.prefix}-{spec.role}", role=spec.role,
+                        extra={**spec.tags, **(extra_tags or {})})
     resource_types = ["instance", "volume", "network-interface"]
     params: dict[str, Any] = {
         "ImageId": image_id,
@@ -184,7 +193,7 @@ def launch_parameters(
         params["KeyName"] = spec.key_name
     if spec.user_data:
         params["UserData"] = spec.user_data  # boto3 base64-encodes it
-    if spec.market == "spot":
+    if market == "spot":
         options: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
         if region.max_price:
             options["MaxPrice"] = region.max_price
@@ -209,8 +218,11 @@ def launch(
     group_id: str,
     missing: int,
     root_device: str = ROOT_DEVICE,
+    market: str | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Launch ``missing`` instances, falling back over ``pairs``. Returns (instances, attempts)."""
+    market = market or ("on-demand" if spec.market == "on-demand" else "spot")
     launched: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
     skip_types: set[str] = set()
@@ -220,9 +232,10 @@ def launch(
             break
         if itype in skip_types:
             continue
-        params = launch_parameters(spec, region, itype, images[itype], subnets[zone], group_id, remaining, root_device)
+        params = launch_parameters(spec, region, itype, images[itype], subnets[zone], group_id, remaining, root_device,
+                                   market=market, extra_tags=extra_tags)
         attempt: dict[str, Any] = {"instance_type": itype, "availability_zone": zone, "requested": remaining,
-                                   "launched": 0, "error_code": None, "error": None}
+                                   "launched": 0, "error_code": None, "error": None, "market": market}
         attempts.append(attempt)
         try:
             got = run_instances(ec2, params)
@@ -240,13 +253,50 @@ def launch(
     return launched, attempts
 
 
+def launch_over(
+    ec2: Any,
+    spec: ClusterSpec,
+    region: RegionSpec,
+    groups: list[tuple[int, list[tuple[str, str]]]],
+    pairs: list[tuple[str, str]],
+    images: dict[str, str],
+    subnets: dict[str, str],
+    group_id: str,
+    missing: int,
+    root_device: str = ROOT_DEVICE,
+    market: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Launch ``missing`` instances as ``groups`` say - ``(count, pairs)`` each, every group at
+    once (one zone each when spreading; one group over every pair when packed) - then what
+    they could not launch with :func:`launch` over the ``pairs`` no attempt found short."""
+    if missing <= 0:
+        return [], []
+    groups = [(n, p) for n, p in groups if n > 0] or [(missing, pairs)]
+    answers = together(*[functools.partial(launch, ec2, spec, region, group_pairs, images, subnets, group_id, count,
+                                           root_device, market) for count, group_pairs in groups])
+    launched = [i for got, _attempts in answers for i in got]
+    attempts = [a for _got, tried in answers for a in tried]
+    short = missing - len(launched)
+    if short > 0 and len(groups) > 1:  # the zones that had room take the rest, as a packed launch would
+        spent = {(a["instance_type"], a["availability_zone"]) for a in attempts
+                 if a["error_code"] or a["launched"] < a["requested"]}
+        quota = {a["instance_type"] for a in attempts if a["error_code"] in QUOTA_ERRORS}
+        rest = [p for p in pairs if p not in spent and p[0] not in quota]
+        got, tried = launch(ec2, spec, region, rest, images, subnets, group_id, short, root_device, market)
+        launched += got
+        attempts += tried
+    return launched, attempts
+
+
 # --------------------------------------------------------------------------- scaling down, waiting
-def surplus(instances: list[dict[str, Any]], region: RegionSpec, zones: list[str], count: int) -> list[dict[str, Any]]:
-    """The instances to terminate to get down to ``count``: least preferred first."""
+def surplus(instances: list[dict[str, Any]], region: RegionSpec, zones: list[str], count: int,
+            types: list[str] | None = None) -> list[dict[str, Any]]:
+    """The instances to terminate to get down to ``count``: least preferred first (on-demand
+    stand-ins for spot before anything else)."""
     extra = len(instances) - count
     if extra <= 0:
         return []
-    type_rank = {t: i for i, t in enumerate(region.instance_types)}
+    type_rank = {t: i for i, t in enumerate(region.instance_types or types or [])}
     zone_order = region.availability_zones or zones
     zone_rank = {z: i for i, z in enumerate(zone_order)}
 
@@ -254,6 +304,7 @@ def surplus(instances: list[dict[str, Any]], region: RegionSpec, zones: list[str
         launch_time = i.get("LaunchTime")
         stamp = launch_time.timestamp() if hasattr(launch_time, "timestamp") else 0
         return (
+            tags_of(i).get(FALLBACK_TAG) == FALLBACK_VALUE,
             type_rank.get(i.get("InstanceType"), len(type_rank)),
             zone_rank.get(i.get("Placement", {}).get("AvailabilityZone"), len(zone_rank)),
             stamp,

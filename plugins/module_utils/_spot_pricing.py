@@ -5,9 +5,9 @@
 
 One ``DescribeSpotPriceHistory`` per region, for the instance types in use and
 ``StartTime=now`` (EC2 then answers with the price in force in every zone). On-demand
-instances have no price here: EC2 has no on-demand price API (that is the Pricing
-service, which is neither regional nor offline), so their cost is reported as
-unknown (``None``) rather than guessed.
+instances have no price here: EC2 has no on-demand price API; their prices come from
+the Price List service (``_price_list``, cached on the controller) when the caller
+has them, and are otherwise unknown (``None``), never guessed.
 """
 
 from __future__ import annotations
@@ -38,13 +38,16 @@ def spot_prices(ec2: Any, instance_types: list[str]) -> dict[tuple[str, str], fl
     return {key: price for key, (_stamp, price) in newest.items()}
 
 
-def hourly_cost(instances: list[dict[str, Any]], prices: dict[tuple[str, str], float]) -> float | None:
-    """Sum over instance views; ``None`` when any instance has no known price (e.g. on-demand)."""
+def hourly_cost(instances: list[dict[str, Any]], prices: dict[tuple[str, str], float],
+                on_demand: dict[str, float] | None = None) -> float | None:
+    """Sum over instance views; ``None`` when any instance has no known price. On-demand
+    instances are priced from ``on_demand`` (instance type -> USD/hour, the Price List's)."""
     total = 0.0
     for inst in instances:
         if inst.get("lifecycle") != "spot":
-            return None
-        price = prices.get((inst["instance_type"], inst["availability_zone"]))
+            price = (on_demand or {}).get(inst["instance_type"])
+        else:
+            price = prices.get((inst["instance_type"], inst["availability_zone"]))
         if price is None:
             return None
         total += price

@@ -18,13 +18,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import CLUSTER_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import MANAGED_BY_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
 
 ROLES = ("compute", "orchestrator")
-MARKETS = ("spot", "on-demand")
+MARKETS = _capacity.MARKETS  # spot, on-demand, spot-then-on-demand
+STRATEGIES = _capacity.STRATEGIES  # spread, packed
+DEFAULT_MAX_NODES = 100
 CLUSTER_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+$")
 ZONE_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+[a-z](?:-[a-z0-9-]+)?$")
@@ -46,6 +49,8 @@ class RegionSpec:
     availability_zones: list[str] | None = None
     max_price: str | None = None
     nats_cidrs: list[str] | None = None  # None: the cluster-wide nats_cidrs
+    instance_requirements: dict[str, Any] | None = None  # _capacity.parse_requirements' shape
+    on_demand_max: int | None = None  # market spot-then-on-demand: most on-demand stand-ins (None: no limit)
 
 
 @dataclass
@@ -69,6 +74,15 @@ class ClusterSpec:
     wait_timeout: int = 600
     allow_partial: bool = False
     ubuntu_release: str = "24.04"
+    availability_zone_strategy: str = "spread"
+    max_hourly_cost: float | None = None
+    max_nodes: int = DEFAULT_MAX_NODES
+    min_placement_score: int = _capacity.DEFAULT_MIN_SCORE
+
+    @property
+    def spot_first(self) -> bool:
+        """Spot is tried first (market spot or spot-then-on-demand)."""
+        return self.market != "on-demand"
 
     def nats_cidrs_for(self, region: str) -> list[str]:
         """NATS sources of one region: its own list when given, else the cluster-wide one."""
@@ -133,9 +147,16 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
                 problems.append(f"{where}.count: {spec.count} is outside 0..{MAX_COUNT_PER_REGION}")
 
     types = entry.get("instance_types")
+    requirements = entry.get("instance_requirements")
+    if requirements is not None:
+        if types is not None:
+            problems.append(f"{where}: give either instance_types or instance_requirements, not both")
+        spec.instance_requirements = _capacity.parse_requirements(requirements, f"{where}.instance_requirements",
+                                                                  problems)
     if types is None:
-        if spec.count > 0:
-            problems.append(f"{where}: 'instance_types' is required, an ordered list such as [t3.small, t3a.small]")
+        if spec.count > 0 and requirements is None:
+            problems.append(f"{where}: 'instance_types' (an ordered list such as [t3.small, t3a.small]) or "
+                            "'instance_requirements' is required")
     elif not isinstance(types, list) or not types:
         problems.append(f"{where}.instance_types: must be a non-empty list, in order of preference")
     else:
@@ -162,14 +183,24 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
 
     price = entry.get("max_price")
     if price not in (None, ""):
-        if market != "spot":
-            problems.append(f"{where}.max_price: only applies to market=spot")
+        if market == "on-demand":
+            problems.append(f"{where}.max_price: only applies to market=spot or spot-then-on-demand")
         elif not PRICE_RE.match(str(price)) or float(price) <= 0:
             problems.append(f"{where}.max_price: {price!r} is not a positive price in USD per hour such as 0.05")
         else:
             spec.max_price = str(price)
     if entry.get("nats_cidrs") is not None:
         spec.nats_cidrs = _cidrs(entry.get("nats_cidrs"), f"{where}.nats_cidrs", problems)
+    on_demand_max = entry.get("on_demand_max")
+    if on_demand_max is not None:
+        if market != "spot-then-on-demand":
+            problems.append(f"{where}.on_demand_max: only applies to market=spot-then-on-demand")
+        try:
+            spec.on_demand_max = int(on_demand_max)
+            if spec.on_demand_max < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"{where}.on_demand_max: {on_demand_max!r} is not a whole number of 0 or more")
     # Unknown keys never get here: the module's argument spec (suboptions) refuses them first,
     # and the playbooks' cluster_problems filter names them as the user wrote them.
     return spec
@@ -254,9 +285,46 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
     if not 1 <= api_port <= 65535:
         problems.append(f"api_port: {api_port} is not a TCP port")
 
+    if market not in MARKETS:
+        problems.append(f"market: {market!r} is not one of {', '.join(MARKETS)}")
+    strategy = params.get("availability_zone_strategy") or "spread"
+    if strategy not in STRATEGIES:
+        problems.append(f"availability_zone_strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    max_cost = params.get("max_hourly_cost")
+    if max_cost is not None:
+        try:
+            max_cost = float(max_cost)
+            if max_cost < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"max_hourly_cost: {max_cost!r} is not a price of 0 or more in USD per hour")
+            max_cost = None
+    max_nodes = params.get("max_nodes")
+    max_nodes = DEFAULT_MAX_NODES if max_nodes is None else max_nodes
+    try:
+        max_nodes = int(max_nodes)
+        if max_nodes < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"max_nodes: {max_nodes!r} is not a whole number of 0 or more")
+        max_nodes = DEFAULT_MAX_NODES
+    asked = sum(r.count for r in regions) if state == "present" else 0
+    refusal = _capacity.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
+    if refusal:
+        problems.append(f"regions: {refusal.split('; nothing was created')[0]}")
+    min_score = params.get("min_placement_score")
+    min_score = _capacity.DEFAULT_MIN_SCORE if min_score is None else min_score
+    try:
+        min_score = int(min_score)
+        if not 1 <= min_score <= 10:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"min_placement_score: {min_score!r} is not a spot placement score from 1 to 10")
+        min_score = _capacity.DEFAULT_MIN_SCORE
+
     tags = {str(k): str(v) for k, v in (params.get("tags") or {}).items()}
     for key_name in tags:
-        if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY):
+        if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY, _capacity.FALLBACK_TAG):
             problems.append(f"tags: {key_name!r} is reserved (aws:* and the bacalhau:* keys are set by the module)")
 
     spec = ClusterSpec(
@@ -279,6 +347,10 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         wait_timeout=wait_timeout,
         allow_partial=bool(params.get("allow_partial", False)),
         ubuntu_release=str(params.get("ubuntu_release") or "24.04"),
+        availability_zone_strategy=strategy,
+        max_hourly_cost=max_cost,
+        max_nodes=max_nodes,
+        min_placement_score=min_score,
     )
     if problems:
         raise AwsSpotError(

@@ -19,11 +19,13 @@ description:
     table, a security group and the SSH key pair - all tagged C(bacalhau:managed-by=bacalhau.aws_spot) and
     C(bacalhau:cluster=<cluster_name>) at creation (the main route table, made by AWS with the VPC and
     deleted with it, is tagged right after). Both roles of a cluster share the network of a region.
-  - "Launches use one C(RunInstances) call per attempt (C(MinCount=1), C(MaxCount=<missing>)), so N instances
-    take one call when the capacity is there. On capacity errors (C(InsufficientInstanceCapacity),
-    C(SpotMaxPriceTooLow) and the like) it tries the next availability zone, and on quota errors
-    (C(MaxSpotInstanceCountExceeded), C(VcpuLimitExceeded)) the next instance type, in the order given.
-    Every attempt is reported in RV(regions)."
+  - "Launches use one C(RunInstances) call per attempt (C(MinCount=1), C(MaxCount=<missing>)): one per zone,
+    all at once, when spreading (O(availability_zone_strategy=spread), the default), one in all when packed.
+    Pools (instance type x zone) are ranked from spot placement scores (C(GetSpotPlacementScores), by region
+    and zone) and spot prices; a zone with no spot price for a type is not used for it. On capacity errors
+    (C(InsufficientInstanceCapacity), C(SpotMaxPriceTooLow) and the like) it tries the next availability zone,
+    and on quota errors (C(MaxSpotInstanceCountExceeded), C(VcpuLimitExceeded)) the next instance type.
+    Every attempt is reported in RV(regions), and the placement and its reasons in RV(regions.placement)."
   - All regions are worked on at the same time. A region that cannot be filled does not stop the others;
     the module then fails with a message naming it, unless O(allow_partial=true).
   - Instances require IMDSv2, boot from an encrypted gp3 root volume and run the Ubuntu LTS image of
@@ -75,9 +77,31 @@ options:
         description:
           - Instance types in order of preference, for example V([t3.small, t3a.small]).
           - x86_64 and arm64 types may be mixed; each gets the image of its architecture.
-          - Required when O(regions[].count) is above 0.
+          - This or O(regions[].instance_requirements) is required when O(regions[].count) is above 0.
         type: list
         elements: str
+      instance_requirements:
+        description:
+          - Instead of O(regions[].instance_types), what an instance needs, in the terms of AWS's
+            C(InstanceRequirements) (snake_case). The region's own C(GetInstanceTypesFromInstanceRequirements)
+            turns them into instance types (one call per architecture), and the candidates are ordered by price
+            and capacity (spot placement score), cheapest first; RV(regions.placement) shows them and why.
+          - "Keys: C(vcpus) and C(memory_gib) (required, each C({min, max}), C(min) required),
+            C(memory_gib_per_vcpu), C(network_interface_count), C(network_bandwidth_gbps) (C({min, max})),
+            C(cpu_manufacturers) (C(intel), C(amd), C(amazon-web-services), C(apple)), C(instance_generations)
+            (C(current), C(previous)), C(allowed_instance_types), C(excluded_instance_types) (names with C(*)
+            wildcards; not both), C(burstable), C(bare_metal), C(local_storage) (C(included), C(excluded) or
+            C(required)), C(spot_max_price_percentage_over_lowest_price),
+            C(on_demand_max_price_percentage_over_lowest_price)."
+          - "Ours, not AWS's: C(architectures) (a list of C(x86_64), C(arm64); default both) and C(max_types)
+            (keep the N types with the cheapest pool, default 8, 1 to 50)."
+          - Adds one round of calls to the plan (the offerings and spot prices of the types found).
+        type: dict
+      on_demand_max:
+        description:
+          - With O(market=spot-then-on-demand), the most on-demand stand-ins this region may have at once. Default
+            no limit (every node spot cannot fill).
+        type: int
       image_id:
         description:
           - An AMI of that region to use instead of the Ubuntu LTS image. Its architecture must match every
@@ -101,10 +125,47 @@ options:
         type: list
         elements: str
   market:
-    description: V(spot) (one-time requests, terminated on interruption) or V(on-demand).
+    description:
+      - V(spot) (one-time requests, terminated on interruption), V(on-demand), or V(spot-then-on-demand).
+      - V(spot-then-on-demand) launches on-demand stand-ins for what every spot pool of the region failed to
+        fill (at most O(regions[].on_demand_max)), tagged C(bacalhau:market=on-demand-fallback). A later run
+        that finds spot capacity (the region's spot placement score at least O(min_placement_score)) launches
+        spot nodes for them first and terminates the stand-ins once those run (make before break). In a region
+        whose score is under O(min_placement_score) spot is not tried; stand-ins are launched at once.
     type: str
-    choices: [spot, on-demand]
+    choices: [spot, on-demand, spot-then-on-demand]
     default: spot
+  availability_zone_strategy:
+    description:
+      - V(spread) puts a region's new nodes over its zones so that every zone ends within one node of the
+        others (counting the nodes there already), one C(RunInstances) per zone, all at once; what a zone cannot
+        take goes to the zones that had room, as V(packed) would.
+      - V(packed) walks the pools in order (first zone with capacity takes them all, one call).
+      - Zones are taken in O(regions[].availability_zones) order when given, else best spot placement score
+        first (zones under O(min_placement_score) last, and left out of the spread), then cheapest.
+    type: str
+    choices: [spread, packed]
+    default: spread
+  min_placement_score:
+    description:
+      - The spot placement score (C(GetSpotPlacementScores), 1 to 10) under which a zone or region is avoided -
+        its pools are tried last and it gets no share of a spread. Unknown scores (AWS refused them) are never low.
+    type: int
+    default: 3
+  max_hourly_cost:
+    description:
+      - Refuse a plan that could cost more than this, in USD per hour, before anything is created (also in check
+        mode), naming the numbers. Counted - the cluster's instances that stay (every role, at their spot or
+        on-demand price), and the new ones at the dearest pool they may fall back to, plus on-demand stand-ins
+        at the on-demand price. A plan with nodes of unknown price is refused too.
+      - Default no cap.
+    type: float
+  max_nodes:
+    description:
+      - Refuse a plan with more live instances in the cluster than this (this role's counts plus the other roles'
+        instances in the listed regions), naming the numbers. A guard against typos in O(regions[].count).
+    type: int
+    default: 100
   ssh_public_key:
     description:
       - OpenSSH public key material (not a file name), imported as a key pair in every region.
@@ -186,11 +247,14 @@ notes:
     O(state=absent) and no O(regions), to list the enabled regions.
   - Scale down terminates the least preferred instances first - types no longer listed, then later types,
     then later zones - newest first.
-  - RV(estimated_hourly_cost) comes from the spot price history; on-demand instances have no price there,
-    so with O(market=on-demand) it is V(null).
-  - "Why C(RunInstances) and not EC2 Fleet C(instant): errors of a fleet come back per override inside a
-    successful answer, and the offline emulator (moto) only ever uses a fleet's first override, so the
-    fallback could not be tested; one C(RunInstances) per (type, zone) attempt behaves the same on both."
+  - RV(estimated_hourly_cost) comes from the spot price history for spot instances and from the AWS Price List
+    service (C(pricing:GetProducts), cached on the controller) for on-demand ones; V(null) when a price is
+    unknown.
+  - "Why C(RunInstances) and not EC2 Fleet C(instant) with C(price-capacity-optimized): a fleet needs a launch
+    template (one more call and one more resource per region), does not balance a region over its zones, and
+    reports its errors per override inside a successful answer, which the offline emulator (moto) does not
+    model (it uses a fleet's first override only). The module ranks the same pools the same way from the
+    same data (spot placement scores, then price) and walks them with C(RunInstances). See docs/spot_cluster.md."
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -245,6 +309,22 @@ EXAMPLES = r"""
         count: 10
         instance_types: [c7g.large, c6g.large, m7g.large]
         max_price: "0.05"
+
+- name: Nodes by what they need, spread over zones, on-demand where spot has no room, under a cost cap
+  bacalhau.aws_spot.spot_cluster:
+    cluster_name: demo
+    market: spot-then-on-demand
+    max_hourly_cost: 0.50
+    regions:
+      - region: eu-west-1
+        count: 6
+        on_demand_max: 2
+        instance_requirements:
+          vcpus: {min: 2, max: 4}
+          memory_gib: {min: 4}
+          architectures: [arm64, x86_64]
+          burstable: excluded
+  register: compute
 
 - name: Remove the whole cluster, wherever it has resources
   bacalhau.aws_spot.spot_cluster:
@@ -349,8 +429,8 @@ regions:
       type: list
       elements: str
     attempts:
-      description: Every launch attempt, in order, with C(instance_type), C(availability_zone), C(requested),
-        C(launched), C(error_code) and C(error).
+      description: Every launch attempt, in order, with C(instance_type), C(availability_zone), C(market),
+        C(requested), C(launched), C(error_code) and C(error).
       type: list
       elements: dict
     network:
@@ -380,11 +460,42 @@ regions:
     estimated_hourly_cost:
       description: USD per hour of the role's instances there, or null when unknown.
       type: float
+    on_demand_fallback:
+      description: Ids of the on-demand stand-ins launched by this run (O(market=spot-then-on-demand)).
+      type: list
+      elements: str
+    to_replace:
+      description: On-demand stand-ins this run tries to replace by spot (make before break).
+      type: int
+    replaced:
+      description: Ids of the on-demand stand-ins terminated once their spot replacements ran.
+      type: list
+      elements: str
+    placement:
+      description:
+        - Where the nodes go and why, also in check mode. C(strategy), C(market), C(instance_types) (the
+          candidates; with C(from_requirements) what O(regions[].instance_requirements) resolved to),
+          C(region_score) and C(zone_scores) (spot placement scores, null/empty when unknown), C(pools) (ranked,
+          each with C(instance_type), C(availability_zone), C(architecture), C(spot_price), C(on_demand_price),
+          C(zone_score)), C(excluded) (pools left out, with C(reason) C(not offered) or C(no spot price)),
+          C(launches) (per zone, C(count) and the C(pools) tried, in order), C(on_demand_fallback) (C(now),
+          C(may_launch), C(max), C(to_replace), C(ranked)), C(cost) (C(expected), C(worst_case), C(unknown)) and
+          C(notes).
+      type: dict
+plan_cost:
+  description:
+    - USD per hour of the plan over every region, as checked against O(max_hourly_cost) - C(expected) (the
+      nodes that stay plus the launches at their first pool), C(worst_case) (fallbacks to the dearest pools and
+      on-demand stand-ins), C(unknown) (nodes of unknown price) and C(max_hourly_cost).
+  returned: with O(state=present)
+  type: dict
+  sample: {"expected": 0.0312, "worst_case": 0.0418, "unknown": 0, "max_hourly_cost": 0.5}
 estimated_hourly_cost:
   description:
-    - USD per hour of all the instances in RV(instances), from the current spot prices of their type and zone.
+    - USD per hour of all the instances in RV(instances), from the current spot prices of their type and zone
+      (on-demand ones from the Price List).
     - In check mode, of the instances that exist now.
-    - null when any of them has no known price (on-demand instances).
+    - null when any of them has no known price.
   returned: always
   type: float
   sample: 0.0312
@@ -418,6 +529,8 @@ REGION_SPEC = dict(
     availability_zones=dict(type="list", elements="str"),
     max_price=dict(type="str"),
     nats_cidrs=dict(type="list", elements="str"),
+    instance_requirements=dict(type="dict"),
+    on_demand_max=dict(type="int"),
 )
 
 ARGUMENT_SPEC = dict(
@@ -440,6 +553,10 @@ ARGUMENT_SPEC = dict(
     allow_partial=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=600),
+    availability_zone_strategy=dict(type="str", choices=list(_spot_spec.STRATEGIES), default="spread"),
+    max_hourly_cost=dict(type="float"),
+    max_nodes=dict(type="int", default=_spot_spec.DEFAULT_MAX_NODES),
+    min_placement_score=dict(type="int", default=3),
 )
 
 

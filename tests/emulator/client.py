@@ -157,6 +157,45 @@ class Emulator:
             return self._call("GET", "imds")
         return self._call("POST", "imds", {"state_dir": str(state_dir)})
 
+    # -- the spot market (market.py): every rule is added after the ones in force
+    def market(self) -> dict:
+        return self._call("GET", "market")
+
+    def set_market(self, **rules: Any) -> dict:
+        """``placement_scores=[...]``, ``spot_prices=[...]``, ``offerings=[...]``, ``on_demand_prices=[...]``."""
+        return self._call("POST", "market", rules)
+
+    def clear_market(self) -> dict:
+        return self._call("DELETE", "market")
+
+    @staticmethod
+    def _rule(region: str | None, availability_zone: str | None, instance_type: str | None,
+              **values: Any) -> dict:
+        rule = {k: v for k, v in (("region", region), ("availability_zone", availability_zone),
+                                  ("instance_type", instance_type)) if v is not None}
+        rule.update(values)
+        return rule
+
+    def placement_score(self, region: str, score: int, availability_zone: str | None = None,
+                        instance_type: str | None = None) -> dict:
+        """The score (1-10) of a region, or of one of its zones (name or id), for one type or all."""
+        return self.set_market(placement_scores=[self._rule(region, availability_zone, instance_type, score=score)])
+
+    def spot_price(self, region: str, price: float | None = None, factor: float | None = None,
+                   availability_zone: str | None = None, instance_type: str | None = None) -> dict:
+        """A fixed spot price (USD/hour, the same at every time) or a factor on the seeded one."""
+        value = {"price": price} if price is not None else {"factor": factor}
+        return self.set_market(spot_prices=[self._rule(region, availability_zone, instance_type, **value)])
+
+    def offering(self, region: str, offered: bool, availability_zone: str | None = None,
+                 instance_type: str | None = None) -> dict:
+        """Offer (or withdraw) a type, or every type, in a zone or a whole region."""
+        return self.set_market(offerings=[self._rule(region, availability_zone, instance_type, offered=offered)])
+
+    def on_demand_price(self, instance_type: str, price: float | None, region: str | None = None) -> dict:
+        """The Price List's Linux on-demand price (USD/hour; None = no product) in a region or all."""
+        return self.set_market(on_demand_prices=[self._rule(region, None, instance_type, price=price)])
+
     def calls(self) -> dict:
         return self._call("GET", "calls")
 

@@ -81,16 +81,3 @@ def current_ubuntu_parameters(region: str) -> dict[str, str]:
         for arch in ARCHES
     }
 
-
-def spot_price(region: str, zone: str, instance_type: str, vcpus: int, memory_mib: int, arch: str) -> str:
-    """A plausible, stable spot price in USD/hour (moto answers 0.00001 for everything).
-
-    About a third of an on-demand price estimated from vCPUs and memory (arm64 ~20%
-    cheaper, as Graviton is), varied by up to +-15% per region and zone, so that
-    cost estimates and "cheapest zone" logic see realistic, differing numbers.
-    """
-    on_demand = vcpus * 0.024 + (memory_mib / 1024) * 0.003
-    if arch == "arm64":
-        on_demand *= 0.8
-    spread = int(hashlib.sha256(f"{region}/{zone}/{instance_type}".encode()).hexdigest()[:4], 16) / 0xFFFF
-    return f"{on_demand * 0.35 * (0.85 + 0.30 * spread):.6f}"

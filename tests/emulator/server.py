@@ -18,7 +18,12 @@ middleware so that we can do what moto cannot:
   code) for a region / availability zone / instance type / market, throttling
   (``RequestLimitExceeded``) for the next N calls, added latency per call, and lost
   answers (the call is carried out, then the answer never reaches the client);
-* count API calls by operation and region, with start/end times (for benchmarks).
+* count API calls by operation and region, with start/end times (for benchmarks);
+* answer the spot market (``market.py``): instance type offerings per zone (a launch into a
+  zone that does not offer the type is refused with ``Unsupported``), spot price history
+  varying by zone and time, spot placement scores, instance types from requirements, and
+  the Price List service's on-demand prices (``pricing``, which moto lacks); all seeded and
+  settable through ``/_emulator/market``.
 
 The control API lives beside the AWS endpoints, on the same port, under
 ``/_emulator/`` (JSON in and out); ``client.py`` wraps it for Python and playbooks
@@ -52,11 +57,23 @@ can drive it with ``ansible.builtin.uri``:
                                       (instances with an address-pool address; see ``imds.py``);
                                       ``null`` stops writing. ``GET``: the documents
 ``DELETE /_emulator/calls``           zero the counters
+``GET  /_emulator/market``            the market rules in force (``market.py``)
+``POST /_emulator/market``            merge: ``{"placement_scores": [{"region", "availability_zone"?,
+                                      "instance_type"?, "score": 1-10}], "spot_prices": [{"region",
+                                      "availability_zone"?, "instance_type"?, "price" | "factor"}],
+                                      "offerings": [{"region", "availability_zone"?, "instance_type"?,
+                                      "offered": false}], "on_demand_prices": [{"region"?,
+                                      "instance_type"?, "price" (null = no product) | "factor"}]}``
+``DELETE /_emulator/market``          back to the seeded market (so does ``reset``)
 
 A capacity rule: ``{"region": "us-east-1", "availability_zone": "us-east-1a",
 "instance_type": "t3.micro", "market": "spot", "code": "InsufficientInstanceCapacity",
 "count": null}``; every key but ``region`` is optional (absent = any), ``count``
-limits how many launches it refuses before it lapses.
+limits how many launches it refuses before it lapses. A capacity rule for spot launches
+(``market`` absent or ``"spot"``) also drops the placement score of what it covers to 1.
+
+Market rules (``availability_zone`` may be a zone name or id; absent keys = any) apply in
+the order given, the last matching one winning; a spot ``factor`` multiplies what came before.
 
 ``drop_response``: the next N matching calls are carried out (moto launches, creates,
 deletes), then their answer is lost, as when a connection breaks after AWS has acted.
@@ -89,13 +106,12 @@ from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
 from moto.ec2.models.instances import Instance, InstanceBackend, StateReason  # noqa: E402
-from moto.ec2.responses.spot_instances import SpotInstances  # noqa: E402
-from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
 from moto.moto_api._internal import moto_api_backend  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from moto.ssm.models import Parameter, ParameterDict  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
+from . import market  # noqa: E402  (the spot market's answers)
 
 from . import seed  # noqa: E402
 from .imds import InstanceMetadata, after, imds_time as imds_time_of  # noqa: E402
@@ -180,27 +196,7 @@ def _patch_moto() -> None:
 
     ParameterDict._check_loading_status = _check_loading_status  # type: ignore[method-assign]
 
-    def describe_spot_price_history(self: Any) -> ActionResult:
-        offers = self.ec2_backend.describe_spot_price_history(
-            self._get_param("InstanceTypes", []), self._filters_from_querystring()
-        )
-        history = []
-        for offer in offers:
-            info = INSTANCE_TYPES.get(offer["InstanceType"], {})
-            history.append({
-                "InstanceType": offer["InstanceType"],
-                "ProductDescription": "Linux/UNIX",
-                "SpotPrice": seed.spot_price(
-                    self.region, offer["Location"], offer["InstanceType"],
-                    info.get("VCpuInfo", {}).get("DefaultVCpus", 2), info.get("MemoryInfo", {}).get("SizeInMiB", 4096),
-                    (info.get("ProcessorInfo", {}).get("SupportedArchitectures") or ["x86_64"])[0],
-                ),
-                "AvailabilityZone": offer["Location"],
-                "Timestamp": _now().strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            })
-        return ActionResult({"SpotPriceHistory": history})
-
-    SpotInstances.describe_spot_price_history = describe_spot_price_history  # type: ignore[method-assign]
+    market.patch_moto()  # offerings, spot prices, placement scores, requirements (market.py)
 
     original_run = InstanceBackend.run_instances
 
@@ -404,6 +400,11 @@ class Faults:
         rule = self.drop_response
         return rule["how"] if self._take(rule, operation, region) else None
 
+    def capacity_rules(self) -> list[dict[str, Any]]:
+        """The capacity rules in force, copied (for reading; nothing is consumed)."""
+        with self.lock:
+            return [dict(rule) for rule in self.capacity]
+
     def match_capacity(self, region: str, az: str | None, itype: str | None, market: str) -> dict | None:
         with self.lock:
             for rule in self.capacity:
@@ -573,6 +574,8 @@ class EmulatorApp:
         else:
             if replay is not None:
                 status, headers, result = replay
+            elif service == "pricing":  # no moto backend: the Price List service is ours (market.py)
+                status, headers, result = market.price_list_answer(operation, environ["wsgi.input"].getvalue())
             else:
                 status, headers, result = self._moto(environ)
                 if token_key is not None and status.startswith("200"):
@@ -679,8 +682,11 @@ class EmulatorApp:
                     az = backend.get_subnet(subnet_id).availability_zone
                 except Exception:  # unknown subnet: moto answers for it
                     az = None
-            market = params.get("InstanceMarketOptions.MarketType") or "on-demand"
-            rule = self.faults.match_capacity(region, az, itype, market)
+            unsupported = market.unsupported_launch(region, az, itype)
+            if unsupported:
+                return _xml_error("Unsupported", unsupported, LAUNCH_ERROR_STATUS["Unsupported"])
+            market_type = params.get("InstanceMarketOptions.MarketType") or "on-demand"
+            rule = self.faults.match_capacity(region, az, itype, market_type)
             if rule:
                 code = rule["code"]
                 message = LAUNCH_ERROR_MESSAGE.get(code, code).format(
@@ -700,8 +706,11 @@ class EmulatorApp:
                     az = backend.get_subnet(subnet_id).availability_zone
                 except Exception:
                     az = None
-            market = params.get("TargetCapacitySpecification.DefaultTargetCapacityType", "on-demand")
-            rule = self.faults.match_capacity(region, az, itype, market)
+            unsupported = market.unsupported_launch(region, az, itype)
+            if unsupported:
+                return _xml_error("Unsupported", unsupported, LAUNCH_ERROR_STATUS["Unsupported"])
+            market_type = params.get("TargetCapacitySpecification.DefaultTargetCapacityType", "on-demand")
+            rule = self.faults.match_capacity(region, az, itype, market_type)
             if rule:
                 return _xml_error(rule["code"], rule["code"], LAUNCH_ERROR_STATUS[rule["code"]])
         return None
@@ -823,6 +832,7 @@ class EmulatorApp:
             self.faults.clear()
             self.calls.clear()
             self.tokens.clear()
+            market.MARKET.clear()
             return 200, {"reset": True}
         if what == "faults":
             if method == "GET":
@@ -843,6 +853,12 @@ class EmulatorApp:
                     ADDRESS_POOL.addresses = addresses
             with self.moto_lock:  # free() reads moto's backends
                 return 200, {"addresses": ADDRESS_POOL.addresses, "free": ADDRESS_POOL.free()}
+        if what == "market":
+            if method == "POST":
+                market.MARKET.update(body)
+            elif method == "DELETE":
+                market.MARKET.clear()
+            return 200, market.MARKET.as_dict()
         if what == "interrupt" and method == "POST":
             return 200, self._interrupt(body["region"], list(body["instance_ids"]), float(body.get("notice_seconds") or 0))
         if what == "rebalance" and method == "POST":
@@ -868,7 +884,9 @@ class EmulatorApp:
 def make_app() -> EmulatorApp:
     _patch_moto()
     _patch_addresses()
-    return EmulatorApp(DomainDispatcherApplication(create_backend_app))
+    app = EmulatorApp(DomainDispatcherApplication(create_backend_app))
+    market.MARKET.capacity_rules = app.faults.capacity_rules  # placement scores see capacity faults
+    return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 0, on_ready: Callable[[str], None] | None = None) -> None:

@@ -1,6 +1,8 @@
 """spot_cluster against the emulator: what exists afterwards, not which calls were made."""
 from __future__ import annotations
 
+import datetime
+
 import boto3
 import pytest
 
@@ -50,6 +52,9 @@ def cluster(name="demo", **kw):
         "ssh_cidrs": ["198.51.100.0/24"],
         "api_cidrs": ["203.0.113.0/24"],
         "root_volume_size": 16,
+        # these tests pin the packed walk (every type's zones in order, one call per attempt) they
+        # were written for; spread, the default since placement, is tested in tests/integration/test_placement.py
+        "availability_zone_strategy": "packed",
     }
     args.update(kw)
     return args
@@ -66,10 +71,12 @@ def test_exact_count_across_regions(aws, run_module):
     assert {i["region"] for i in first["instances"]} == {"us-east-1", "eu-west-1"}
     assert first["regions"]["us-east-1"]["running"] == 3
     # the cost is the sum of the current spot price of each instance's type in its zone
+    # (StartTime=now: the price in force now; without it EC2 answers the recent history)
     expected = 0.0
+    now = datetime.datetime.now(datetime.timezone.utc)
     for i in first["instances"]:
         history = ec2(i["region"]).describe_spot_price_history(
-            InstanceTypes=[i["instance_type"]], ProductDescriptions=["Linux/UNIX"])["SpotPriceHistory"]
+            InstanceTypes=[i["instance_type"]], ProductDescriptions=["Linux/UNIX"], StartTime=now)["SpotPriceHistory"]
         expected += {h["AvailabilityZone"]: float(h["SpotPrice"]) for h in history}[i["availability_zone"]]
     assert expected > 0.01
     assert first["estimated_hourly_cost"] == pytest.approx(expected, abs=1e-5)
@@ -426,7 +433,11 @@ def test_fallback_to_another_architecture_takes_its_image(aws, run_module):
     found = live("us-east-1", "demo")
     assert {(i["InstanceType"], i["ImageId"]) for i in found} == {("t4g.small", arm_image)}
     assert all("InstanceLifecycle" not in i for i in found)  # on-demand
-    assert result["estimated_hourly_cost"] is None  # no on-demand prices offline
+    # on-demand instances are priced from the Price List service (the emulator's, since placement)
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list
+
+    listed = _price_list.fetch_prices(boto3.client("pricing", region_name="us-east-1"), "us-east-1", ["t4g.small"])
+    assert result["estimated_hourly_cost"] == pytest.approx(2 * listed["t4g.small"], abs=1e-6)
     import base64
 
     data = ec2("us-east-1").describe_instance_attribute(InstanceId=found[0]["InstanceId"], Attribute="userData")
