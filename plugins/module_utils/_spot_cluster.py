@@ -261,7 +261,8 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
     plan.in_scope = [i for i in instances if inst.role_of(i) == spec.role and inst.is_live(i)]
     plan.fallback_now = [i for i in plan.in_scope if inst.tags_of(i).get(capacity.FALLBACK_TAG) == capacity.FALLBACK_VALUE]
     plan.to_launch = max(0, region.count - len(plan.in_scope))
-    plan.to_terminate = inst.surplus(plan.in_scope, region, zones, region.count, types=wanted)
+    plan.to_terminate = inst.surplus(plan.in_scope, region, zones, region.count, types=wanted,
+                                     drain=spec.drain_instance_ids)
     if region.count > 0 or net.vpc:
         plan.network_changes = network.pending_changes(spec, net)
     return plan

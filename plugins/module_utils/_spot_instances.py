@@ -163,7 +163,7 @@ def launch_parameters(
     ``extra_tags``: e.g. the on-demand stand-in's tag."""
     market = market or ("on-demand" if spec.market == "on-demand" else "spot")
     tags = managed_tags(spec.cluster_name, name=f"{spec.prefix}-{spec.role}", role=spec.role,
-                        extra={**spec.tags, **(extra_tags or {})})
+                        extra={**spec.tags, **spec.instance_tags, **(extra_tags or {})})
     resource_types = ["instance", "volume", "network-interface"]
     params: dict[str, Any] = {
         "ImageId": image_id,
@@ -290,9 +290,10 @@ def launch_over(
 
 # --------------------------------------------------------------------------- scaling down, waiting
 def surplus(instances: list[dict[str, Any]], region: RegionSpec, zones: list[str], count: int,
-            types: list[str] | None = None) -> list[dict[str, Any]]:
-    """The instances to terminate to get down to ``count``: least preferred first (on-demand
-    stand-ins for spot before anything else)."""
+            types: list[str] | None = None, drain: list[str] | None = None) -> list[dict[str, Any]]:
+    """The instances to terminate to get down to ``count``: least preferred first (the ones
+    asked to drain, then on-demand stand-ins for spot, before anything else)."""
+    draining = set(drain or [])
     extra = len(instances) - count
     if extra <= 0:
         return []
@@ -304,6 +305,7 @@ def surplus(instances: list[dict[str, Any]], region: RegionSpec, zones: list[str
         launch_time = i.get("LaunchTime")
         stamp = launch_time.timestamp() if hasattr(launch_time, "timestamp") else 0
         return (
+            i["InstanceId"] in draining,
             tags_of(i).get(FALLBACK_TAG) == FALLBACK_VALUE,
             type_rank.get(i.get("InstanceType"), len(type_rank)),
             zone_rank.get(i.get("Placement", {}).get("AvailabilityZone"), len(zone_rank)),

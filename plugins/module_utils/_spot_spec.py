@@ -73,6 +73,8 @@ class ClusterSpec:
     wait: bool = True
     wait_timeout: int = 600
     allow_partial: bool = False
+    instance_tags: dict[str, str] = field(default_factory=dict)  # on what this call launches, not the network
+    drain_instance_ids: list[str] = field(default_factory=list)  # terminated first when a region has a surplus
     ubuntu_release: str = "24.04"
     availability_zone_strategy: str = "spread"
     max_hourly_cost: float | None = None
@@ -323,6 +325,10 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         min_score = _capacity.DEFAULT_MIN_SCORE
 
     tags = {str(k): str(v) for k, v in (params.get("tags") or {}).items()}
+    instance_tags = {str(k): str(v) for k, v in (params.get("instance_tags") or {}).items()}
+    for key_name in instance_tags:
+        if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY):
+            problems.append(f"instance_tags: {key_name!r} is reserved (aws:* and the bacalhau:* keys are set by the module)")
     for key_name in tags:
         if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY, _capacity.FALLBACK_TAG):
             problems.append(f"tags: {key_name!r} is reserved (aws:* and the bacalhau:* keys are set by the module)")
@@ -346,6 +352,8 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         wait=bool(params.get("wait", True)),
         wait_timeout=wait_timeout,
         allow_partial=bool(params.get("allow_partial", False)),
+        instance_tags=instance_tags,
+        drain_instance_ids=[str(i) for i in params.get("drain_instance_ids") or []],
         ubuntu_release=str(params.get("ubuntu_release") or "24.04"),
         availability_zone_strategy=strategy,
         max_hourly_cost=max_cost,

@@ -226,6 +226,21 @@ options:
     type: str
     choices: ["24.04", "22.04"]
     default: "24.04"
+  instance_tags:
+    description:
+      - Tags for the instances this call launches (and their volumes and network interfaces), on top of O(tags);
+        not put on the network. C(playbooks/heal.yml) marks overflow nodes with C(bacalhau:overflow-for).
+      - The C(bacalhau:*) keys the module sets and C(aws:*) keys are refused.
+    type: dict
+    version_added: 0.2.0
+  drain_instance_ids:
+    description:
+      - Instances to terminate first when a region has more than its count (for example nodes with a spot
+        interruption notice or a rebalance recommendation whose replacements run). They are terminated only as
+        part of a surplus, never below the count.
+    type: list
+    elements: str
+    version_added: 0.2.0
   allow_partial:
     description:
       - When a region cannot be filled (no capacity in any zone or type), report it in RV(regions) and
@@ -551,6 +566,8 @@ ARGUMENT_SPEC = dict(
     tags=dict(type="dict", default={}),
     ubuntu_release=dict(type="str", choices=["24.04", "22.04"], default="24.04"),
     allow_partial=dict(type="bool", default=False),
+    instance_tags=dict(type="dict"),
+    drain_instance_ids=dict(type="list", elements="str"),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=600),
     availability_zone_strategy=dict(type="str", choices=list(_spot_spec.STRATEGIES), default="spread"),
