@@ -362,7 +362,6 @@ def delete_elastic_ips(ctx: RegionContext, items: list[Resource]) -> None:
     for_each(items, release)
 
 
-
 # --------------------------------------------------------------------------- round C
 def wait_terminated(ctx: RegionContext) -> None:
     """One waiter for every instance terminating, ours and the fleets'.

@@ -27,6 +27,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     managed_filters,
 )
 
+
 # --------------------------------------------------------------------------- the types
 def _is_default_group(item: dict[str, Any]) -> bool:
     return item.get("GroupName") == "default"
