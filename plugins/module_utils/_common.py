@@ -140,37 +140,13 @@ TRANSIENT_CODES = frozenset({
     "RequestTimeoutException",
 })
 CONNECTION_LOST = "ConnectionLost"  # not an AWS code: the answer never came (reset, timeout)
-# "Still in use, retry": something that is going away (terminated instances, their
-# interfaces and addresses) still holds the resource for a while after AWS said it went.
-IN_USE_CODES = frozenset({"DependencyViolation", "InvalidIPAddress.InUse", "IncorrectState"})
-# "Not found means already gone": a delete (or detach, revoke, disassociate) whose target
-# is not there any more has nothing left to do.
-NOT_FOUND_CODES = frozenset({
-    "InvalidInstanceID.NotFound",
-    "InvalidSpotInstanceRequestID.NotFound",
-    "InvalidFleetId.NotFound",
-    "InvalidLaunchTemplateId.NotFound",
-    "InvalidLaunchTemplateName.NotFoundException",
-    "InvalidKeyPair.NotFound",
-    "InvalidNetworkInterfaceID.NotFound",
-    "InvalidAttachmentID.NotFound",
-    "InvalidVolume.NotFound",
-    "InvalidAllocationID.NotFound",
-    "InvalidAssociationID.NotFound",
-    "InvalidGroup.NotFound",
-    "InvalidPermission.NotFound",
-    "InvalidSubnetID.NotFound",
-    "InvalidRouteTableID.NotFound",
-    "InvalidInternetGatewayID.NotFound",
-    "Gateway.NotAttached",
-    "InvalidVpcID.NotFound",
-})
 # The policies, read at each call (tests shorten the delays here, and only here).
 RETRY_POLICIES: dict[str, dict[str, Any]] = {
     # every call: throttling, AWS's transient errors, lost connections; about a minute at most
     "default": {"attempts": 10, "delay": 1.0, "max_delay": 30.0, "codes": ()},
-    # deletes, detaches: also "still in use" (IN_USE_CODES); about 45 s of waiting at most
-    "in_use": {"attempts": 8, "delay": 2.0, "max_delay": 20.0, "codes": tuple(sorted(IN_USE_CODES))},
+    # the nuke's deletes and detaches: also the "still in use" codes they are given (the
+    # types' records, _nuke_spec.IN_USE_CODES); about 45 s of waiting at most
+    "in_use": {"attempts": 8, "delay": 2.0, "max_delay": 20.0, "codes": ()},
 }
 THROTTLING_HINT = (
     "throttled on all {attempts} attempts: the account's request rate for this API in {region} is used up, by "
@@ -197,14 +173,17 @@ class _Retry(AWSRetry):
                 or response_code == CONNECTION_LOST or response_code in (catch_extra_error_codes or ()))
 
 
-def retried(call: Callable[..., T], policy: str = "default", region: str | None = None) -> Callable[..., T]:
-    """``call`` under the named policy of :data:`RETRY_POLICIES` (its only retry layer)."""
+def retried(call: Callable[..., T], policy: str = "default", region: str | None = None,
+            also: Iterable[str] = ()) -> Callable[..., T]:
+    """``call`` under the named policy of :data:`RETRY_POLICIES` (its only retry layer), also
+    retrying the error codes ``also``."""
 
     @functools.wraps(call)
     def run(*args: Any, **kwargs: Any) -> T:
         settings = RETRY_POLICIES[policy]
+        codes = tuple(settings["codes"]) + tuple(sorted(also))
         retry = _Retry.jittered_backoff(retries=settings["attempts"], delay=settings["delay"],
-                                        max_delay=settings["max_delay"], catch_extra_error_codes=settings["codes"])
+                                        max_delay=settings["max_delay"], catch_extra_error_codes=codes)
         try:
             return retry(call)(*args, **kwargs)
         except botocore.exceptions.ClientError as exc:

@@ -4,7 +4,10 @@
 """Delete what :mod:`._nuke_discover` found in one region, in as few round trips as it allows. Private.
 
 :func:`delete_region` goes in rounds: the calls of a round go out at once, and a round
-starts when the one before has answered (round A is the discovery).
+starts when the one before has answered (round A is the discovery). Each type's
+record (``_nuke_spec.KINDS``) gives its round, its delete call, and its "already gone"
+and "still in use" codes; the types whose deletes need more than that one call have a
+deleter of their own here (:data:`DELETERS`).
 
 * B. What needs nothing else gone first: cancel spot requests, delete fleets (after
   ``DescribeFleetInstances`` when a fleet's instances are not in its record),
@@ -35,9 +38,10 @@ Rules every step keeps:
 * A resource that cannot be deleted gets ``action: failed`` and the AWS error, and
   the rest carries on; a step that blows up fails its own resources only.
 * Each call has one retry policy (``_common.RETRY_POLICIES``): deletes and detaches
-  the ``in_use`` one, which also waits out ``DependencyViolation`` and the like for
-  a while (AWS is eventually consistent after terminations, and our own ENIs go in
-  the same round as the subnets and groups they are in), then reports it; every
+  the ``in_use`` one, which also waits out ``DependencyViolation`` and the like (the
+  records' ``in_use`` codes) for a while (AWS is eventually consistent after
+  terminations, and our own ENIs go in the same round as the subnets and groups they
+  are in), then reports it; every
   other call the ``default`` one (throttling, transient errors).
 * A security group, subnet or VPC that something else still uses (network
   interfaces, foreign security groups referencing ours, subnets, ...) is reported
@@ -63,7 +67,6 @@ except ImportError:
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
-    NOT_FOUND_CODES,
     THROTTLING_CODES,
     error_code,
     error_text,
@@ -74,22 +77,23 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
 )
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import (
     describe_by_values,
-    describe_internet_gateways,
-    describe_network_interfaces,
-    describe_route_tables,
-    describe_security_groups,
-    describe_subnets,
-    describe_volumes,
+    describer,
     goes_with_its_vpc,
 )
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import (
     ACTION_FAILED,
     ACTION_WOULD_DELETE,
+    IN_USE_CODES,
+    KIND,
+    KINDS,
+    NOT_FOUND_CODES,
     Resource,
+    ResourceKind,
 )
 
-# DeleteFleets reports per fleet, with its own codes.
-FLEET_GONE_CODES = frozenset({"fleetIdDoesNotExist"})
+describe_network_interfaces = describer("network_interfaces")
+describe_security_groups = describer("security_groups")
+describe_volumes = describer("volumes")
 
 # Waiting for instances to terminate and for detached ENIs/volumes.
 WAIT_DELAY = 2  # a termination takes 30-90 s on AWS: found done 1 s late on average
@@ -161,7 +165,10 @@ def attempt(res: Resource, call: Callable[[], Any], dependency: bool = False) ->
     the ``in_use`` policy with ``dependency``, else the default one); record the outcome.
     True when it is gone."""
     try:
-        retried(call, "in_use" if dependency else "default", res.region)()
+        if dependency:
+            retried(call, "in_use", res.region, also=IN_USE_CODES)()
+        else:
+            retried(call, "default", res.region)()
     except botocore.exceptions.ClientError as exc:
         if _is_gone(exc):
             res.deleted(ALREADY_GONE)
@@ -175,11 +182,14 @@ def attempt(res: Resource, call: Callable[[], Any], dependency: bool = False) ->
     return True
 
 
-def ignore_gone(call: Callable[[], Any], policy: str = "default") -> None:
+def ignore_gone(call: Callable[[], Any], dependency: bool = False) -> None:
     """A preparatory step (detach, disassociate, revoke; a call without ``aws_retry``, retried
-    here under ``policy``) for which NotFound is fine."""
+    here, under the ``in_use`` policy with ``dependency``) for which NotFound is fine."""
     try:
-        retried(call, policy)()
+        if dependency:
+            retried(call, "in_use", also=IN_USE_CODES)()
+        else:
+            retried(call)()
     except botocore.exceptions.ClientError as exc:
         if not _is_gone(exc):
             raise
@@ -275,11 +285,8 @@ def _waited(ctx: RegionContext, waiter_name: str, **params: Any) -> str | None:
 # --------------------------------------------------------------------------- round B
 def replaces_instances(res: Resource) -> bool:
     """A persistent spot request or a ``maintain`` fleet launches again what is terminated."""
-    if res.type == "spot_instance_requests":
-        return res.raw.get("Type") == "persistent"
-    if res.type == "ec2_fleets":
-        return res.raw.get("Type") == "maintain"
-    return False
+    rule = KIND[res.type].relaunches
+    return bool(rule and rule(res.raw))
 
 
 def delete_spot_instance_requests(ctx: RegionContext, items: list[Resource]) -> None:
@@ -316,7 +323,7 @@ def delete_ec2_fleets(ctx: RegionContext, items: list[Resource]) -> None:
         answer = ctx.client.delete_fleets(FleetIds=[res.id], TerminateInstances=terminate, aws_retry=True)
         for failure in answer.get("UnsuccessfulFleetDeletions") or []:
             err = failure.get("Error") or {}
-            if err.get("Code") in FLEET_GONE_CODES:
+            if err.get("Code") in KIND["ec2_fleets"].not_found:
                 res.deleted(ALREADY_GONE)
             else:
                 res.failed(f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip())
@@ -355,24 +362,6 @@ def delete_elastic_ips(ctx: RegionContext, items: list[Resource]) -> None:
     for_each(items, release)
 
 
-def delete_launch_templates(ctx: RegionContext, items: list[Resource]) -> None:
-    for_each(items, lambda res: attempt(res, lambda: ctx.client.delete_launch_template(LaunchTemplateId=res.id)))
-
-
-def delete_key_pairs(ctx: RegionContext, items: list[Resource]) -> None:
-    for_each(items, lambda res: attempt(res, lambda: _delete_key_pair(ctx, res)))
-
-
-def _delete_key_pair(ctx: RegionContext, res: Resource) -> None:
-    # by name: DeleteKeyPair answers success for any id, and some implementations
-    # (the emulator) ignore KeyPairId; names are unique per region
-    name = res.raw.get("KeyName")
-    if name:
-        ctx.client.delete_key_pair(KeyName=name)
-    else:
-        ctx.client.delete_key_pair(KeyPairId=res.id)
-
-
 # --------------------------------------------------------------------------- round C
 def wait_terminated(ctx: RegionContext) -> None:
     """One waiter for every instance terminating, ours and the fleets'.
@@ -383,7 +372,7 @@ def wait_terminated(ctx: RegionContext) -> None:
     ids = list(dict.fromkeys(ctx.terminating + ctx.fleet_instances))
     if not ids:
         return
-    reasons = [r for r in together(*[functools.partial(_waited, ctx, "instance_terminated", InstanceIds=batch)
+    reasons = [r for r in together(*[functools.partial(_waited, ctx, KIND["instances"].waiter, InstanceIds=batch)
                                      for batch in _batches(ids)]) if r]
     # the waiter gave up: see which did terminate (those not listed any more are gone)
     states = _instance_states(ctx, ids) if reasons else {}
@@ -406,20 +395,15 @@ ENI_FILTERS = (
     ("subnets", "subnet-id"),
     ("network_interfaces", "network-interface-id"),
 )
-# What is in our VPCs (a VPC's users): look-up kind (the type), describe, filter, label, id key.
-IN_VPCS = (
-    ("subnets", describe_subnets, "vpc-id", "subnet", "SubnetId"),
-    ("security_groups", describe_security_groups, "vpc-id", "security group", "GroupId"),
-    ("route_tables", describe_route_tables, "vpc-id", "route table", "RouteTableId"),
-    ("internet_gateways", describe_internet_gateways, "attachment.vpc-id", "internet gateway", "InternetGatewayId"),
-)
+# What is in our VPCs (a VPC's users): the types whose record says how to list those in a VPC.
+IN_VPCS: tuple[ResourceKind, ...] = tuple(kind for kind in KINDS if kind.in_vpc)
 # The look-ups each type's deletes rely on: when one of them failed, those are not tried.
 NEEDS = {
     "network_interfaces": ("enis",),
     "volumes": ("volumes",),
     "security_groups": ("enis", "referencing"),
     "subnets": ("enis",),
-    "vpcs": ("enis",) + tuple(kind for kind, *_rest in IN_VPCS),
+    "vpcs": ("enis",) + tuple(kind.name for kind in IN_VPCS),
 }
 
 
@@ -436,7 +420,7 @@ def _lookups(ctx: RegionContext) -> list[tuple[str, Callable[[], list[dict[str, 
                for resource_type, name in ENI_FILTERS]
     wanted += [("referencing", describe_security_groups, name, groups)
                for name in ("ip-permission.group-id", "egress.ip-permission.group-id")]
-    wanted += [(kind, describe, name, sorted(vpcs)) for kind, describe, name, _label, _key in IN_VPCS]
+    wanted += [(kind.name, describer(kind.name), kind.in_vpc, sorted(vpcs)) for kind in IN_VPCS]
     wanted.append(("volumes", describe_volumes, "volume-id", sorted(ctx.ids("volumes"))))
     return [(kind, functools.partial(describe_by_values, describe, ctx.client, name, values))
             for kind, describe, name, values in wanted if values]
@@ -489,7 +473,7 @@ def detach_internet_gateway(ctx: RegionContext, res: Resource) -> None:
         vpc_id = attachment.get("VpcId")
         if vpc_id:
             ignore_gone(lambda v=vpc_id: ctx.client.detach_internet_gateway(InternetGatewayId=res.id, VpcId=v),
-                        "in_use")
+                        dependency=True)
 
 
 def disassociate_route_table(ctx: RegionContext, res: Resource) -> None:
@@ -612,15 +596,15 @@ def subnet_users(ctx: RegionContext) -> dict[str, list[str]]:
 def vpc_users(ctx: RegionContext) -> dict[str, list[str]]:
     """Our VPCs' users after round E: what round D found in them, less what of ours is gone."""
     users: dict[str, list[str]] = {res.id: [] for res in ctx.pending("vpcs")}
-    for kind, _describe, _name, label, id_key in IN_VPCS:
-        going = ctx.going(kind)
-        for item in ctx.survey.found.get(kind, []):
-            if item[id_key] in going or goes_with_its_vpc(kind, item):
+    for kind in IN_VPCS:
+        going = ctx.going(kind.name)
+        for item in ctx.survey.found.get(kind.name, []):
+            if item[kind.id_key] in going or goes_with_its_vpc(kind.name, item):
                 continue
             vpcs = [item["VpcId"]] if item.get("VpcId") else [a.get("VpcId") for a in item.get("Attachments") or []]
             for vpc_id in vpcs:
                 if vpc_id in users:
-                    users[vpc_id].append(f"{label} {item[id_key]}")
+                    users[vpc_id].append(f"{kind.label} {item[kind.id_key]}")
     _add_eni_users(users, lambda eni: [eni.get("VpcId")], _eni_users(ctx))
     return users
 
@@ -644,7 +628,7 @@ def delete_network_interfaces(ctx: RegionContext, items: list[Resource]) -> None
             if attachment.get("AttachmentId") and attachment.get("DeviceIndex", 0) != 0:
                 ignore_gone(lambda: ctx.client.detach_network_interface(
                     AttachmentId=attachment["AttachmentId"], Force=True))
-            reason = _waited(ctx, "network_interface_available", NetworkInterfaceIds=[res.id])
+            reason = _waited(ctx, KIND["network_interfaces"].waiter, NetworkInterfaceIds=[res.id])
             if reason:
                 if not describe_by_values(describe_network_interfaces, ctx.client, "network-interface-id", [res.id]):
                     res.deleted(WENT_WITH_ITS_INSTANCE)
@@ -677,7 +661,7 @@ def delete_volumes(ctx: RegionContext, items: list[Resource]) -> None:
                 ignore_gone(lambda i=instance_id: ctx.client.detach_volume(
                     VolumeId=res.id, InstanceId=i, Force=True))
         if vol.get("State") != "available":
-            reason = _waited(ctx, "volume_available", VolumeIds=[res.id])
+            reason = _waited(ctx, KIND["volumes"].waiter, VolumeIds=[res.id])
             if reason:
                 res.failed(f"did not become available: {reason}")
                 return
@@ -686,45 +670,46 @@ def delete_volumes(ctx: RegionContext, items: list[Resource]) -> None:
     for_each(items, delete)
 
 
-def _unless_used(operation: str, id_key: str) -> Deleter:
-    """A deleter that reports those of ours with users (``ctx.users``) and deletes the others."""
+def _unless_used(kind: ResourceKind) -> Deleter:
+    """The deleter of a type without one of its own: its record's ``delete``, one call per
+    resource, for those of ours without users (``ctx.users``); those with users are reported."""
     def delete_all(ctx: RegionContext, items: list[Resource]) -> None:
         def delete(res: Resource) -> None:
             if ctx.users.get(res.id):
                 blocked(res, ctx.users[res.id])
                 return
-            call = functools.partial(getattr(ctx.client, operation), **{id_key: res.id})
-            attempt(res, call, dependency=True)
+            call = functools.partial(getattr(ctx.client, kind.delete), **kind.delete_params(res))
+            attempt(res, call, dependency=bool(kind.in_use))
 
         for_each(items, delete)
 
     return delete_all
 
 
-# Round B: what needs nothing else gone first.
-ROUND_B: dict[str, Deleter] = {
+# The types whose deletes need more than their record's one call.
+DELETERS: dict[str, Deleter] = {
     "spot_instance_requests": delete_spot_instance_requests,
     "ec2_fleets": delete_ec2_fleets,
     "instances": terminate_instances,
-    "key_pairs": delete_key_pairs,
-    "launch_templates": delete_launch_templates,
     "elastic_ips": delete_elastic_ips,
-}
-# Round E: what round D checked (and prepared).
-ROUND_E: dict[str, Deleter] = {
     "network_interfaces": delete_network_interfaces,
     "volumes": delete_volumes,
-    "security_groups": _unless_used("delete_security_group", "GroupId"),
-    "subnets": _unless_used("delete_subnet", "SubnetId"),
-    "route_tables": _unless_used("delete_route_table", "RouteTableId"),
 }
+
+
+def _round(name: str) -> dict[str, Deleter]:
+    """The deleters of the types whose record puts them in round ``name``."""
+    return {kind.name: DELETERS.get(kind.name) or _unless_used(kind) for kind in KINDS if kind.round == name}
+
+
+# Round B: what needs nothing else gone first.
+ROUND_B = _round("B")
+# Round E: what round D checked (and prepared).
+ROUND_E = _round("E")
 # Round E's steps before a delete in round F.
 DETACH_E: dict[str, Deleter] = {"internet_gateways": detach_internet_gateways}
 # Round F.
-ROUND_F: dict[str, Deleter] = {
-    "vpcs": _unless_used("delete_vpc", "VpcId"),
-    "internet_gateways": _unless_used("delete_internet_gateway", "InternetGatewayId"),
-}
+ROUND_F = _round("F")
 
 
 def delete_region(client: Any, region: str, resources: list[Resource], wait: bool = True) -> RegionContext:

@@ -8,13 +8,15 @@
   single AWS call is made.
 * :class:`Resource`: one resource found in one region, and what happened to it.
 * :func:`summarise`: the ``counts`` of the module's result.
+* :data:`KINDS`: one :class:`ResourceKind` record per type of resource, which discovery
+  and deletion read (the module's ``resource_types`` choices are their names).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     CLUSTER_KEY,
@@ -25,43 +27,148 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     managed_filters,
 )
 
-# Every type, in the order results are listed: roughly the order of deletion (what
-# must go first so that what it depends on can go after; the rounds are in
-# _nuke_delete). Spot requests and fleets go in the same round as the terminations,
-# but persistent spot requests and `maintain` fleets, which would launch again what is
-# terminated, go in a round of their own before it.
-RESOURCE_TYPES: tuple[str, ...] = (
-    "spot_instance_requests",
-    "ec2_fleets",
-    "instances",
-    "elastic_ips",
-    "launch_templates",
-    "network_interfaces",
-    "volumes",
-    "security_groups",
-    "subnets",
-    "route_tables",
-    "internet_gateways",
-    "vpcs",
-    "key_pairs",
-)
 
+# --------------------------------------------------------------------------- the types
+def _is_default_group(item: dict[str, Any]) -> bool:
+    return item.get("GroupName") == "default"
+
+
+def _is_main_route_table(item: dict[str, Any]) -> bool:
+    return any(assoc.get("Main") for assoc in item.get("Associations") or [])
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """One type of resource the nuke deletes: everything its discovery and deletion read.
+
+    :mod:`._nuke_discover` finds it from ``describe`` .. ``named_by``; :mod:`._nuke_delete`
+    deletes it in ``round`` with ``delete`` (one call per resource, ``delete_param`` = its
+    id), unless it has a deleter of its own there (``_nuke_delete.DELETERS``: the calls it
+    makes are still named here, for the IAM policy and its guard test).
+    """
+
+    name: str  # the module's resource_types value, and each result's type
+    label: str  # how messages name one
+    describe: str  # the describe call (boto3 name); always with our tag filters
+    result_key: str  # where its answer lists them
+    id_key: str  # the id in each item
+    round: str  # B (needs nothing gone first), E (after the checks), F (after E): see _nuke_delete
+    delete: str  # the call that deletes one (boto3 name)
+    delete_param: str  # that call's id parameter
+    not_found: frozenset[str]  # errors meaning "already gone", for its delete and its preparatory steps
+    in_use: frozenset[str] = frozenset()  # errors meaning "still in use": retried a while ("in_use" policy)
+    named_by: tuple[str, ...] = ("tag:Name",)  # where its name is: the first of these set
+    within: str | None = None  # the items sit in a list of each result (instances in reservations)
+    paginated: bool = True  # describe through botocore's paginator
+    live: tuple[str, str, tuple[str, ...]] | None = None  # (filter, field, states) when gone ones stay listed
+    tag_filters_optional: bool = False  # EC2 may refuse tag filters here: list and check the tags ourselves
+    in_vpc: str | None = None  # the filter that lists those in a VPC: they then hold a VPC of ours
+    goes_with_vpc: Callable[[dict[str, Any]], bool] | None = None  # not deletable alone: goes with its VPC
+    relaunches: Callable[[dict[str, Any]], bool] | None = None  # would launch again what is terminated
+    waiter: str | None = None  # the botocore waiter its deletion waits with
+    by_name: str | None = None  # delete by this field (also a parameter of ``delete``) when the item has it
+
+    def delete_params(self, res: "Resource") -> dict[str, Any]:
+        """The parameters of ``delete`` for ``res``."""
+        if self.by_name and res.raw.get(self.by_name):
+            return {self.by_name: res.raw[self.by_name]}
+        return {self.delete_param: res.id}
+
+
+_LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+_LIVE_SPOT_REQUEST_STATES = ("open", "active", "disabled")
+_LIVE_FLEET_STATES = ("submitted", "active", "modifying", "failed")
+_DEPENDENCY = frozenset({"DependencyViolation"})
+
+# Every type, in the order results are listed: roughly the order of deletion. Adding a
+# type is one record here (CONTRIBUTING.md says what else: the IAM policy, the tests).
+KINDS: tuple[ResourceKind, ...] = (
+    ResourceKind(
+        "spot_instance_requests", "spot request", "describe_spot_instance_requests", "SpotInstanceRequests",
+        "SpotInstanceRequestId", "B", "cancel_spot_instance_requests", "SpotInstanceRequestIds",
+        frozenset({"InvalidSpotInstanceRequestID.NotFound"}),
+        live=("state", "State", _LIVE_SPOT_REQUEST_STATES),
+        relaunches=lambda item: item.get("Type") == "persistent",
+    ),
+    ResourceKind(
+        "ec2_fleets", "EC2 fleet", "describe_fleets", "Fleets", "FleetId", "B", "delete_fleets", "FleetIds",
+        # DeleteFleets answers per fleet, with a code of its own
+        frozenset({"InvalidFleetId.NotFound", "fleetIdDoesNotExist"}),
+        live=("fleet-state", "FleetState", _LIVE_FLEET_STATES),
+        # DescribeFleets does not document tag filters
+        tag_filters_optional=True,
+        relaunches=lambda item: item.get("Type") == "maintain",
+    ),
+    ResourceKind(
+        "instances", "instance", "describe_instances", "Reservations", "InstanceId", "B", "terminate_instances",
+        "InstanceIds", frozenset({"InvalidInstanceID.NotFound"}),
+        within="Instances", live=("instance-state-name", "State.Name", _LIVE_INSTANCE_STATES),
+        waiter="instance_terminated",
+    ),
+    ResourceKind(
+        "elastic_ips", "elastic IP", "describe_addresses", "Addresses", "AllocationId", "B", "release_address",
+        "AllocationId", frozenset({"InvalidAllocationID.NotFound", "InvalidAssociationID.NotFound"}),
+        in_use=frozenset({"InvalidIPAddress.InUse"}), named_by=("tag:Name", "PublicIp"), paginated=False,
+    ),
+    ResourceKind(
+        "launch_templates", "launch template", "describe_launch_templates", "LaunchTemplates", "LaunchTemplateId",
+        "B", "delete_launch_template", "LaunchTemplateId",
+        frozenset({"InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException"}),
+        named_by=("LaunchTemplateName",),
+    ),
+    ResourceKind(
+        "network_interfaces", "network interface", "describe_network_interfaces", "NetworkInterfaces",
+        "NetworkInterfaceId", "E", "delete_network_interface", "NetworkInterfaceId",
+        frozenset({"InvalidNetworkInterfaceID.NotFound", "InvalidAttachmentID.NotFound"}),
+        in_use=_DEPENDENCY, waiter="network_interface_available",
+    ),
+    ResourceKind(
+        "volumes", "volume", "describe_volumes", "Volumes", "VolumeId", "E", "delete_volume", "VolumeId",
+        frozenset({"InvalidVolume.NotFound"}), in_use=frozenset({"IncorrectState"}), waiter="volume_available",
+    ),
+    ResourceKind(
+        "security_groups", "security group", "describe_security_groups", "SecurityGroups", "GroupId", "E",
+        "delete_security_group", "GroupId", frozenset({"InvalidGroup.NotFound", "InvalidPermission.NotFound"}),
+        in_use=_DEPENDENCY, named_by=("GroupName",), in_vpc="vpc-id", goes_with_vpc=_is_default_group,
+    ),
+    ResourceKind(
+        "subnets", "subnet", "describe_subnets", "Subnets", "SubnetId", "E", "delete_subnet", "SubnetId",
+        frozenset({"InvalidSubnetID.NotFound"}), in_use=_DEPENDENCY, in_vpc="vpc-id",
+    ),
+    ResourceKind(
+        "route_tables", "route table", "describe_route_tables", "RouteTables", "RouteTableId", "E",
+        "delete_route_table", "RouteTableId",
+        frozenset({"InvalidRouteTableID.NotFound", "InvalidAssociationID.NotFound"}),
+        in_use=_DEPENDENCY, in_vpc="vpc-id", goes_with_vpc=_is_main_route_table,
+    ),
+    ResourceKind(
+        "internet_gateways", "internet gateway", "describe_internet_gateways", "InternetGateways",
+        "InternetGatewayId", "F", "delete_internet_gateway", "InternetGatewayId",
+        frozenset({"InvalidInternetGatewayID.NotFound", "Gateway.NotAttached"}),
+        in_use=_DEPENDENCY, in_vpc="attachment.vpc-id",
+    ),
+    ResourceKind(
+        "vpcs", "VPC", "describe_vpcs", "Vpcs", "VpcId", "F", "delete_vpc", "VpcId",
+        frozenset({"InvalidVpcID.NotFound"}), in_use=_DEPENDENCY,
+    ),
+    ResourceKind(
+        "key_pairs", "key pair", "describe_key_pairs", "KeyPairs", "KeyPairId", "B", "delete_key_pair",
+        "KeyPairId", frozenset({"InvalidKeyPair.NotFound"}), named_by=("KeyName",), paginated=False,
+        # DeleteKeyPair answers success for any id, and some implementations (the emulator)
+        # ignore KeyPairId; names are unique per region
+        by_name="KeyName",
+    ),
+)
+KIND: dict[str, ResourceKind] = {kind.name: kind for kind in KINDS}
+RESOURCE_TYPES: tuple[str, ...] = tuple(KIND)
 # How each type is named in messages.
-LABELS: dict[str, str] = {
-    "spot_instance_requests": "spot request",
-    "ec2_fleets": "EC2 fleet",
-    "instances": "instance",
-    "elastic_ips": "elastic IP",
-    "launch_templates": "launch template",
-    "network_interfaces": "network interface",
-    "volumes": "volume",
-    "security_groups": "security group",
-    "subnets": "subnet",
-    "route_tables": "route table",
-    "internet_gateways": "internet gateway",
-    "vpcs": "VPC",
-    "key_pairs": "key pair",
-}
+LABELS: dict[str, str] = {kind.name: kind.label for kind in KINDS}
+# "Not found means already gone": a delete (or detach, revoke, disassociate) whose target
+# is not there any more has nothing left to do. (Any type's code counts for any call.)
+NOT_FOUND_CODES: frozenset[str] = frozenset().union(*(kind.not_found for kind in KINDS))
+# "Still in use, retry": something going away (terminated instances, their interfaces and
+# addresses) still holds the resource for a while after AWS said it went.
+IN_USE_CODES: frozenset[str] = frozenset().union(*(kind.in_use for kind in KINDS))
 
 ACTION_DELETED = "deleted"
 ACTION_WOULD_DELETE = "would_delete"

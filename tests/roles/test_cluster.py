@@ -19,7 +19,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 def api_key(env) -> str:
     """The API key the orchestrator role generated (bacalhau_orchestrator_api_key_file's default,
     beside the token file): the API refuses /api/v1/orchestrator/* without it."""
-    return (env.token_file.parent / ".bacalhau-api-key").read_text().strip()
+    return (env.token_file.parent / "api-key").read_text().strip()
 
 
 def nodes(env) -> list[dict]:

@@ -22,7 +22,7 @@ DOCKER_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.soc
 def api_key(env) -> str:
     """The API key the orchestrator role generated beside the token file: Bacalhau's API refuses
     /api/v1/orchestrator/* without it (pkg/authz)."""
-    return (env.token_file.parent / ".bacalhau-api-key").read_text().strip()
+    return (env.token_file.parent / "api-key").read_text().strip()
 
 
 def cli(env, command: str) -> str:

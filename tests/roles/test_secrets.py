@@ -60,7 +60,7 @@ def stat(env, host: str, path: str) -> str:
 
 def test_secrets_are_private_and_never_printed(env):
     files = make_pki(env.ip("testhost1"))
-    api_key_file = TEST_DIR / "api-key"
+    api_key_file = TEST_DIR / "given-api-key"  # not the default (api-key beside the token): the variable counts
     res = env.playbook(
         "cluster.yml", "-vvv", "--diff",
         "-e", json.dumps({"bacalhau_orchestrator_tls_cert_file": files["server.crt"],

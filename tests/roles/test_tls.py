@@ -54,7 +54,7 @@ def tls_vars(pki: Path, **extra) -> str:
 
 
 def api_key(env) -> str:
-    return (env.token_file.parent / ".bacalhau-api-key").read_text().strip()
+    return (env.token_file.parent / "api-key").read_text().strip()
 
 
 def get(env, pki: Path, path: str, headers: dict | None = None) -> tuple[int, dict]:
