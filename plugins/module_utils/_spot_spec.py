@@ -219,6 +219,15 @@ def open_to_world(spec: ClusterSpec) -> list[str]:
             if str(ipaddress.ip_network(cidr, strict=False)) in WORLD]
 
 
+def _user_tags(params: dict[str, Any], option: str, problems: list[str]) -> dict[str, str]:
+    """The user's tags of ``option``, refusing the keys the module sets itself."""
+    tags = {str(k): str(v) for k, v in (params.get(option) or {}).items()}
+    for key_name in tags:
+        if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY, _capacity.FALLBACK_TAG):
+            problems.append(f"{option}: {key_name!r} is reserved (aws:* and the bacalhau:* keys are set by the module)")
+    return tags
+
+
 def parse(params: dict[str, Any]) -> ClusterSpec:
     """Turn module parameters into a :class:`ClusterSpec`, or raise one error naming every problem."""
     problems: list[str] = []
@@ -324,14 +333,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         problems.append(f"min_placement_score: {min_score!r} is not a spot placement score from 1 to 10")
         min_score = _capacity.DEFAULT_MIN_SCORE
 
-    tags = {str(k): str(v) for k, v in (params.get("tags") or {}).items()}
-    instance_tags = {str(k): str(v) for k, v in (params.get("instance_tags") or {}).items()}
-    for key_name in instance_tags:
-        if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY):
-            problems.append(f"instance_tags: {key_name!r} is reserved (aws:* and the bacalhau:* keys are set by the module)")
-    for key_name in tags:
-        if key_name.startswith("aws:") or key_name in (MANAGED_BY_KEY, CLUSTER_KEY, ROLE_KEY, _capacity.FALLBACK_TAG):
-            problems.append(f"tags: {key_name!r} is reserved (aws:* and the bacalhau:* keys are set by the module)")
+    tags, instance_tags = (_user_tags(params, option, problems) for option in ("tags", "instance_tags"))
 
     spec = ClusterSpec(
         cluster_name=name,

@@ -585,3 +585,21 @@ def test_a_failure_while_acting_does_not_claim_nothing_changed(aws, run_module, 
     bad = run_module("spot_cluster", cluster(regions=[{"region": "us-east-1", "count": 1,
                                                        "instance_types": ["t3.small"], "availability_zones": ["us-east-1z"]}]))
     assert bad.failed and "Nothing was created or changed" in bad["msg"]
+
+
+def test_drain_instance_ids_go_first_and_instance_tags_stay_off_the_network(aws, run_module):
+    regions = [{"region": "eu-west-1", "count": 2, "instance_types": ["t3.small"]}]
+    first = run_module("spot_cluster", {"cluster_name": "drain", "regions": regions})
+    assert not first.failed, first
+    oldest = sorted(i["instance_id"] for i in first["instances"])[0]
+    grown = run_module("spot_cluster", {"cluster_name": "drain", "instance_tags": {"bacalhau:overflow-for": "x"},
+                                        "regions": [dict(regions[0], count=3)]})
+    new = [i for i in grown["instances"] if i["instance_id"] not in {j["instance_id"] for j in first["instances"]}]
+    assert len(new) == 1 and new[0]["tags"]["bacalhau:overflow-for"] == "x"
+    ec2 = boto3.client("ec2", region_name="eu-west-1")
+    vpc_tags = {t["Key"] for v in ec2.describe_vpcs(Filters=[{"Name": "tag:bacalhau:cluster", "Values": ["drain"]}])["Vpcs"]
+                for t in v.get("Tags", [])}
+    assert "bacalhau:overflow-for" not in vpc_tags, "instance_tags must not reach the network"
+    # without drain_instance_ids the newest would go; with it, the one named does
+    shrunk = run_module("spot_cluster", {"cluster_name": "drain", "regions": regions, "drain_instance_ids": [oldest]})
+    assert shrunk["regions"]["eu-west-1"]["terminated"] == [oldest], shrunk["regions"]["eu-west-1"]
