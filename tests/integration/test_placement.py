@@ -1,4 +1,4 @@
-"""spot_cluster's placement against the emulator's spot market (issue 13).
+"""spot_cluster's placement against the emulator's spot market.
 
 The market control API (``/_emulator/market``) makes pools cheap or dear, zones and
 regions likely or unlikely to hold (spot placement scores), and types missing in zones;
