@@ -386,8 +386,8 @@ def score_groups(spec: ClusterSpec) -> list[capacity_reads.ScoreGroup]:
         group = groups.get(key)
         if group is None:
             groups[key] = capacity_reads.ScoreGroup([region.region], region.count,
-                                                   instance_types=region.instance_types or None,
-                                                   requirements=region.instance_requirements)
+                                                    instance_types=region.instance_types or None,
+                                                    requirements=region.instance_requirements)
         else:
             group.regions.append(region.region)
             group.capacity = max(group.capacity, region.count)

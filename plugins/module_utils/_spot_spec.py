@@ -313,7 +313,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
     asked = sum(r.count for r in regions) if state == "present" else 0
     refusal = _capacity.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
     if refusal:
-        problems.append(f"regions: {refusal.split('; nothing was created')[0]}")
+        problems.append(f"regions: {refusal.split('; nothing was created', maxsplit=1)[0]}")
     min_score = params.get("min_placement_score")
     min_score = _capacity.DEFAULT_MIN_SCORE if min_score is None else min_score
     try:
