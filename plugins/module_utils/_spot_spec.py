@@ -76,6 +76,7 @@ class ClusterSpec:
     ubuntu_release: str = "24.04"
     availability_zone_strategy: str = "spread"
     max_hourly_cost: float | None = None
+    extra_hourly_cost: float = 0.0  # the cluster's cost outside this call's view (another role, planned)
     max_nodes: int = DEFAULT_MAX_NODES
     min_placement_score: int = _capacity.DEFAULT_MIN_SCORE
 
@@ -301,6 +302,14 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         except (TypeError, ValueError):
             problems.append(f"max_hourly_cost: {max_cost!r} is not a price of 0 or more in USD per hour")
             max_cost = None
+    extra_cost = params.get("extra_hourly_cost") or 0.0
+    try:
+        extra_cost = float(extra_cost)
+        if extra_cost < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"extra_hourly_cost: {extra_cost!r} is not a price of 0 or more in USD per hour")
+        extra_cost = 0.0
     max_nodes = params.get("max_nodes")
     max_nodes = DEFAULT_MAX_NODES if max_nodes is None else max_nodes
     try:
@@ -351,6 +360,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         ubuntu_release=str(params.get("ubuntu_release") or "24.04"),
         availability_zone_strategy=strategy,
         max_hourly_cost=max_cost,
+        extra_hourly_cost=extra_cost,
         max_nodes=max_nodes,
         min_placement_score=min_score,
     )
