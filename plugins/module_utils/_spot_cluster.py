@@ -289,6 +289,10 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
         keep = set(capacity.cheapest_types([p for p in pools if p.spot_price is not None] or pools,
                                            region.instance_requirements["max_types"]))
         pools = [p for p in pools if p.instance_type in keep]
+        dropped = [t for t in plan.types if t not in keep]
+        if dropped:
+            plan.notes.append(f"instance_requirements: kept the {len(keep)} types with the cheapest pool "
+                              f"(max_types); left out {', '.join(dropped)}")
     if spec.market == "spot-then-on-demand":
         plan.fallback_pools = capacity.rank_pools(pools, by=by, market="on-demand", **order)
         pools = [p for p in pools if p.spot_price is not None or plan.prices is None]

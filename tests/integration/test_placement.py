@@ -244,3 +244,21 @@ def test_create_yml_passes_the_strategy_and_a_cap_that_fits(playbook, ssh_key): 
     done = playbook(CREATE, extra_vars=spread)
     assert done.returncode == 0, done.stdout[-3000:]
     assert len(zones_of(instances("eu-west-1"))) == 3  # one in each of its three zones
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"], "on_demand_max": 1}]},
+     "on_demand_max: only applies to market=spot-then-on-demand"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                   "instance_requirements": {"vcpus": {"min": 2}, "memory_gib": {"min": 2}}}]}, "not both"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_requirements": {"vcpus": {"min": 2}}}]},
+     "memory_gib: required"),
+    ({"max_hourly_cost": -1}, "max_hourly_cost"),
+    ({"min_placement_score": 11}, "min_placement_score"),
+])
+def test_bad_placement_input_creates_nothing(aws, run_module, change, words):
+    request = args([{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]}])
+    request.update(change)
+    result = run_module("spot_cluster", request)
+    assert result.failed and words in result["msg"] and "nothing was created" in result["msg"], result["msg"]
+    assert aws.calls()["total"] == 0
