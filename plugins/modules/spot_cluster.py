@@ -164,7 +164,7 @@ options:
     description:
       - "USD per hour of the cluster's nodes this call does not see (another role's plan, say an orchestrator not
         launched yet or in a region not listed here), added to the plan's cost before O(max_hourly_cost) is
-        checked. Another role's call returns its own part as RV(plan_cost.role)."
+        checked. Another role's call returns its own part as C(role) of RV(plan_cost)."
     type: float
     default: 0.0
   max_nodes:
