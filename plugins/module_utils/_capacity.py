@@ -361,7 +361,7 @@ def split(count: int, zones: list[str], existing: dict[str, int] | None = None,
         return {zones[0]: count}
     have = {z: int((existing or {}).get(z, 0)) for z in zones}
     rank = {z: i for i, z in enumerate(zones)}
-    for _ in range(count):
+    for _node in range(count):
         zone = min(zones, key=lambda z: (have[z], rank[z]))
         have[zone] += 1
         out[zone] += 1

@@ -290,6 +290,10 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
         keep = set(capacity.cheapest_types([p for p in pools if p.spot_price is not None] or pools,
                                            region.instance_requirements["max_types"]))
         pools = [p for p in pools if p.instance_type in keep]
+        dropped = [t for t in plan.types if t not in keep]
+        if dropped:
+            plan.notes.append(f"instance_requirements: kept the {len(keep)} types with the cheapest pool "
+                              f"(max_types); left out {', '.join(dropped)}")
     if spec.market == "spot-then-on-demand":
         plan.fallback_pools = capacity.rank_pools(pools, by=by, market="on-demand", **order)
         pools = [p for p in pools if p.spot_price is not None or plan.prices is None]
@@ -325,12 +329,12 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
         plan.to_fallback = capacity.fallback_count(plan.to_launch, region.on_demand_max, len(plan.fallback_now))
 
 
-def _kept_prices(spec: ClusterSpec, plan: RegionPlan) -> list[float | None]:
-    """Prices of the cluster's live instances that stay (every role): spot, or on-demand."""
+def _kept_prices(spec: ClusterSpec, plan: RegionPlan, own: bool = False) -> list[float | None]:
+    """Prices of the cluster's live instances that stay (every role, or ``own`` role's only)."""
     doomed = {i["InstanceId"] for i in plan.to_terminate}
     out: list[float | None] = []
     for i in plan.instances:
-        if not inst.is_live(i) or i["InstanceId"] in doomed:
+        if not inst.is_live(i) or i["InstanceId"] in doomed or (own and inst.role_of(i) != spec.role):
             continue
         itype, zone = i.get("InstanceType"), i.get("Placement", {}).get("AvailabilityZone")
         if i.get("InstanceLifecycle") == "spot":
@@ -340,8 +344,9 @@ def _kept_prices(spec: ClusterSpec, plan: RegionPlan) -> list[float | None]:
     return out
 
 
-def cost_of(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
-    """The region's plan in USD/hour (``_capacity.plan_cost``): what stays, what is launched, fallbacks."""
+def cost_of(spec: ClusterSpec, plan: RegionPlan, own: bool = False) -> dict[str, Any]:
+    """The region's plan in USD/hour (``_capacity.plan_cost``): what stays (every role, or only the
+    role's with ``own``), what is launched, fallbacks."""
     market = "on-demand" if spec.market == "on-demand" else "spot"
     od = [p.on_demand_price for p in plan.fallback_pools if p.on_demand_price is not None]
     # the replacements of on-demand stand-ins are left out: they replace dearer nodes, a few minutes later
@@ -350,7 +355,7 @@ def cost_of(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         launches = capacity.assign(plan.pools, plan.to_launch, None, spec.availability_zone_strategy,
                                    spec.min_placement_score) if plan.to_launch and not plan.skip_spot else []
     return capacity.plan_cost(
-        _kept_prices(spec, plan), launches, market=market, fallback=plan.to_fallback,
+        _kept_prices(spec, plan, own), launches, market=market, fallback=plan.to_fallback,
         fallback_price=max(od) if od else None, worst_pools=plan.pools)
 
 
@@ -387,8 +392,8 @@ def score_groups(spec: ClusterSpec) -> list[capacity_reads.ScoreGroup]:
         group = groups.get(key)
         if group is None:
             groups[key] = capacity_reads.ScoreGroup([region.region], region.count,
-                                                   instance_types=region.instance_types or None,
-                                                   requirements=region.instance_requirements)
+                                                    instance_types=region.instance_types or None,
+                                                    requirements=region.instance_requirements)
         else:
             group.regions.append(region.region)
             group.capacity = max(group.capacity, region.count)
@@ -671,10 +676,11 @@ def _refuse_over_limits(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None
     refusal = capacity.over_max_nodes(total, spec.max_nodes, parts)
     if refusal:
         problems.append(refusal)
-    expected = worst = 0.0
+    expected = worst = spec.extra_hourly_cost
     unknown = 0
     for plan in plans.values():
         plan.cost = cost_of(spec, plan)
+        plan.cost["role"] = cost_of(spec, plan, own=True)
         expected += plan.cost["expected"]
         worst += plan.cost["worst_case"]
         unknown += plan.cost["unknown"]
@@ -682,6 +688,8 @@ def _refuse_over_limits(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None
     refusal = capacity.over_cap(costs, spec.max_hourly_cost, f"the {spec.role} plan of cluster {spec.cluster_name}")
     if refusal:
         detail = ", ".join(f"{r}: up to {p.cost['worst_case']:.4f}" for r, p in plans.items())
+        if spec.extra_hourly_cost:
+            detail += f", outside these regions' view (extra_hourly_cost): {spec.extra_hourly_cost:.4f}"
         problems.append(f"{refusal} (by region: {detail})")
     if problems:
         raise AwsSpotError("; ".join(problems), details={"plan_cost": costs})
@@ -826,11 +834,18 @@ def _summary(spec: ClusterSpec, plans: dict[str, RegionPlan], regions: dict[str,
 def _plan_cost(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> dict[str, Any]:
     """The plan's cost over every region, as checked against max_hourly_cost."""
     costs = [p.cost for p in plans.values() if p.cost]
+    extra = spec.extra_hourly_cost if costs else 0.0
     return {
-        "expected": round(sum(c["expected"] for c in costs), 6),
-        "worst_case": round(sum(c["worst_case"] for c in costs), 6),
+        "expected": round(extra + sum(c["expected"] for c in costs), 6),
+        "worst_case": round(extra + sum(c["worst_case"] for c in costs), 6),
         "unknown": sum(c["unknown"] for c in costs),
         "max_hourly_cost": spec.max_hourly_cost,
+        "extra_hourly_cost": spec.extra_hourly_cost,
+        "role": {
+            "expected": round(sum(c["role"]["expected"] for c in costs), 6),
+            "worst_case": round(sum(c["role"]["worst_case"] for c in costs), 6),
+            "unknown": sum(c["role"]["unknown"] for c in costs),
+        },
     }
 
 

@@ -78,6 +78,7 @@ class ClusterSpec:
     ubuntu_release: str = "24.04"
     availability_zone_strategy: str = "spread"
     max_hourly_cost: float | None = None
+    extra_hourly_cost: float = 0.0  # the cluster's cost outside this call's view (another role, planned)
     max_nodes: int = DEFAULT_MAX_NODES
     min_placement_score: int = _capacity.DEFAULT_MIN_SCORE
 
@@ -310,6 +311,14 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         except (TypeError, ValueError):
             problems.append(f"max_hourly_cost: {max_cost!r} is not a price of 0 or more in USD per hour")
             max_cost = None
+    extra_cost = params.get("extra_hourly_cost") or 0.0
+    try:
+        extra_cost = float(extra_cost)
+        if extra_cost < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"extra_hourly_cost: {extra_cost!r} is not a price of 0 or more in USD per hour")
+        extra_cost = 0.0
     max_nodes = params.get("max_nodes")
     max_nodes = DEFAULT_MAX_NODES if max_nodes is None else max_nodes
     try:
@@ -322,7 +331,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
     asked = sum(r.count for r in regions) if state == "present" else 0
     refusal = _capacity.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
     if refusal:
-        problems.append(f"regions: {refusal.split('; nothing was created')[0]}")
+        problems.append(f"regions: {refusal.split('; nothing was created', maxsplit=1)[0]}")
     min_score = params.get("min_placement_score")
     min_score = _capacity.DEFAULT_MIN_SCORE if min_score is None else min_score
     try:
@@ -359,6 +368,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         ubuntu_release=str(params.get("ubuntu_release") or "24.04"),
         availability_zone_strategy=strategy,
         max_hourly_cost=max_cost,
+        extra_hourly_cost=extra_cost,
         max_nodes=max_nodes,
         min_placement_score=min_score,
     )

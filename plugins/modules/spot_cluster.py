@@ -160,6 +160,13 @@ options:
         at the on-demand price. A plan with nodes of unknown price is refused too.
       - Default no cap.
     type: float
+  extra_hourly_cost:
+    description:
+      - "USD per hour of the cluster's nodes this call does not see (another role's plan, say an orchestrator not
+        launched yet or in a region not listed here), added to the plan's cost before O(max_hourly_cost) is
+        checked. Another role's call returns its own part as C(role) of RV(plan_cost)."
+    type: float
+    default: 0.0
   max_nodes:
     description:
       - Refuse a plan with more live instances in the cluster than this (this role's counts plus the other roles'
@@ -501,7 +508,9 @@ plan_cost:
   description:
     - USD per hour of the plan over every region, as checked against O(max_hourly_cost) - C(expected) (the
       nodes that stay plus the launches at their first pool), C(worst_case) (fallbacks to the dearest pools and
-      on-demand stand-ins), C(unknown) (nodes of unknown price) and C(max_hourly_cost).
+      on-demand stand-ins), C(unknown) (nodes of unknown price), C(max_hourly_cost), C(extra_hourly_cost), and
+      C(role) (C(expected), C(worst_case), C(unknown) of this role's own nodes only, what another role's call
+      gives as O(extra_hourly_cost)).
   returned: with O(state=present)
   type: dict
   sample: {"expected": 0.0312, "worst_case": 0.0418, "unknown": 0, "max_hourly_cost": 0.5}
@@ -572,6 +581,7 @@ ARGUMENT_SPEC = dict(
     wait_timeout=dict(type="int", default=600),
     availability_zone_strategy=dict(type="str", choices=list(_spot_spec.STRATEGIES), default="spread"),
     max_hourly_cost=dict(type="float"),
+    extra_hourly_cost=dict(type="float", default=0.0),
     max_nodes=dict(type="int", default=_spot_spec.DEFAULT_MAX_NODES),
     min_placement_score=dict(type="int", default=3),
 )

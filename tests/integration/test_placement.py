@@ -222,3 +222,43 @@ def test_a_region_with_a_low_score_goes_to_on_demand_at_once(aws, run_module):
     assert {a["market"] for a in result["regions"][region]["attempts"]} == {"on-demand"}  # spot not tried
     assert all(tags(i).get(FALLBACK[0]) == FALLBACK[1] for i in live(region)) and len(live(region)) == 2
     assert "min_placement_score" in " ".join(result["regions"][region]["placement"]["notes"])
+
+
+# --------------------------------------------------------------------------- through create.yml
+from tests.integration.test_create_destroy import CREATE, cluster_vars, instances, ssh_key  # noqa: E402,F401
+
+
+def test_create_yml_refuses_a_cluster_over_its_caps_with_nothing_created(playbook, ssh_key):  # noqa: F811
+    over_cost = playbook(CREATE, extra_vars=cluster_vars(ssh_key, cluster_max_hourly_cost=0.001))
+    assert over_cost.returncode != 0
+    assert "max_hourly_cost 0.0010" in over_cost.stdout and "nothing was created" in over_cost.stdout
+    over_nodes = playbook(CREATE, extra_vars=cluster_vars(ssh_key, cluster_max_nodes=3))  # 3 compute + 1 orchestrator
+    assert over_nodes.returncode != 0
+    assert "4 nodes" in over_nodes.stdout and "cluster_max_nodes 3" in over_nodes.stdout
+    assert not instances("us-east-1") and not instances("eu-west-1")
+
+
+def test_create_yml_passes_the_strategy_and_a_cap_that_fits(playbook, ssh_key):  # noqa: F811
+    spread = cluster_vars(ssh_key, cluster_max_hourly_cost=5, cluster_availability_zone_strategy="spread",
+                          cluster_regions=[{"region": "eu-west-1", "count": 3, "instance_types": ["t4g.small"]}])
+    done = playbook(CREATE, extra_vars=spread)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert len(zones_of(instances("eu-west-1"))) == 3  # one in each of its three zones
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"], "on_demand_max": 1}]},
+     "on_demand_max: only applies to market=spot-then-on-demand"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                   "instance_requirements": {"vcpus": {"min": 2}, "memory_gib": {"min": 2}}}]}, "not both"),
+    ({"regions": [{"region": "us-east-1", "count": 1, "instance_requirements": {"vcpus": {"min": 2}}}]},
+     "memory_gib: required"),
+    ({"max_hourly_cost": -1}, "max_hourly_cost"),
+    ({"min_placement_score": 11}, "min_placement_score"),
+])
+def test_bad_placement_input_creates_nothing(aws, run_module, change, words):
+    request = args([{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]}])
+    request.update(change)
+    result = run_module("spot_cluster", request)
+    assert result.failed and words in result["msg"] and "nothing was created" in result["msg"], result["msg"]
+    assert aws.calls()["total"] == 0
