@@ -37,12 +37,12 @@ options:
     required: true
   vcpus:
     description:
-      - vCPUs per node. A number means exactly that many; V({min: 2, max: 4}) is a range (C(min) required).
+      - "vCPUs per node. A number means exactly that many; V({min: 2, max: 4}) is a range (C(min) required)."
     type: raw
     required: true
   memory_gib:
     description:
-      - Memory per node in GiB. A number means at least that much; V({min: 4, max: 16}) is a range.
+      - "Memory per node in GiB. A number means at least that much; V({min: 4, max: 16}) is a range."
     type: raw
     required: true
   architectures:
