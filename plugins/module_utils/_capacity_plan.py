@@ -358,12 +358,13 @@ def run(module: Any, spec: PlanSpec) -> dict[str, Any]:
         raise AwsSpotError(f"no region can take any of the {spec.nodes} nodes ({detail}). Widen the requirements, "
                            "add regions, or lower min_placement_score", details={"regions": list(considered.values())})
     how_many = min(spec.max_regions, len(options))
-    if spec.max_per_region is not None and how_many * spec.max_per_region < spec.nodes:
+    per_region = spec.max_per_region or MAX_COUNT_PER_REGION  # spot_cluster's own limit per region
+    if how_many * per_region < spec.nodes:
         raise AwsSpotError(
-            f"only {how_many * spec.max_per_region} of the {spec.nodes} nodes fit: {how_many} region(s) can take nodes "
-            f"({', '.join(sorted(options))}), with max_regions {spec.max_regions} and max_per_region "
-            f"{spec.max_per_region}. Add regions, widen the requirements, or raise max_regions or max_per_region",
-            details={"regions": list(considered.values())})
+            f"only {how_many * per_region} of the {spec.nodes} nodes fit: {how_many} region(s) can take nodes "
+            f"({', '.join(sorted(options))}), with max_regions {spec.max_regions} and at most {per_region} per region"
+            f"{'' if spec.max_per_region else ' (spot_cluster takes no more)'}. Add regions, widen the requirements, "
+            "or raise max_regions or max_per_region", details={"regions": list(considered.values())})
     share = math.ceil(spec.nodes / how_many)
     for region, option in options.items():
         considered[region]["unit_price"] = round(unit_price(option, share, spec), 6)
