@@ -83,7 +83,7 @@ def _unsupported(msg: str, item: dict, role: str) -> list[str] | None:
     known = [k.strip() for k in match.group("known").split(",")]
     out = []
     for name in names:
-        parent, _, key = name.rpartition(".")
+        parent, key = name.rsplit(".", 1) if "." in name else ("", name)
         if parent != "regions":
             out.append(f"unknown setting {name!r}")
             continue

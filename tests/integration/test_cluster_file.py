@@ -52,3 +52,13 @@ def test_bad_cidr_is_reported_once(playbook, aws, ssh_key):  # noqa: F811
     assert len(re.findall(r"203\.0\.113\.0/33", message)) == 1, message
     assert "cluster_ssh_cidrs" in message
     assert cluster_resources("us-east-1") == 0
+
+
+def test_destroy_limited_to_the_file_s_regions(playbook, aws, ssh_key):  # noqa: F811
+    made = playbook(CREATE, extra_vars=cluster_vars(ssh_key, cluster_name="it-limited"))
+    assert made.returncode == 0, made.stdout[-3000:]
+    gone = playbook(DESTROY, extra_vars=cluster_vars(ssh_key, cluster_name="it-limited", cluster_destroy_all_regions=False))
+    assert gone.returncode == 0, gone.stdout[-3000:]
+    assert cluster_resources("us-east-1", "it-limited") == 0 and cluster_resources("eu-west-1", "it-limited") == 0
+    regions = {c["region"] for c in aws.calls()["log"] if c.get("operation") == "DescribeInstances"}
+    assert regions <= {"us-east-1", "eu-west-1"}, f"destroy.yml searched {regions} with cluster_destroy_all_regions=false"
