@@ -3,10 +3,11 @@
 Boots test hosts, runs the real create.yml twice (the second must change nothing; both prove with a
 smoke job that every compute node runs a container in its real Docker), a user's first job with
 `bacalhau docker run --wait` over SSH, create.yml against a node whose Docker is stopped (it must fail
-naming that node),
-status.yml, a spot interruption whose test host powers off (status.yml with
-reap_disconnected=true must report it and make the orchestrator forget its node),
-create.yml again to replace it, and destroy.yml against the emulator, then checks nothing is left behind.
+naming that node), status.yml, then a node's spot life: a job runs on it when its interruption
+notice comes; Bacalhau stops on it within 10 s, the orchestrator lists it DISCONNECTED, the job ends
+as Bacalhau's rules say; status.yml shows the node disconnected; heal.yml replaces it (smoke job);
+its region goes dry and heal.yml puts the next replacement in the overflow region; the region
+recovers and heal.yml brings the node home. Then destroy.yml, and nothing may be left behind.
 Needs root (systemd-nspawn, network namespaces); run by `make test-sandbox`.
 """
 from __future__ import annotations
@@ -20,6 +21,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# tests/hosts/testhosts.sh's names for the environment of BACALHAU_TESTHOSTS_SUBNET (default 7),
+# so that a sandbox run beside another one checks only its own traces
+SUBNET = os.environ.get("BACALHAU_TESTHOSTS_SUBNET", "7")
+BRIDGE, TAG = ("bacbr0", "bacalhau-testhosts") if SUBNET == "7" else (f"bacbr{SUBNET}", f"bacalhau-testhosts{SUBNET}")
+CLUSTER = "sandbox" if SUBNET == "7" else f"sandbox{SUBNET}"  # as tests/sandbox names it
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox boots systemd-nspawn hosts: needs root")
 
@@ -34,18 +40,37 @@ def test_sandbox_end_to_end(tmp_path):
     assert proc.returncode == 0, out[-6000:]
     assert ("cluster created, unchanged on re-run, healthy, no secret in a -vvv run, compute nodes joined over TLS, "
             "every compute node ran the smoke job, your first job printed its output, a node without Docker named, "
-            "interruption reported, its node forgotten and replaced, destroyed") in out
+            "a running job's node interrupted and stopped in time, the job ended by Bacalhau's rules, "
+            "healed: replaced, spilled over, back home, destroyed") in out
     # destroy.yml removes the cluster's API key from the controller
-    key_files = list((Path.home() / ".config/bacalhau.aws_spot").glob("sandbox/api-key"))
+    key_files = list((Path.home() / ".config/bacalhau.aws_spot").glob(f"{CLUSTER}/api-key"))
     assert not key_files, "destroy.yml must remove the sandbox cluster's API key"
     # the user's batch job ran in a test host's real Docker and its output came back
     # (its own line: the command that asked for it is printed too, with `$(uname -m)` unexpanded)
     assert re.search(r"^hello from a Bacalhau job on (x86_64|aarch64)$", out, re.M), out[-6000:]
+    # the spot life, each step as the sandbox measured and checked it
+    stop = re.search(r"^notice -> bacalhau stopped on (i-\S+): ([0-9.]+) s; -> the orchestrator lists it "
+                     r"DISCONNECTED \('graceful shutdown'\): ([0-9.]+) s$", out, re.M)
+    assert stop, out[-6000:]
+    assert float(stop.group(2)) < 10 and float(stop.group(3)) < 10, stop.group(0)
+    victim = stop.group(1)
+    # the job constrained to the interrupted node: its execution lost, no other node may take it
+    assert re.search(r"^job j-\S+: Failed after \d+ s: not enough nodes to run job\.", out, re.M), out[-6000:]
+    assert re.search(r"^  execution e-\S+ on \S+: Failed: Execution stop requested because node has disappeared$",
+                     out, re.M), out[-6000:]
+    assert f"{victim}: terminated (Server.SpotInstanceTermination)" in out
+    assert re.search(r"^\s*Disconnected nodes: n-\S+", out, re.M), "status.yml must show the disconnected node"
+    heals = re.findall(r"^\s*Configured and proven with the smoke job: (i-\S+)$", out, re.M)
+    assert len(heals) == 3, heals  # replaced, spilled over, back home: one new node each time
+    assert re.search(rf"^{re.escape(heals[1])} runs in us-west-2, tagged bacalhau:overflow-for=eu-west-1$", out, re.M)
+    assert re.search(rf"^{re.escape(heals[2])} runs in eu-west-1 again; the overflow node {re.escape(heals[1])} "
+                     rf"was terminated once {re.escape(heals[2])} had joined$", out, re.M), out[-6000:]
     # every compute node connected, both regions, Bacalhau alive on every node
     assert "us-east-1" in out and "eu-west-1" in out
     # nothing left: no nspawn machine, no netns, no bridge
-    assert not subprocess.run(["pgrep", "-f", "systemd-nspawn.*bacalhau"], capture_output=True).stdout
+    assert not subprocess.run(["pgrep", "-f", f"systemd-nspawn.*--network-namespace-path=/run/netns/{TAG}-"],
+                              capture_output=True).stdout
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "bacalhau" not in netns
-    assert subprocess.run(["ip", "link", "show", "bacbr0"], capture_output=True).returncode != 0
-    assert not (Path.home() / ".config/bacalhau.aws_spot/sandbox").exists(), "destroy.yml must remove the cluster's directory"
+    assert not re.search(rf"^{TAG}-", netns, re.M), netns
+    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    assert not (Path.home() / ".config/bacalhau.aws_spot" / CLUSTER).exists(), "destroy.yml must remove the cluster's directory"

@@ -13,12 +13,21 @@
    an ``ops`` job that must run a container in the real Docker of every compute node), a second run
    that must change nothing, a user's first job (``bacalhau docker run --wait`` on the orchestrator,
    over SSH) whose output is printed, ``create.yml`` against a compute node whose Docker is stopped
-   (it must fail naming that node and its region), ``playbooks/status.yml``, a spot interruption (the emulator reclaims an
-   instance and its test host powers off, as a reclaimed instance goes away) that
-   ``status.yml -e reap_disconnected=true`` must report and whose node the orchestrator must
-   then forget, ``playbooks/create.yml`` again to replace it (the test host comes back as a
-   new machine at the address the emulator hands out again), and ``playbooks/destroy.yml``;
-5. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
+   (it must fail naming that node and its region), ``playbooks/status.yml``;
+5. the spot life of the eu-west-1 node (the emulator writes each instance's metadata for its test
+   host's IMDS stand-in, so the roles install the spot watcher and notices reach it): a batch job
+   runs on it, constrained to it, when the emulator gives it an interruption notice; Bacalhau must
+   stop on it within 10 s and the orchestrator list it DISCONNECTED at once; the job ends as
+   Bacalhau's rules say (its execution failed as lost about 15 s later; no other node matches its
+   constraint, so it fails); when the notice's time is up the instance is reclaimed and its test
+   host powers off; ``status.yml`` shows the node disconnected; ``playbooks/heal.yml`` makes the
+   orchestrator forget it and launches a replacement that runs the smoke job (a test host comes
+   back as a new machine for the address the emulator hands out). Then eu-west-1 goes dry (capacity
+   faults for all its types) and its node is interrupted: ``heal.yml`` puts the replacement in the
+   overflow region us-west-2 (tagged ``bacalhau:overflow-for=eu-west-1``, smoke job); eu-west-1
+   recovers: ``heal.yml`` launches a node there (smoke job), then terminates the overflow node.
+   One test host stays spare for heal.yml's make-before-break. Then ``playbooks/destroy.yml``;
+6. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
 """
 from __future__ import annotations
 
@@ -42,11 +51,19 @@ REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("BACALHAU_SANDBOX_STATE", "/tmp/bacalhau-sandbox"))
 HOSTS_STATE = STATE / "testhosts"
 ROLES_DIR = STATE / "roles-test"
-CLUSTER = "sandbox"
-# The image tests/hosts/testhosts.sh imports into every test host's Docker (Debian's busybox-static).
-LOCAL_IMAGE = "localhost/testhost/busybox:1.35"
 # tests/hosts/testhosts.sh's network: 10.213.<SUBNET>.0/24
 SUBNET = os.environ.get("BACALHAU_TESTHOSTS_SUBNET", "7")
+# The cluster's files on the controller (~/.config/bacalhau.aws_spot/<name>) are per cluster
+# name: a sandbox beside another one (its own SUBNET) gets its own name.
+CLUSTER = "sandbox" if SUBNET == "7" else f"sandbox{SUBNET}"
+HOME_REGION = "eu-west-1"  # the spot life happens to its node
+OVERFLOW = {"region": "us-west-2", "instance_types": ["t4g.small", "t3.small"]}
+REGIONS = ("us-east-1", "eu-west-1", OVERFLOW["region"])
+SPARE_HOSTS = 1  # for heal.yml's make-before-break
+NOTICE_SECONDS = 30  # the notice's time, shortened from EC2's two minutes
+LOST = "Execution stop requested because node has disappeared"  # pkg/orchestrator/events.go
+# The image tests/hosts/testhosts.sh imports into every test host's Docker (Debian's busybox-static).
+LOCAL_IMAGE = "localhost/testhost/busybox:1.35"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -92,9 +109,12 @@ def host_addresses() -> list[str]:
     return re.findall(r"ansible_host:\s*([0-9.]+)", inventory)
 
 
-def write_cluster_vars(hosts: int) -> Path:
-    """The demo cluster: an orchestrator and compute nodes over two regions, two architectures."""
-    computes = hosts - 1
+def write_cluster_vars(hosts: int, spare: int = 0) -> Path:
+    """The demo cluster: an orchestrator and compute nodes over two regions, two architectures,
+    and an overflow region for heal.yml; ``spare`` test hosts are left out of the count (the
+    sandbox keeps one: heal.yml makes a new node before it lets an old one go, so there must be
+    an address for it)."""
+    computes = hosts - 1 - spare
     east = (computes + 1) // 2
     west = computes - east
     key = HOSTS_STATE / "id_ed25519"
@@ -106,6 +126,8 @@ def write_cluster_vars(hosts: int) -> Path:
         ],
         "cluster_orchestrator": {"mode": "managed", "region": "us-east-1", "instance_type": "t3.small",
                                  "market": "spot"},
+        # where heal.yml puts what a dry home region cannot hold (none of cluster_regions)
+        "cluster_overflow_regions": [OVERFLOW],
         "cluster_ssh_public_key_file": f"{key}.pub",
         "cluster_ssh_private_key_file": str(key),
         # the controller reaches the test hosts over the bridge
@@ -139,13 +161,14 @@ def teardown(emulator: Emulator | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make sandbox", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=3, help="test hosts: 1 orchestrator + N-1 compute nodes")
+    parser.add_argument("--hosts", type=int, default=4,
+                        help="test hosts: 1 orchestrator + N-2 compute nodes + 1 spare (for heal.yml's replacements)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster up (prints how to clean up)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("sandbox: run as root (the test hosts are systemd-nspawn machines in network namespaces)")
-    if args.hosts < 3:
-        raise SystemExit("sandbox: needs at least 3 hosts (an orchestrator and a compute node in each of 2 regions)")
+    if args.hosts < 4:
+        raise SystemExit("sandbox: needs at least 4 hosts (an orchestrator, a compute node in each of 2 regions, a spare)")
 
     STATE.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -162,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
 
         say("Binding: emulated instances get the test hosts' addresses as their public IPs")
         print(json.dumps(emulator.address_pool(addresses)))
+        # each test host's IMDS stand-in serves what the emulator writes here (spot notices
+        # included); a terminated instance's test host powers off
+        print(f"IMDS documents for the test hosts in {emulator.imds(str(HOSTS_STATE / 'imds'))['state_dir']}")
 
-        cluster_vars = write_cluster_vars(args.hosts)
+        cluster_vars = write_cluster_vars(args.hosts, spare=SPARE_HOSTS)
         release_vars = ROLES_DIR / "vars.yml"
         env = playbook_env(emulator)
         book = [str(Path(sys.executable).parent / "ansible-playbook")]
@@ -246,32 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         say("ansible-playbook playbooks/status.yml")
         run(book + ["playbooks/status.yml", *extra], env=env)
 
-        say("A spot interruption in eu-west-1: the emulator reclaims the instance, its test host powers off")
-        victim = _live_instances(emulator, "eu-west-1")[:1]
-        if not victim:
-            raise SystemExit("sandbox: no instance in eu-west-1 to interrupt")
-        address = _public_ip(emulator, "eu-west-1", victim[0])
-        print(json.dumps(emulator.interrupt("eu-west-1", victim)))
-        _power_off(address, addresses)
-
-        say("ansible-playbook playbooks/status.yml -e reap_disconnected=true")
-        after = run(book + ["playbooks/status.yml", *extra, "-e", "reap_disconnected=true"], env=env, capture=True)
-        if f"Spot interruptions seen: {victim[0]}" not in after.stdout:
-            raise SystemExit(f"sandbox: status.yml did not report the interruption of {victim[0]}")
-        if "of which without an instance" not in after.stdout:
-            raise SystemExit("sandbox: status.yml did not see the reclaimed node disconnected")
-
-        say("ansible-playbook playbooks/status.yml: the reclaimed node is forgotten")
-        final = run(book + ["playbooks/status.yml", *extra], env=env, capture=True)
-        if "Disconnected nodes: none" not in final.stdout:
-            raise SystemExit("sandbox: the orchestrator still lists a disconnected node after reap_disconnected")
-
-        say("ansible-playbook playbooks/create.yml: the replacement (its test host comes back as a new machine)")
-        run([str(REPO / "tests/hosts/testhosts.sh"), "up", str(args.hosts)], env=env_for_tools())
-        run(book + ["playbooks/create.yml", *extra], env=env)
-        replaced = [i for i in _live_instances(emulator, "eu-west-1") if i not in victim]
-        if len(replaced) != 1:
-            raise SystemExit(f"sandbox: create.yml did not replace {victim[0]} (eu-west-1 has {replaced})")
+        _spot_life(emulator, book, extra, env, addresses, orch_ip, key, args.hosts)
 
         del first
         if args.keep:
@@ -288,8 +289,7 @@ Clean up with:
 
         say("ansible-playbook playbooks/destroy.yml")
         run(book + ["playbooks/destroy.yml", "-e", f"@{cluster_vars}"], env=env)
-        left = [i for r in ("us-east-1", "eu-west-1")
-                for i in _live_instances(emulator, r)]
+        left = [i for r in REGIONS for i in _live_instances(emulator, r)]
         if left:
             raise SystemExit(f"sandbox: instances left after destroy: {left}")
         missing = actions_not_in_policy(emulator.calls()["log"])
@@ -297,12 +297,249 @@ Clean up with:
             raise SystemExit(f"sandbox: docs/iam-policy.json does not allow {sorted(missing)}, which the playbooks called")
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
               "healthy, no secret in a -vvv run, compute nodes joined over TLS, every compute node ran the smoke job, "
-              "your first job printed its output, a node without Docker named, interruption reported, its node "
-              "forgotten and replaced, destroyed.")
+              "your first job printed its output, a node without Docker named, a running job's node interrupted and "
+              "stopped in time, the job ended by Bacalhau's rules, healed: replaced, spilled over, back home, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
             teardown(emulator)
+
+
+def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[str, str], addresses: list[str],
+               orch_ip: str, key: str, hosts: int) -> None:
+    """The spot life of a node in HOME_REGION: a notice while a job runs on it, then heal.yml
+    replaces it, spills it over to the overflow region while its home is dry, and brings it home."""
+    bac = f"BACALHAU_API_KEY={key} bacalhau"
+    computes = _compute_count(hosts)
+    heal = book + ["playbooks/heal.yml", *extra]
+
+    victim = _live_instances(emulator, HOME_REGION, "compute")[0]
+    victim_ip = _public_ip(emulator, HOME_REGION, victim)
+    say(f"A job runs on {victim} ({HOME_REGION}), constrained to it, when its spot interruption notice comes")
+    submitted = _ssh(orch_ip, f"{bac} docker run --id-only --wait=false --constraints instance-id={victim} "
+                              f"{LOCAL_IMAGE} -- sh -c 'sleep 60'", addresses)
+    job_id = submitted.stdout.strip()
+    if submitted.returncode != 0 or not job_id.startswith("j-"):
+        raise SystemExit(f"sandbox: the long job was not submitted ({submitted.returncode}): {submitted.stderr}")
+    node = _node_of(orch_ip, bac, victim, addresses)
+    running = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
+                    lambda j: any(e["NodeID"] == node and _state(e) == "Running" for e in _executions(j)), 60)
+    if not any(e["NodeID"] == node and _state(e) == "Running" for e in _executions(running)):
+        raise SystemExit(f"sandbox: job {job_id} did not run on {victim}: {json.dumps(running)[-2000:]}")
+    print(f"job {job_id}: its execution runs on {victim} (node {node})")
+
+    t_notice = time.time()
+    res = emulator.interrupt(HOME_REGION, [victim], notice_seconds=NOTICE_SECONDS)
+    print(json.dumps(res))
+    if res.get("in_imds") != [victim]:
+        raise SystemExit(f"sandbox: the notice did not reach {victim}'s IMDS: {res}")
+    seen = _poll(lambda: _nodes(orch_ip, bac, addresses).get(node, {}),
+                 lambda n: n.get("ConnectionState", {}).get("Status") == "DISCONNECTED", 20, 0.2)
+    t_seen = time.time()
+    if seen.get("ConnectionState", {}).get("Status") != "DISCONNECTED":
+        raise SystemExit(f"sandbox: the orchestrator does not list {node} as DISCONNECTED: {seen}")
+    watcher = _journal(victim_ip, "bacalhau-spot-watcher", t_notice, addresses)
+    if not any(e["MESSAGE"].startswith("interruption notice: action=terminate") for e in watcher):
+        raise SystemExit(f"sandbox: the spot watcher on {victim} did not log the notice: {[e['MESSAGE'] for e in watcher]}")
+    stopped = [e for e in _journal(victim_ip, "bacalhau", t_notice, addresses)
+               if e["MESSAGE"].startswith("Stopped ") and e.get("UNIT") == "bacalhau.service"]
+    if not stopped:
+        raise SystemExit(f"sandbox: bacalhau.service was not stopped on {victim} after the notice")
+    t_stopped = int(stopped[0]["__REALTIME_TIMESTAMP"]) / 1e6
+    if not 0 < t_stopped - t_notice < 10:
+        raise SystemExit(f"sandbox: bacalhau stopped {t_stopped - t_notice:.1f} s after the notice (must be < 10 s)")
+    print(f"notice -> bacalhau stopped on {victim}: {t_stopped - t_notice:.1f} s; -> the orchestrator lists it "
+          f"DISCONNECTED ({seen['ConnectionState'].get('LastError')!r}): {t_seen - t_notice:.1f} s")
+
+    # Bacalhau's rules: the node's executions are failed as lost when the orchestrator re-evaluates
+    # the node's jobs (pkg/orchestrator/nodes/reevaluator.go, 15 s after the node left); a batch job
+    # is then placed again, but the only node its constraint matches is gone, so it fails
+    # (pkg/orchestrator/errors.go; the default QueueTimeout 0 does not wait).
+    ended = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
+                  lambda j: j["Job"]["State"]["StateType"] in ("Completed", "Failed", "Stopped"), 60)
+    t_ended = time.time()
+    lost = [e for e in _executions(ended) if e["NodeID"] == node]
+    state = ended["Job"]["State"]
+    print(f"job {job_id}: {state['StateType']} after {t_ended - t_notice:.0f} s: {state.get('Message', '')}")
+    for e in _executions(ended):
+        print(f"  execution {e['ID']} on {e['NodeID']}: {_state(e)}: {e['ComputeState'].get('Message', '')}")
+    if [(_state(e), e["ComputeState"].get("Message")) for e in lost] != [("Failed", LOST)]:
+        raise SystemExit(f"sandbox: the execution on {victim} did not fail as lost: {lost}")
+    if len(_executions(ended)) != 1 or state["StateType"] != "Failed" or \
+            not state.get("Message", "").startswith("not enough nodes to run job"):
+        raise SystemExit(f"sandbox: job {job_id} did not end as Bacalhau's rules say (Failed, no other node "
+                         f"matches instance-id={victim}): {state}")
+
+    say(f"When the notice's time is up the emulator reclaims {victim}; its test host powers off")
+    _reclaimed(emulator, HOME_REGION, victim, victim_ip, NOTICE_SECONDS + 30)
+
+    say("ansible-playbook playbooks/status.yml: the orchestrator lists the reclaimed node as disconnected")
+    status = run(book + ["playbooks/status.yml", *extra], env=env, capture=True)
+    if not re.search(rf"^\s*Disconnected nodes: .*{re.escape(node)}", status.stdout, re.M) or \
+            not re.search(rf"of which without an instance: .*{re.escape(node)}", status.stdout):
+        raise SystemExit(f"sandbox: status.yml does not show {node} disconnected, its instance gone")
+    if not re.search(rf"Spot interruptions seen: .*{victim}", status.stdout):
+        raise SystemExit(f"sandbox: status.yml does not report the interruption of {victim}")
+
+    say("ansible-playbook playbooks/heal.yml: the orchestrator forgets the node, a replacement runs the smoke job")
+    _hosts_back(hosts)
+    healed = run(heal, env=env, capture=True)
+    replacement = _one_new(emulator, HOME_REGION, {victim}, healed.stdout)
+    _check_heal(healed.stdout, configured=replacement, forgotten=node)
+    _check_connected(orch_ip, bac, computes, addresses, {replacement})
+
+    say(f"{HOME_REGION} goes dry (no capacity for any type), and its node is interrupted")
+    print(json.dumps(emulator.capacity_error(HOME_REGION)))
+    replacement_ip = _public_ip(emulator, HOME_REGION, replacement)
+    print(json.dumps(emulator.interrupt(HOME_REGION, [replacement], notice_seconds=5)))
+    _reclaimed(emulator, HOME_REGION, replacement, replacement_ip, 40)
+
+    say(f"ansible-playbook playbooks/heal.yml: the replacement goes to the overflow region {OVERFLOW['region']}")
+    _hosts_back(hosts)
+    spilled = run(heal, env=env, capture=True)
+    if _live_instances(emulator, HOME_REGION, "compute"):
+        raise SystemExit(f"sandbox: heal.yml launched in {HOME_REGION}, which has no capacity")
+    overflow = _one_new(emulator, OVERFLOW["region"], set(), spilled.stdout)
+    tags = _tags(emulator, OVERFLOW["region"], overflow)
+    if tags.get("bacalhau:overflow-for") != HOME_REGION or tags.get("bacalhau:role") != "compute":
+        raise SystemExit(f"sandbox: the overflow node {overflow} is not tagged as overflow for {HOME_REGION}: {tags}")
+    if f"{HOME_REGION}: " not in spilled.stdout or " - SHORT: " not in spilled.stdout:
+        raise SystemExit(f"sandbox: heal.yml did not say that {HOME_REGION} is short")
+    _check_heal(spilled.stdout, configured=overflow)
+    _check_connected(orch_ip, bac, computes, addresses, {overflow})
+    print(f"{overflow} runs in {OVERFLOW['region']}, tagged bacalhau:overflow-for={HOME_REGION}")
+
+    say(f"{HOME_REGION} recovers; ansible-playbook playbooks/heal.yml moves the node home")
+    print(json.dumps(emulator.clear_faults()))
+    home = run(heal, env=env, capture=True)
+    back = _one_new(emulator, HOME_REGION, {victim, replacement}, home.stdout)
+    if _live_instances(emulator, OVERFLOW["region"]):
+        raise SystemExit(f"sandbox: the overflow node {overflow} was not let go once {HOME_REGION} had room")
+    _check_heal(home.stdout, configured=back, terminated=overflow)
+    _check_connected(orch_ip, bac, computes, addresses, {back})
+    print(f"{back} runs in {HOME_REGION} again; the overflow node {overflow} was terminated once {back} had joined")
+
+
+def _poll(what, done, timeout: float, step: float = 0.5):
+    """what() until done(value) or the timeout; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def _json_ssh(address: str, command: str, ours: list[str]):
+    out = _ssh(address, command, ours, echo=False)
+    if out.returncode != 0:
+        raise SystemExit(f"sandbox: {command.split()[1:4]} failed on {address}: {out.stderr[-1000:]}")
+    return json.loads(out.stdout)
+
+
+def _job(orch_ip: str, bac: str, job_id: str, ours: list[str]) -> dict:
+    return _json_ssh(orch_ip, f"{bac} job describe {job_id} --output json", ours)
+
+
+def _executions(job: dict) -> list[dict]:
+    return (job.get("Executions") or {}).get("Items") or []
+
+
+# models.ExecutionStateType (pkg/models/execution.go): the API sends the number
+_EXECUTION_STATES = {6: "Running", 9: "Completed", 10: "Failed", 11: "Cancelled"}
+
+
+def _state(execution: dict) -> str:
+    value = execution["ComputeState"]["StateType"]
+    return _EXECUTION_STATES.get(value, str(value))
+
+
+def _nodes(orch_ip: str, bac: str, ours: list[str]) -> dict[str, dict]:
+    return {n["Info"]["NodeID"]: n for n in _json_ssh(orch_ip, f"{bac} node list --output json", ours)}
+
+
+def _node_of(orch_ip: str, bac: str, instance_id: str, ours: list[str]) -> str:
+    found = [nid for nid, n in _nodes(orch_ip, bac, ours).items()
+             if (n["Info"].get("Labels") or {}).get("instance-id") == instance_id]
+    if len(found) != 1:
+        raise SystemExit(f"sandbox: the orchestrator does not know one node of {instance_id}: {found}")
+    return found[0]
+
+
+def _check_connected(orch_ip: str, bac: str, computes: int, ours: list[str], new: set[str]) -> None:
+    """The orchestrator lists as many connected compute nodes as the cluster file asks for, the new
+    ones among them (a node heal.yml let go leaves once its host has shut down: a few seconds)."""
+    def connected_now() -> set[str]:
+        return {(n["Info"].get("Labels") or {}).get("instance-id") for n in _nodes(orch_ip, bac, ours).values()
+                if n["Info"]["NodeType"] == "Compute" and n["ConnectionState"]["Status"] == "CONNECTED"}
+
+    connected = _poll(connected_now, lambda c: len(c) == computes and new <= c, 30, 1)
+    if len(connected) != computes or not new <= connected:
+        raise SystemExit(f"sandbox: the orchestrator does not list {computes} connected compute nodes "
+                         f"with {sorted(new)} among them: {sorted(i or '?' for i in connected)}")
+    print(f"the orchestrator lists {computes} connected compute nodes: {', '.join(sorted(connected))}")
+
+
+def _journal(address: str, unit: str, since: float, ours: list[str]) -> list[dict]:
+    out = _ssh(address, f"sudo journalctl -u {unit} -o json --no-pager --since=@{int(since) - 2}", ours, echo=False)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def _reclaimed(emulator: Emulator, region: str, instance_id: str, address: str, timeout: float) -> None:
+    """Wait until the emulator has reclaimed the instance and its test host is off."""
+    instance = _poll(lambda: _ec2(emulator, region).describe_instances(
+        InstanceIds=[instance_id])["Reservations"][0]["Instances"][0],
+        lambda i: i["State"]["Name"] == "terminated", timeout, 1)
+    if instance["State"]["Name"] != "terminated" or instance["StateReason"]["Code"] != "Server.SpotInstanceTermination":
+        raise SystemExit(f"sandbox: {instance_id} was not reclaimed: {instance['State']} {instance.get('StateReason')}")
+    print(f"{instance_id}: terminated ({instance['StateReason']['Code']})")
+    # off: sshd gone, then its systemd-nspawn ended (until then testhosts.sh counts it as up)
+    pid_file = HOSTS_STATE / "hosts" / f"testhost{int(address.rsplit('.', 1)[1]) - 10}" / "pid"
+    pid = pid_file.read_text().strip() if pid_file.exists() else ""
+    if _poll(lambda: _answers(address) or bool(pid and os.path.exists(f"/proc/{pid}")), lambda up: not up, 60):
+        raise SystemExit(f"sandbox: the test host {address} of the reclaimed {instance_id} did not power off")
+    print(f"test host {address} is off")
+
+
+def _answers(address: str) -> bool:
+    try:
+        socket.create_connection((address, 22), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hosts_back(hosts: int) -> None:
+    """A powered-off test host comes back as a new machine, for the address the emulator hands out again."""
+    run([str(REPO / "tests/hosts/testhosts.sh"), "up", str(hosts)], env=env_for_tools())
+
+
+def _one_new(emulator: Emulator, region: str, old: set[str], output: str) -> str:
+    new = [i for i in _live_instances(emulator, region, "compute") if i not in old]
+    if len(new) != 1:
+        raise SystemExit(f"sandbox: heal.yml did not leave one new compute node in {region}: {new}\n{output[-3000:]}")
+    return new[0]
+
+
+def _check_heal(output: str, configured: str, forgotten: str | None = None, terminated: str | None = None) -> None:
+    """heal.yml's own account of what it did, and its smoke job on the node it configured."""
+    if not re.search(rf"Configured and proven with the smoke job: {re.escape(configured)}$", output, re.M):
+        raise SystemExit(f"sandbox: heal.yml did not configure {configured} and prove it with the smoke job")
+    if "The smoke job ran on all 1 compute node(s)." not in output:
+        raise SystemExit(f"sandbox: heal.yml's smoke job did not run on {configured}")
+    if forgotten and not re.search(rf"Forgotten by the orchestrator \(instance gone\): .*{re.escape(forgotten)}", output):
+        raise SystemExit(f"sandbox: heal.yml did not make the orchestrator forget {forgotten}")
+    if terminated and not re.search(rf"Terminated \(drained, or overflow no longer needed\): .*{re.escape(terminated)}",
+                                    output):
+        raise SystemExit(f"sandbox: heal.yml did not say it terminated {terminated}")
+    failed = [h for h, r in recap(output).items() if r["failed"]]
+    if failed:
+        raise SystemExit(f"sandbox: heal.yml failed on {failed}")
+
+
+def _tags(emulator: Emulator, region: str, instance_id: str) -> dict[str, str]:
+    instance = _ec2(emulator, region).describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
 
 
 def _ec2(emulator: Emulator, region: str):
@@ -318,10 +555,10 @@ def _public_ip(emulator: Emulator, region: str, instance_id: str) -> str:
 
 
 def _compute_count(hosts: int) -> int:
-    return hosts - 1
+    return hosts - 1 - SPARE_HOSTS
 
 
-def _ssh(address: str, command: str, ours: list[str]) -> subprocess.CompletedProcess:
+def _ssh(address: str, command: str, ours: list[str], echo: bool = True) -> subprocess.CompletedProcess:
     """Run a command on one of this sandbox's own test hosts, as the cluster's SSH user."""
     if address not in ours:  # only ever one of our own test hosts
         raise SystemExit(f"sandbox: {address!r} is not one of this sandbox's test hosts")
@@ -330,22 +567,10 @@ def _ssh(address: str, command: str, ours: list[str]) -> subprocess.CompletedPro
            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
            f"ubuntu@{address}", command]
     # the API key never appears in output
-    print("$ " + re.sub(r"(BACALHAU_API_KEY=)\S+", r"\1<the cluster's API key>", " ".join(cmd[-2:])), flush=True)
+    if echo:
+        print("$ " + re.sub(r"(BACALHAU_API_KEY=)\S+", r"\1<the cluster's API key>", " ".join(cmd[-2:])),
+              flush=True)
     return subprocess.run(cmd, text=True, capture_output=True, timeout=300)
-
-
-def _power_off(address: str, ours: list[str]) -> None:
-    """Power the test host at ``address`` off (a reclaimed instance's machine goes away); wait until it is gone."""
-    _ssh(address, "sudo systemctl poweroff", ours)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((address, 22), timeout=1).close()
-        except OSError:
-            print(f"test host {address} is off")
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"sandbox: test host {address} did not power off")
 
 
 def _live_instances(emulator: Emulator, region: str, role: str | None = None) -> list[str]:
