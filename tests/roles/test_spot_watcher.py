@@ -38,7 +38,8 @@ LOST = "Execution stop requested because node has disappeared"
 
 
 def api_key(env) -> str:
-    return (env.token_file.parent / ".bacalhau-api-key").read_text().strip()
+    """The API key the orchestrator role generated beside the token file (bacalhau_common)."""
+    return (env.token_file.parent / "api-key").read_text().strip()
 
 
 def api(env, method: str, path: str, body=None):
