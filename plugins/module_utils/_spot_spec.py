@@ -123,6 +123,19 @@ def _cidrs(value: list[str] | None, what: str, problems: list[str]) -> list[str]
     return list(dict.fromkeys(out))
 
 
+def _at_least_zero(value: Any, convert: Any, fallback: Any, message: str, problems: list[str]) -> Any:
+    """``convert(value)`` when it is a number of 0 or more; else ``message.format(value)`` is a
+    problem and ``fallback`` is returned."""
+    try:
+        number = convert(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < 0:
+        problems.append(message.format(value))
+        return fallback
+    return number
+
+
 def _region(entry: Any, index: int, state: str, market: str, problems: list[str]) -> RegionSpec | None:
     where = f"regions[{index}]"
     if not isinstance(entry, dict):
@@ -198,12 +211,8 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
     if on_demand_max is not None:
         if market != "spot-then-on-demand":
             problems.append(f"{where}.on_demand_max: only applies to market=spot-then-on-demand")
-        try:
-            spec.on_demand_max = int(on_demand_max)
-            if spec.on_demand_max < 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(f"{where}.on_demand_max: {on_demand_max!r} is not a whole number of 0 or more")
+        spec.on_demand_max = _at_least_zero(on_demand_max, int, spec.on_demand_max,
+                                            f"{where}.on_demand_max: {{!r}} is not a whole number of 0 or more", problems)
     # Unknown keys never get here: the module's argument spec (suboptions) refuses them first,
     # and the playbooks' cluster_problems filter names them as the user wrote them.
     return spec
@@ -302,32 +311,15 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
     strategy = params.get("availability_zone_strategy") or "spread"
     if strategy not in STRATEGIES:
         problems.append(f"availability_zone_strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    price = "a price of 0 or more in USD per hour"
     max_cost = params.get("max_hourly_cost")
     if max_cost is not None:
-        try:
-            max_cost = float(max_cost)
-            if max_cost < 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(f"max_hourly_cost: {max_cost!r} is not a price of 0 or more in USD per hour")
-            max_cost = None
-    extra_cost = params.get("extra_hourly_cost") or 0.0
-    try:
-        extra_cost = float(extra_cost)
-        if extra_cost < 0:
-            raise ValueError
-    except (TypeError, ValueError):
-        problems.append(f"extra_hourly_cost: {extra_cost!r} is not a price of 0 or more in USD per hour")
-        extra_cost = 0.0
+        max_cost = _at_least_zero(max_cost, float, None, f"max_hourly_cost: {{!r}} is not {price}", problems)
+    extra_cost = _at_least_zero(params.get("extra_hourly_cost") or 0.0, float, 0.0,
+                                f"extra_hourly_cost: {{!r}} is not {price}", problems)
     max_nodes = params.get("max_nodes")
-    max_nodes = DEFAULT_MAX_NODES if max_nodes is None else max_nodes
-    try:
-        max_nodes = int(max_nodes)
-        if max_nodes < 0:
-            raise ValueError
-    except (TypeError, ValueError):
-        problems.append(f"max_nodes: {max_nodes!r} is not a whole number of 0 or more")
-        max_nodes = DEFAULT_MAX_NODES
+    max_nodes = _at_least_zero(DEFAULT_MAX_NODES if max_nodes is None else max_nodes, int, DEFAULT_MAX_NODES,
+                               "max_nodes: {!r} is not a whole number of 0 or more", problems)
     asked = sum(r.count for r in regions) if state == "present" else 0
     refusal = _capacity.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
     if refusal:
