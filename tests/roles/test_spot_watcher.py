@@ -22,7 +22,6 @@ import os
 import socket
 import subprocess
 import time
-import urllib.request
 
 import boto3
 import pytest
@@ -30,25 +29,12 @@ import pytest
 from tests.emulator import Emulator, seed
 from tests.roles.conftest import ROOT, STATE
 from tests.roles.test_cluster import recap
+from tests.roles.test_jobs import api  # the orchestrator's API, with the key the role generated
 
 REGION = "eu-west-1"
 IMAGE = "localhost/testhost/busybox:1.35"
 NOTICE_SECONDS = 45
 LOST = "Execution stop requested because node has disappeared"
-
-
-def api_key(env) -> str:
-    """The API key the orchestrator role generated beside the token file (bacalhau_common)."""
-    return (env.token_file.parent / "api-key").read_text().strip()
-
-
-def api(env, method: str, path: str, body=None):
-    req = urllib.request.Request(f"http://{env.ip('testhost1')}:1234{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": f"Bearer {api_key(env)}"})
-    with urllib.request.urlopen(req, timeout=15) as resp:
-        return json.loads(resp.read())
 
 
 def job(job_type: str, seconds: int) -> dict:
