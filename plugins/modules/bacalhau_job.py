@@ -236,7 +236,7 @@ expected:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau_job import run
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.jobs import run
 
 
 def main() -> None:

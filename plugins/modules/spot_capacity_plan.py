@@ -277,9 +277,9 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity_plan
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_cluster import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan as _capacity_plan
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.engine import credential_problem
 
 ARGUMENT_SPEC = dict(
     nodes=dict(type="int", required=True),

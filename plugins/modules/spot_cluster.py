@@ -541,9 +541,9 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_cluster
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_spec
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine as _spot_cluster
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import spec as _spot_spec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 
 REGION_SPEC = dict(
     region=dict(type="str", required=True),

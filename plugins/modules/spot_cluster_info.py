@@ -191,8 +191,8 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster_info import read
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.info import read
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 
 
 def main() -> None:

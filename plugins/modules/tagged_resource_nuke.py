@@ -196,9 +196,9 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore for us
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_run import nuke
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import RESOURCE_TYPES, build_spec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.run import nuke
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import RESOURCE_TYPES, build_spec
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def test_jammy_release_and_one_architecture(run_module):
 def test_fallback_to_describe_images_when_ssm_has_no_parameter(run_module, monkeypatch):
     # Point the SSM name at a path Canonical never published: the module must fall back
     # to DescribeImages by owner and name and still find the newest build.
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import images as _ami
 
     monkeypatch.setattr(_ami, "ssm_parameter_name", lambda release, arch: f"/nowhere/{release}/{arch}")
     result = run_module("ami_arch_lookup", {"regions": ["eu-central-1"]})
@@ -121,7 +121,7 @@ def test_image_of_another_region_is_not_found(run_module):
 
 
 def test_no_image_found(run_module, monkeypatch):
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import images as _ami
 
     monkeypatch.setattr(_ami, "ssm_parameter_name", lambda release, arch: f"/nowhere/{release}/{arch}")
     monkeypatch.setattr(_ami, "image_name_pattern", lambda release, arch: "no-such-image-*")

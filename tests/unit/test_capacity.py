@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity as cap
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as cap
 
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as _spot_instances
 from tests.emulator import server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -271,8 +271,8 @@ def test_a_region_is_deleted_in_five_round_trips(aws, run_module):
 
 
 def test_every_type_is_deleted_in_some_round():
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _nuke_delete
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import RESOURCE_TYPES
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import delete as _nuke_delete
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import RESOURCE_TYPES
 
     rounds = [_nuke_delete.ROUND_B, _nuke_delete.ROUND_E, _nuke_delete.ROUND_F]
     assert sorted(t for r in rounds for t in r) == sorted(RESOURCE_TYPES)
@@ -305,8 +305,9 @@ def test_regions_omitted_means_every_enabled_region(aws, run_module):
 
 def test_dependency_violation_is_retried_then_reported(monkeypatch):
     """The retry helper on its own: AWS answers DependencyViolation for a while after terminations."""
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _common, _nuke_delete
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import Resource
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws import common as _common
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import delete as _nuke_delete
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import Resource
 
     monkeypatch.setitem(_common.RETRY_POLICIES, "in_use", dict(_common.RETRY_POLICIES["in_use"], delay=0.01, max_delay=0.01))
     violation = botocore.exceptions.ClientError(
@@ -362,8 +363,8 @@ def test_tags_may_repeat_our_own_managed_by_value(aws, run_module):
 
 def test_fleets_found_even_where_ec2_refuses_tag_filters_on_describe_fleets():
     """DescribeFleets does not document tag filters: if EC2 refuses them, our own tag check decides."""
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _nuke_discover
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import build_spec
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import discover as _nuke_discover
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import build_spec
 
     ours = {"Key": "bacalhau:managed-by", "Value": "bacalhau.aws_spot"}
     fleets = [

@@ -13,8 +13,8 @@ import yaml
 from botocore import xform_name
 from botocore.session import get_session
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _nuke_delete, _nuke_discover
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import KINDS, RESOURCE_TYPES
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import delete as _nuke_delete, discover as _nuke_discover
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import KINDS, RESOURCE_TYPES
 from ansible_collections.bacalhau.aws_spot.plugins.modules import tagged_resource_nuke
 from tests.policy import policy_actions
 
@@ -83,7 +83,7 @@ def test_names_are_unique_and_each_describe_is_its_own():
 
 def test_a_record_drives_discovery_and_deletion():
     """A made-up record is described and deleted through its fields alone (no code of its own)."""
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import Resource, ResourceKind
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import Resource, ResourceKind
 
     kind = ResourceKind("placement_groups", "placement group", "describe_placement_groups", "PlacementGroups",
                         "GroupId", "E", "delete_placement_group", "GroupName", frozenset({"InvalidPlacementGroup.Unknown"}),

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _common
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws import common as _common
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list as _price_list
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 
 TODAY = datetime.date(2026, 12, 1)
 

@@ -25,7 +25,7 @@ EVERY_CALL = 10 ** 6
 @pytest.fixture
 def policies(monkeypatch):
     """The production policies, with their delays shortened (the number of attempts is kept)."""
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _common
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws import common as _common
 
     for name, policy in list(_common.RETRY_POLICIES.items()):
         monkeypatch.setitem(_common.RETRY_POLICIES, name, dict(policy, delay=0.001, max_delay=0.001))

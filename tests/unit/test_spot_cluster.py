@@ -434,7 +434,7 @@ def test_fallback_to_another_architecture_takes_its_image(aws, run_module):
     assert {(i["InstanceType"], i["ImageId"]) for i in found} == {("t4g.small", arm_image)}
     assert all("InstanceLifecycle" not in i for i in found)  # on-demand
     # on-demand instances are priced from the Price List service (the emulator's, since placement)
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list as _price_list
 
     listed = _price_list.fetch_prices(boto3.client("pricing", region_name="us-east-1"), "us-east-1", ["t4g.small"])
     assert result["estimated_hourly_cost"] == pytest.approx(2 * listed["t4g.small"], abs=1e-6)
@@ -445,7 +445,7 @@ def test_fallback_to_another_architecture_takes_its_image(aws, run_module):
 
 
 def test_instance_reclaimed_while_starting_is_reported(aws, run_module, monkeypatch):
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as _spot_instances
 
     original = _spot_instances.wait_running
 
@@ -540,7 +540,7 @@ def test_instances_keep_credentials_from_containers_and_encrypt_with_the_given_k
 
 
 def test_default_root_volume_key_is_the_accounts_ebs_default(aws, run_module):
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances, _spot_spec
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as _spot_instances, spec as _spot_spec
 
     spec = _spot_spec.parse(cluster())
     params = _spot_instances.launch_parameters(spec, spec.regions[0], "t3.small", "ami-1", "subnet-1", "sg-1", 1)
@@ -570,7 +570,7 @@ def test_narrow_rules_are_not_warned_about(aws, run_module):
 
 
 def test_a_failure_while_acting_does_not_claim_nothing_changed(aws, run_module, monkeypatch):
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_cluster
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine as _spot_cluster
 
     def broken(spec, plan):
         raise RuntimeError("something unexpected")

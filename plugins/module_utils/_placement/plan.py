@@ -40,22 +40,22 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity as capacity
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity_reads as reads
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list as price_list
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import check_regions
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import enabled_region_names
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import known_region_names
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_cluster import credential_problem
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import MAX_COUNT_PER_REGION
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import REGION_RE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import images as _ami
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as reads
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list as price_list
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import check_regions
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import enabled_region_names
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import known_region_names
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.engine import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import MAX_COUNT_PER_REGION
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import REGION_RE
 
 DEFAULT_REGION = "us-east-1"
 ALL = "all"

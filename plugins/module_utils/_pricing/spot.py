@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
 
 PRODUCT = "Linux/UNIX"
 

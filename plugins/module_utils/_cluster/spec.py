@@ -18,11 +18,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import CLUSTER_KEY
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import MANAGED_BY_KEY
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as _capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import CLUSTER_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import MANAGED_BY_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import ROLE_KEY
 
 ROLES = ("compute", "orchestrator")
 MARKETS = _capacity.MARKETS  # spot, on-demand, spot-then-on-demand

@@ -20,12 +20,12 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any, Iterable
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import check_regions
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import check_regions
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_code
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
 
 SUPPORTED_ARCHITECTURES = ("x86_64", "arm64")
 UBUNTU_RELEASES = ("24.04", "22.04")

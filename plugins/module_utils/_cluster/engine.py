@@ -31,35 +31,35 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _ami
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity as capacity
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity_reads as capacity_reads
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_network as network
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _price_list as price_list
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import check_regions
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import enabled_region_names
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import known_region_names
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_delete import ALREADY_GONE
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_delete import WENT_WITH_ITS_INSTANCE
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_delete import delete_region
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import discover_region
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import ACTION_DELETED
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import ACTION_FAILED
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import LABELS
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import RESOURCE_TYPES
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import NukeSpec
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import Resource
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import images as _ami
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network as network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list as price_list
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import ROLE_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import check_regions
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import enabled_region_names
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_code
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import known_region_names
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import ALREADY_GONE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import WENT_WITH_ITS_INSTANCE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import delete_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.discover import discover_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import ACTION_DELETED
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import ACTION_FAILED
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import LABELS
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import RESOURCE_TYPES
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import NukeSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import Resource
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import RegionSpec
 
 DEFAULT_REGION = "us-east-1"
 CREDENTIAL_ERRORS = frozenset({

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau_api import (
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.api import (
     JOB_TERMINAL,
     BacalhauAPI,
     BacalhauAPIError,

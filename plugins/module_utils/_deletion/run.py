@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import (
     enabled_region_names,
     error_text,
     region_client,
     run_per_region,
 )
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_delete import ALREADY_GONE, delete_region
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import discover_region
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import (
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import ALREADY_GONE, delete_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.discover import discover_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import (
     ACTION_DELETED,
     ACTION_FAILED,
     ACTION_WOULD_DELETE,

@@ -64,7 +64,7 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore for us
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import (
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     THROTTLING_CODES,
@@ -75,12 +75,12 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
     together,
     waiter,
 )
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_discover import (
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.discover import (
     describe_by_values,
     describer,
     goes_with_its_vpc,
 )
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import (
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import (
     ACTION_FAILED,
     ACTION_WOULD_DELETE,
     IN_USE_CODES,

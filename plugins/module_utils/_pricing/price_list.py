@@ -27,10 +27,10 @@ import os
 import tempfile
 from typing import Any, Iterable
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_client
 
 try:
     import botocore.exceptions

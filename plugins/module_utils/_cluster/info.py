@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_instances as inst
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _spot_pricing as pricing
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import region_client
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import run_per_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import is_managed
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import managed_filters
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_client
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
 
 try:
     import botocore.exceptions

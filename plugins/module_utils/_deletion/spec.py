@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import (
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import (
     CLUSTER_KEY,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,

@@ -37,21 +37,21 @@ from typing import Any
 
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._capacity import FALLBACK_TAG
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._capacity import FALLBACK_VALUE
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import CLUSTER_KEY
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import ROLE_KEY
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import waiter as retrying_waiter
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import RegionSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement.pools import FALLBACK_TAG
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement.pools import FALLBACK_VALUE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import CLUSTER_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import ROLE_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_code
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import is_managed
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import managed_filters
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import managed_tags
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import tag_specifications
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import waiter as retrying_waiter
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import RegionSpec
 
 try:
     import botocore.exceptions

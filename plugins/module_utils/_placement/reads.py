@@ -19,10 +19,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils import _capacity
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_text
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as _capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
 
 
 def zones_and_ids(ec2: Any) -> tuple[list[str], dict[str, str]]:

@@ -29,15 +29,15 @@ from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import is_managed
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_filters
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import managed_tags
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import tag_specifications
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import together
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import NATS_PORT
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._spot_spec import ClusterSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import is_managed
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import managed_filters
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import managed_tags
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import tag_specifications
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import NATS_PORT
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
 
 
 @dataclass

@@ -21,8 +21,8 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore for us
 
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._common import error_code, paginate
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._nuke_spec import KIND, KINDS, NukeSpec, Resource, ResourceKind
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_code, paginate
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import KIND, KINDS, NukeSpec, Resource, ResourceKind
 
 # What EC2 answers for a filter it does not know.
 INVALID_FILTER_CODES = frozenset({"InvalidParameterValue", "InvalidFilter", "InvalidParameter", "InvalidParameterCombination"})
