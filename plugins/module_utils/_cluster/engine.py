@@ -35,8 +35,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement impor
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network as network
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list as price_list
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError

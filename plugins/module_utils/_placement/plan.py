@@ -42,8 +42,8 @@ except ImportError:
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import images as _ami
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as reads
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list as price_list
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import check_regions
