@@ -194,7 +194,8 @@ class History:
         for instance_id, record in self.records.items():
             if record["end_time"] is None and record["region"] in complete and instance_id not in seen:
                 record.update(end_time=iso(now), end_exact=False,
-                              end_reason=self._released_reason(instance_id) or UNKNOWN)
+                              end_reason=self._released_reason(instance_id) or UNKNOWN,
+                              release_reason=(self.released.get(instance_id) or {}).get("reason"))
                 changed = True
         return changed
 
@@ -254,6 +255,7 @@ class History:
             "end_exact": False,
             "end_reason": None,
             "state_reason": None,
+            "release_reason": None,
         }
         if state not in ENDED_STATES:
             return record
@@ -271,7 +273,8 @@ class History:
             end_exact = end is not None
         if end is None and release is not None and reason != SPOT_INTERRUPTION:
             end, end_exact = utc(release["at"]), True
-        record.update(end_time=iso(end or now), end_exact=end_exact, end_reason=reason, state_reason=code)
+        record.update(end_time=iso(end or now), end_exact=end_exact, end_reason=reason, state_reason=code,
+                      release_reason=tags.get(RELEASE_TAG) or (release or {}).get("reason"))
         return record
 
     def _merge(self, new: dict[str, Any]) -> bool:
@@ -286,7 +289,7 @@ class History:
         merged["fallback"] = bool(old.get("fallback") or new.get("fallback"))
         if new["end_time"] is not None:
             if merged["end_time"] is None:
-                for key in ("end_time", "end_exact", "end_reason", "state_reason"):
+                for key in ("end_time", "end_exact", "end_reason", "state_reason", "release_reason"):
                     merged[key] = new[key]
             else:
                 if new["end_exact"] and not merged["end_exact"]:
@@ -326,6 +329,7 @@ class History:
             record.setdefault("end_time", None)
             record.setdefault("end_exact", False)
             record.setdefault("end_reason", None)
+            record.setdefault("release_reason", None)
             records[record["instance_id"]] = record
         released = document.get("released") or {}
         if not isinstance(released, dict) or not all(isinstance(v, dict) and "at" in v for v in released.values()):
