@@ -175,4 +175,3 @@ def plan(
         result.kept.append({"instance_id": move.instance_id,
                             "why": f"max_moves {max_moves} reached this run (would save {move.saving:.0%})"})
     return result
-
