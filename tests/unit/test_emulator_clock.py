@@ -172,3 +172,8 @@ def test_a_cool_down_and_a_cost_report_over_the_emulated_world_without_waiting(a
     calls = [c for c in aws.calls()["log"] if c["operation"] == "DescribeSpotPriceHistory"
              and c["agent"] == "bacalhau.aws_spot"]
     assert len(calls) == 2  # one per pool (and window)
+    # the means over the last 6 h that rebalance compares (one call for the region)
+    means, errors = cr.read_mean_prices({REGION: ec2()}, {REGION: ["t3.medium"]}, now)
+    assert errors == {}
+    assert means[(REGION, f"{REGION}a", "t3.medium")] == pytest.approx(0.0100)
+    assert means[(REGION, f"{REGION}b", "t3.medium")] == pytest.approx(0.0120)

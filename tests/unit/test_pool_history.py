@@ -90,6 +90,17 @@ def test_merge_is_idempotent_and_later_reads_only_add_what_is_new():
     assert h.records["i-1"]["end_time"] == "2026-12-01T12:40:00Z"
 
 
+def test_a_release_not_carried_out_is_dropped_after_an_hour_so_a_later_end_is_not_taken_for_ours():
+    h = ph.History()
+    h.release(["i-1", "i-2"], "scale-down", at(0))
+    h.observe({"eu-west-1": [instance("i-1"), instance("i-2")]}, at(30))
+    assert set(h.released) == {"i-1", "i-2"}  # within the grace: the termination may be under way
+    h.observe({"eu-west-1": [instance("i-1"), instance("i-2")]}, at(61))
+    assert h.released == {}
+    h.observe({"eu-west-1": [instance("i-1", "terminated", code="Client.UserInitiatedShutdown")]}, at(90))
+    assert h.records["i-1"]["end_reason"] == "by-someone-else"
+
+
 def test_an_instance_gone_from_a_complete_read_is_closed_as_unknown_and_only_there():
     h = ph.History()
     h.observe({"eu-west-1": [instance("i-1")], "us-east-1": [instance("i-2", zone="us-east-1a")]}, at(0))

@@ -72,6 +72,9 @@ DEFAULT_WINDOW_DAYS = 30
 LISTED_AFTER_END = datetime.timedelta(hours=1)
 SPOT_NOTICE = datetime.timedelta(minutes=2)  # an interruption warning comes two minutes before the end
 RELEASE_KEPT = datetime.timedelta(days=1)  # a release whose instance was never seen ended is forgotten after this
+# a release whose instance still runs this long after it was announced was not carried out (a run
+# killed between its save and TerminateInstances, or a plan changed): it is dropped
+RELEASE_GRACE = datetime.timedelta(hours=1)
 
 INTERRUPTION_CODES = frozenset({"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"})
 RELEASE_TAG = "bacalhau:released"  # value: the release reason, set before we terminate
@@ -185,7 +188,12 @@ class History:
                 if not instance_id:
                     continue
                 seen.add(instance_id)
-                changed |= self._merge(self._record_of(region, instance, now, exact.get(instance_id)))
+                record = self._record_of(region, instance, now, exact.get(instance_id))
+                release = self.released.get(instance_id)
+                if record["end_time"] is None and release is not None and now - utc(release["at"]) > RELEASE_GRACE:
+                    del self.released[instance_id]
+                    changed = True
+                changed |= self._merge(record)
         for instance_id, at in exact.items():  # an event about a record this read did not list
             record = self.records.get(instance_id)
             if record is not None and instance_id not in seen:

@@ -34,6 +34,7 @@ API (what the engine calls)::
     prices, errors = read_price_history(clients_by_region, history.as_list(), now)
     on_demand = price_list.on_demand_prices(module, {(r["region"], r["instance_type"]) ...})
     result["cost"] = report(history.as_list(), prices, on_demand, now)
+    means, errors = read_mean_prices(clients_by_region, {region: types}, now)   # for rebalance.plan
 """
 
 from __future__ import annotations
@@ -246,6 +247,35 @@ def read_price_history(
     results, errors = run_per_region(list(labels), read)
     return ({labels[label]: points for label, points in results.items()},
             {labels[label]: exc for label, exc in errors.items()})
+
+
+def read_mean_prices(
+    clients: dict[str, Any] | Callable[[str], Any],
+    types_by_region: dict[str, Iterable[str]],
+    now: datetime.datetime,
+    span: datetime.timedelta = datetime.timedelta(hours=6),
+) -> tuple[dict[PoolKey, float], dict[str, BaseException]]:
+    """Every pool's time-weighted mean spot price over the last ``span`` (rebalance's
+    hysteresis): one ``DescribeSpotPriceHistory`` per region for all its types and zones, the
+    regions at once. Returns (pool -> mean, region -> error)."""
+    now = utc(now)
+    start = now - span
+    client_of = clients if callable(clients) else clients.__getitem__
+
+    def read(region: str) -> dict[PoolKey, float]:
+        types = sorted(set(types_by_region[region]))
+        if not types:
+            return {}
+        entries = paginate(client_of(region), "describe_spot_price_history", "SpotPriceHistory",
+                           InstanceTypes=types, ProductDescriptions=[PRODUCT], StartTime=start, EndTime=now)
+        by_pool: dict[PoolKey, list[dict[str, Any]]] = {}
+        for entry in entries:
+            by_pool.setdefault((region, entry["AvailabilityZone"], entry["InstanceType"]), []).append(entry)
+        means = {key: mean_price(points_of(found), start, now) for key, found in by_pool.items()}
+        return {key: value for key, value in means.items() if value is not None}
+
+    results, errors = run_per_region(list(types_by_region), read)
+    return {key: value for found in results.values() for key, value in found.items()}, errors
 
 
 def table(cost: dict[str, Any]) -> str:
