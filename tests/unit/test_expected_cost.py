@@ -218,3 +218,23 @@ def test_rebalance_does_not_flap_when_prices_alternate():
     # once the means have seen both prices
     # (the first run, with one price seen, moves once: b was 30% cheaper then)
     assert _simulate(48, mean_window=12) == [(0, "a", "b")]
+
+
+def test_the_users_settings_are_checked_in_their_words():
+    problems = []
+    assert ec.parse_cooldown(None, "cluster_pool_cooldown", problems) == datetime.timedelta(minutes=30)
+    assert ec.parse_cooldown(45, "cluster_pool_cooldown", problems) == datetime.timedelta(minutes=45)
+    assert ec.parse_cooldown("2h", "cluster_pool_cooldown", problems) == datetime.timedelta(hours=2)
+    assert ec.parse_cooldown("0", "cluster_pool_cooldown", problems) == datetime.timedelta(0)
+    assert problems == []
+    assert ec.parse_cooldown("soon", "cluster_pool_cooldown", problems) is None
+    assert problems == ["cluster_pool_cooldown: 'soon' must be minutes (30) or a duration such as 90s, 30m, 2h"]
+    problems = []
+    assert rb.parse_settings(None, "cluster_rebalance", problems) is None
+    assert rb.parse_settings({}, "cluster_rebalance", problems) == {"min_saving": 0.2, "max_moves": 2,
+                                                                    "move_busy": False}
+    assert rb.parse_settings({"min_saving": 0.3, "max_moves": 1, "move_busy": True}, "cluster_rebalance",
+                             problems) == {"min_saving": 0.3, "max_moves": 1, "move_busy": True}
+    assert problems == []
+    assert rb.parse_settings({"min_saving": 20, "max_moves": 1.5, "fast": 1}, "cluster_rebalance", problems) is None
+    assert len(problems) == 3 and "fraction between 0 and 1" in problems[1] and "whole number" in problems[2]

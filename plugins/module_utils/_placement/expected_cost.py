@@ -110,6 +110,27 @@ def key_of(pool: Pool) -> PoolKey:
     return (pool.region, pool.zone, pool.instance_type)
 
 
+def parse_cooldown(raw: Any, where: str, problems: list[str]) -> datetime.timedelta | None:
+    """A user's ``cluster_pool_cooldown``: minutes (a number), or a string ``90s``, ``30m``,
+    ``2h``; 0 turns the cool-down off. None (absent) gives the default, 30 minutes."""
+    if raw is None:
+        return DEFAULTS.cooldown
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        if isinstance(raw, str) and raw.strip()[-1:].lower() in units:
+            seconds = float(raw.strip()[:-1]) * units[raw.strip()[-1].lower()]
+        else:
+            seconds = float(raw) * 60
+        if seconds < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"{where}: {raw!r} must be minutes (30) or a duration such as 90s, 30m, 2h")
+        return None
+    return datetime.timedelta(seconds=seconds)
+
+
 # --------------------------------------------------------------------------- the evidence
 def pool_stats(history: History, now: datetime.datetime, window: datetime.timedelta = DEFAULTS.window
                ) -> dict[PoolKey, PoolStats]:

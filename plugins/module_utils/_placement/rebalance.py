@@ -98,6 +98,42 @@ class Plan:
         return {"moves": [m.as_dict() for m in self.moves], "kept": list(self.kept)}
 
 
+def parse_settings(raw: Any, where: str, problems: list[str]) -> dict[str, Any] | None:
+    """A user's ``cluster_rebalance`` checked: None/absent/false = off; otherwise
+    ``{min_saving (0 < x < 1, default 0.2), max_moves (whole, >= 0, default 2), move_busy (default
+    false)}``. Appends every problem to ``problems``."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a dictionary such as {{min_saving: 0.2, max_moves: 2}}")
+        return None
+    unknown = set(raw) - {"min_saving", "max_moves", "move_busy"}
+    if unknown:
+        problems.append(f"{where}: unknown keys {sorted(unknown)}; known: max_moves, min_saving, move_busy")
+    start = len(problems)
+    out: dict[str, Any] = {}
+    try:
+        out["min_saving"] = float(raw.get("min_saving", DEFAULT_MIN_SAVING))
+        if not 0 < out["min_saving"] < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"{where}.min_saving: {raw.get('min_saving')!r} must be a fraction between 0 and 1 "
+                        "(0.2: move when the other pool is 20% cheaper)")
+    try:
+        out["max_moves"] = int(raw.get("max_moves", DEFAULT_MAX_MOVES))
+        if out["max_moves"] < 0 or out["max_moves"] != float(raw.get("max_moves", DEFAULT_MAX_MOVES)):
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"{where}.max_moves: {raw.get('max_moves')!r} must be a whole number of 0 or more")
+    busy = raw.get("move_busy", False)
+    if not isinstance(busy, bool):
+        problems.append(f"{where}.move_busy: {busy!r} must be true or false")
+    out["move_busy"] = bool(busy)
+    return out if len(problems) == start and not unknown else None
+
+
 def moved_out(history: History, now: datetime.datetime, hold: datetime.timedelta) -> set[PoolKey]:
     """Pools the cluster moved a node out of within ``hold``."""
     now = utc(now)
