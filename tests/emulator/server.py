@@ -120,8 +120,8 @@ from werkzeug.serving import make_server  # noqa: E402
 from . import market  # noqa: E402  (the spot market's answers)
 
 from . import seed  # noqa: E402
+from .imds import InstanceMetadata, after, imds_time as imds_time_of  # noqa: E402
 from .clock import CLOCK, install as install_clock, parse_time  # noqa: E402  (emulated time: clock.py)
-from .imds import InstanceMetadata, imds_time as imds_time_of  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
 
@@ -804,7 +804,7 @@ class EmulatorApp:
             raise ValueError("notice_seconds must be >= 0")
         with self.moto_lock:
             ids = live_instances(region, instance_ids)
-            at = CLOCK.after(notice_seconds)
+            at = after(notice_seconds)
             shown = {i: IMDS.notice(i, at) for i in ids}
             if notice_seconds == 0:
                 interrupt_instances(region, ids)
@@ -892,7 +892,7 @@ class EmulatorApp:
         if what == "rebalance" and method == "POST":
             with self.moto_lock:
                 ids = live_instances(body["region"], list(body["instance_ids"]))
-                at = CLOCK.after(0)
+                at = after(0)
                 shown = {i: IMDS.rebalance(i, at) for i in ids}
             return 200, {"recommended": ids, "recommendation": next(iter(shown.values()), None),
                          "in_imds": [i for i, r in shown.items() if r]}
@@ -910,9 +910,9 @@ class EmulatorApp:
 
 
 def make_app() -> EmulatorApp:
+    install_clock()  # launch times, end times and listings on the emulator's clock (clock.py)
     _patch_moto()
     _patch_addresses()
-    install_clock()  # launch times, end times and listings on the emulator's clock
     app = EmulatorApp(DomainDispatcherApplication(create_backend_app))
     market.MARKET.capacity_rules = app.faults.capacity_rules  # placement scores see capacity faults
     return app
