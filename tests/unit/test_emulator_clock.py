@@ -177,3 +177,23 @@ def test_a_cool_down_and_a_cost_report_over_the_emulated_world_without_waiting(a
     assert errors == {}
     assert means[(REGION, f"{REGION}a", "t3.medium")] == pytest.approx(0.0100)
     assert means[(REGION, f"{REGION}b", "t3.medium")] == pytest.approx(0.0120)
+
+
+def test_a_history_rebuilt_after_a_corrupt_file_recovers_what_ec2_still_lists(aws, tmp_path):
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import history as ph
+
+    early, late, running = launch(3)
+    aws.interrupt(REGION, [early])
+    aws.advance(2 * 3600)  # early's end is now out of EC2's listings
+    aws.interrupt(REGION, [late])
+    aws.advance(600)
+    path = tmp_path / "c1" / ph.HISTORY_FILE
+    path.parent.mkdir()
+    path.write_text('{"version": 1, "records": [')  # a broken file
+    history, warning = ph.load(str(path), expect_existing=True)
+    assert "rebuilt" in warning
+    history.observe({REGION: list(listed().values())}, now_of(aws), complete_regions=[REGION])
+    ph.save(str(path), history)
+    again, warning = ph.load(str(path))
+    assert warning is None
+    assert {i: r["end_reason"] for i, r in again.records.items()} == {late: "spot-interruption", running: None}
