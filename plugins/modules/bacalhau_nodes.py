@@ -198,7 +198,8 @@ disconnected:
   type: list
   elements: str
 gone:
-  description: C(DISCONNECTED) compute nodes labelled with an instance id that is not in O(instance_ids).
+  description: C(DISCONNECTED) compute nodes labelled with an instance id that is not in O(instance_ids), as read
+    before this run's deletions (so, with O(forget_gone), the ones it forgot or would forget).
   returned: always
   type: list
   elements: str

@@ -61,8 +61,8 @@ def find(nodes: list[dict], wanted: str) -> dict | None:
 
 
 def classify(nodes: list[dict], instance_ids: list[str] | None) -> dict[str, list[str]]:
-    """The compute nodes by state; with instance_ids, `connected` and `pending` hold the cluster's own only,
-    and `gone` the disconnected nodes labelled with an instance that is not (any more) the cluster's."""
+    """The compute nodes by state; with instance_ids, `connected`, `pending` and `rejected` hold the
+    cluster's own only."""
     compute = [n for n in nodes if n["node_type"] == "Compute"]
     own = compute if instance_ids is None else [n for n in compute if n["instance_id"] in instance_ids]
     out = {
@@ -70,10 +70,7 @@ def classify(nodes: list[dict], instance_ids: list[str] | None) -> dict[str, lis
         "pending": [name(n) for n in own if n["membership"] == "PENDING"],
         "rejected": [name(n) for n in own if n["membership"] == "REJECTED"],
         "disconnected": [name(n) for n in compute if n["connection"] == "DISCONNECTED"],
-        "gone": [],
     }
-    if instance_ids is not None:
-        out["gone"] = [n["instance_id"] for n in gone_nodes(nodes, instance_ids)]
     return out
 
 
@@ -154,6 +151,7 @@ class Nodes:
         self.forgotten: list[str] = []
         self.nodes: list[dict] = []
         self.last_error: BacalhauAPIError | None = None
+        self.gone: list[str] = []
 
     def refusal(self, exc: BacalhauAPIError) -> str:
         return api_refusal(exc, self.p["api_key_hint"]) or str(exc)
@@ -234,6 +232,8 @@ class Nodes:
                                         "instance_ids, the cluster's live instance ids.")
         try:
             self.read(deadline)
+            if p.get("instance_ids") is not None:
+                self.gone = [n["instance_id"] for n in gone_nodes(self.nodes, p["instance_ids"])]
             if p.get("forget") or p["forget_gone"]:
                 self.forget()
                 if self.forgotten and not self.check_mode:
@@ -260,6 +260,7 @@ class Nodes:
             view = [dict(n, membership="APPROVED") if name(n) in self.approved else n
                     for n in view if name(n) not in forgotten]
         classes = classify(view, ids)
+        classes["gone"] = self.gone
         return {"changed": bool(self.approved or self.forgotten), "nodes": self.nodes, **classes,
                 "approved": self.approved, "forgotten": self.forgotten, "missing": missing, "causes": {}}
 
@@ -276,8 +277,10 @@ class Nodes:
         if self.check_mode or not self.p["fail_on_missing"]:
             return result, None
         lines = "; ".join(f"{w}{where(find(self.nodes, w))}: {result['causes'][w]['message']}" for w in missing)
-        return result, (f"{len(missing)} node(s) not CONNECTED and APPROVED on the orchestrator "
-                        f"({self.p['api_url']}) after {self.p['timeout']} s: {lines}")
+        of = f" of cluster {self.p['cluster_name']}" if self.p.get("cluster_name") else ""
+        after = f" after {self.p['timeout']} s" if self.p["timeout"] > 0 else ""
+        return result, (f"{len(missing)} node(s){of} not CONNECTED and APPROVED on the orchestrator "
+                        f"({self.p['api_url']}){after}: {lines}")
 
 
 def where(node: dict | None) -> str:
