@@ -62,6 +62,12 @@ options:
       - The module fails, naming each missing node with its cause, unless O(fail_on_missing=false).
     type: list
     elements: str
+  wait_for_self:
+    description:
+      - Also wait for the node that serves O(api_url) (its id read from C(/api/v1/agent/node), which needs
+        C(read:agent)): an orchestrator checking that it lists itself.
+    type: bool
+    default: false
   timeout:
     description:
       - Seconds to wait for O(wait_for). V(0) reads once.
@@ -98,7 +104,7 @@ options:
     description:
       - The cluster's name, written in the message the orchestrator keeps with an approval or deletion.
     type: str
-  api_key_hint:
+  refusal_hint:
     description:
       - What to do when the API refuses the key (a 401), in the words of the caller (which variable gives it).
     type: str
@@ -214,7 +220,8 @@ forgotten:
   type: list
   elements: str
 missing:
-  description: Nodes of O(wait_for) not C(CONNECTED) and C(APPROVED) at the end.
+  description: Nodes of O(wait_for) (and, with O(wait_for_self), the node serving the API, by its node id) not
+    C(CONNECTED) and C(APPROVED) at the end.
   returned: always
   type: list
   elements: str
@@ -268,6 +275,7 @@ def main() -> None:
         forget=dict(type="list", elements="str"),
         forget_gone=dict(type="bool", default=False),
         wait_for=dict(type="list", elements="str"),
+        wait_for_self=dict(type="bool", default=False),
         timeout=dict(type="int", default=60),
         poll_interval=dict(type="float", default=2.0),
         fail_on_missing=dict(type="bool", default=True),
@@ -275,7 +283,7 @@ def main() -> None:
         journal_unit=dict(type="str"),
         nats_port=dict(type="int", default=4222),
         cluster_name=dict(type="str"),
-        api_key_hint=dict(type="str", default="give the cluster's API key (cluster_api_key_file)"),
+        refusal_hint=dict(type="str", default="give the cluster's API key (cluster_api_key_file)"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.causes import CAUSES, diagnose
-from tests.unit.test_standin import World, api, free_port
+from tests.unit.test_standin import ADMIN_KEY, KEY, World, api, free_port, pki, secured  # noqa: F401 (fixtures)
 
 
 def states(world: World) -> dict[str, dict]:
@@ -201,6 +201,36 @@ def test_missing_nodes_are_named_with_the_cause_in_their_journal(tmp_path, run_l
 def test_an_api_that_does_not_answer_is_named(run_local_module):
     res = run_local_module("bacalhau_nodes", {"api_url": f"http://127.0.0.1:{free_port()}", "timeout": 0})
     assert res.failed and "cannot reach Bacalhau's API" in res["msg"] and "Is Bacalhau running there?" in res["msg"]
+
+
+def test_an_orchestrator_waits_for_itself_over_tls_with_its_key(secured, pki, run_local_module):  # noqa: F811
+    orch, _ctx, _bearer = secured
+    base = {"api_url": f"https://127.0.0.1:{orch.port}", "ca_path": str(pki / "ca.crt"), "poll_interval": 0.2,
+            "timeout": 5, "refusal_hint": "give the key"}
+    res = run_local_module("bacalhau_nodes", dict(base, api_key=ADMIN_KEY, wait_for_self=True))
+    assert not res.failed and res["missing"] == [], res
+    assert ADMIN_KEY not in str(res)
+    me = [n for n in res["nodes"] if n["node_id"] == orch.node_id]
+    assert me and me[0]["node_type"] == "Requester"
+
+
+@pytest.mark.parametrize("key, words", [
+    (None, "MISSING API KEY: the orchestrator API answered 401 Request Unauthorized (Missing Authorization header): "
+           "give the key."),
+    ("wrong-key-wrong-key-wrong", "WRONG API KEY: the orchestrator API answered 401 Request Unauthorized "
+                                  "(invalid API key): give the key."),
+    # the ops key may read nodes, not the agent (read:agent)
+    (KEY, "API KEY LACKS A CAPABILITY: the orchestrator API answered 403"),
+])
+def test_the_apis_refusals_are_named_as_bacalhau_answers_them(secured, pki, run_local_module, key, words):  # noqa: F811
+    orch, _ctx, _bearer = secured
+    args_ = {"api_url": f"https://127.0.0.1:{orch.port}", "ca_path": str(pki / "ca.crt"), "timeout": 5,
+             "wait_for_self": True, "refusal_hint": "give the key"}
+    if key:
+        args_["api_key"] = key
+    res = run_local_module("bacalhau_nodes", args_)
+    assert res.failed and res["msg"].startswith(words), res["msg"]
+    assert not key or key not in str(res)
 
 
 # ------------------------------------------------------------------- the cause table, line by line

@@ -145,6 +145,10 @@ class BacalhauAPI:
     def nodes(self) -> list[dict]:
         return (self.call("GET", "/api/v1/orchestrator/nodes?limit=1000") or {}).get("Nodes") or []
 
+    def agent_node(self) -> dict:
+        """The NodeInfo of the node that serves this API (GET /api/v1/agent/node; read:agent)."""
+        return self.call("GET", "/api/v1/agent/node") or {}
+
     def update_node(self, node_id: str, action: str, message: str = "") -> dict:
         """approve, reject or delete a node: PUT /api/v1/orchestrator/nodes/:id with a PutNodeRequest
         (pkg/publicapi/endpoint/orchestrator/endpoint.go: g.PUT("/nodes/:id", e.updateNode))."""

@@ -152,16 +152,20 @@ class Nodes:
         self.nodes: list[dict] = []
         self.last_error: BacalhauAPIError | None = None
         self.gone: list[str] = []
+        self.wanted: list[str] = []
 
     def refusal(self, exc: BacalhauAPIError) -> str:
-        return api_refusal(exc, self.p["api_key_hint"]) or str(exc)
+        return api_refusal(exc, self.p["refusal_hint"]) or str(exc)
 
     def read(self, deadline: float) -> list[dict]:
         """The nodes, retrying while the API does not answer (it may be starting) until the deadline."""
+        self.nodes = [summarise(s) for s in self.patiently(self.api.nodes, deadline)]
+        return self.nodes
+
+    def patiently(self, call: Callable[[], Any], deadline: float) -> Any:
         while True:
             try:
-                self.nodes = [summarise(s) for s in self.api.nodes()]
-                return self.nodes
+                return call()
             except BacalhauAPIError as exc:
                 if exc.status is not None or self.clock() >= deadline:
                     raise
@@ -210,7 +214,7 @@ class Nodes:
 
     def missing(self) -> list[str]:
         out = []
-        for wanted in self.p.get("wait_for") or []:
+        for wanted in self.wanted:
             node = find(self.nodes, wanted)
             if node is not None and self.check_mode and name(node) in self.approved:
                 node = dict(node, membership="APPROVED")  # what it would be
@@ -225,12 +229,17 @@ class Nodes:
 
     def run(self) -> tuple[dict[str, Any], str | None]:
         p = self.p
-        waiting = bool(p.get("wait_for"))
+        self.wanted = list(p.get("wait_for") or [])
+        waiting = bool(self.wanted) or p["wait_for_self"]
         deadline = self.clock() + (p["timeout"] if waiting else 0)
         if (p["approve"] or p["forget_gone"]) and p.get("instance_ids") is None:
             return {"changed": False}, ("approve and forget_gone act on the cluster's own nodes only: give "
                                         "instance_ids, the cluster's live instance ids.")
         try:
+            if p["wait_for_self"]:
+                node_id = self.patiently(self.api.agent_node, deadline).get("NodeID")
+                if node_id and node_id not in self.wanted:
+                    self.wanted.append(node_id)
             self.read(deadline)
             if p.get("instance_ids") is not None:
                 self.gone = [n["instance_id"] for n in gone_nodes(self.nodes, p["instance_ids"])]
