@@ -65,7 +65,7 @@ options:
   wait_for_self:
     description:
       - Also wait for the node that serves O(api_url) (its id read from C(/api/v1/agent/node), which needs
-        C(read:agent)): an orchestrator checking that it lists itself.
+        C(read:agent)), for an orchestrator checking that it lists itself.
     type: bool
     default: false
   timeout:

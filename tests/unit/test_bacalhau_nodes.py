@@ -191,6 +191,12 @@ def test_missing_nodes_are_named_with_the_cause_in_their_journal(tmp_path, run_l
         res = run_local_module("bacalhau_nodes", args(w, wait_for=["i-lost"], timeout=0, logs=logs,
                                                       fail_on_missing=False))
         assert not res.failed and res["missing"] == ["i-lost"] and res["causes"]["i-lost"]["check"]
+        # the address given is no orchestrator (a compute node's API has no such route): the module
+        # waits its timeout, then names the API's answer and the cause from the node's journal
+        res = run_local_module("bacalhau_nodes", {"api_url": f"http://127.0.0.1:{lost.port}", "poll_interval": 0.2,
+                                                  "wait_for": ["i-lost"], "timeout": 1, "logs": logs})
+        assert res.failed and "its API did not answer: Bacalhau's API answered 404" in res["msg"], res["msg"]
+        assert "i-lost: ORCHESTRATOR UNREACHABLE: no orchestrator available for connection at" in res["msg"]
         # a node without a journal that the orchestrator never saw
         res = run_local_module("bacalhau_nodes", args(w, wait_for=["i-nowhere"], timeout=0))
         assert res.failed and "i-nowhere: not listed by the orchestrator" in res["msg"]

@@ -153,6 +153,7 @@ class Nodes:
         self.last_error: BacalhauAPIError | None = None
         self.gone: list[str] = []
         self.wanted: list[str] = []
+        self.api_error = ""
 
     def refusal(self, exc: BacalhauAPIError) -> str:
         return api_refusal(exc, self.p["refusal_hint"]) or str(exc)
@@ -167,7 +168,9 @@ class Nodes:
             try:
                 return call()
             except BacalhauAPIError as exc:
-                if exc.status is not None or self.clock() >= deadline:
+                # a refusal stays a refusal; anything else (no answer, no such route on a node that
+                # is not an orchestrator yet, a 5xx) may pass while the orchestrator starts
+                if exc.status in (401, 403) or self.clock() >= deadline:
                     raise
                 self.last_error = exc
                 self.sleep(self.p["poll_interval"])
@@ -256,8 +259,11 @@ class Nodes:
                 self.sleep(p["poll_interval"])
                 self.read(deadline)
         except BacalhauAPIError as exc:
-            result = self.result([])
-            return result, self.refusal(exc) if exc.status else f"{exc}. Is Bacalhau running there?"
+            if exc.status in (401, 403) or not self.wanted:
+                return self.result([]), self.refusal(exc) if exc.status else f"{exc}. Is Bacalhau running there?"
+            # Waiting for nodes, the API never answered: they are missing, and their journals may say why
+            self.api_error = str(exc)
+            missing = self.missing() if self.nodes else list(self.wanted)
         return self.finish(missing)
 
     def result(self, missing: list[str]) -> dict[str, Any]:
@@ -288,8 +294,9 @@ class Nodes:
         lines = "; ".join(f"{w}{where(find(self.nodes, w))}: {result['causes'][w]['message']}" for w in missing)
         of = f" of cluster {self.p['cluster_name']}" if self.p.get("cluster_name") else ""
         after = f" after {self.p['timeout']} s" if self.p["timeout"] > 0 else ""
+        api = f" (its API did not answer: {self.api_error})" if self.api_error else ""
         return result, (f"{len(missing)} node(s){of} not CONNECTED and APPROVED on the orchestrator "
-                        f"({self.p['api_url']}){after}: {lines}")
+                        f"({self.p['api_url']}){after}{api}: {lines}")
 
 
 def where(node: dict | None) -> str:
