@@ -8,6 +8,7 @@ import time
 import pytest
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.causes import CAUSES, diagnose
+from tests.unit.test_bacalhau_job import cluster  # noqa: F401 (fixture: i-aaa in us-east-1, i-bbb in eu-west-1)
 from tests.unit.test_standin import ADMIN_KEY, KEY, World, api, free_port, pki, secured  # noqa: F401 (fixtures)
 
 
@@ -29,19 +30,6 @@ def wait_until(check, timeout: float = 10.0):
     while not check():
         assert time.time() < deadline, "timed out"
         time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    w = World(tmp_path_factory.mktemp("nodes"), {
-        "a": {"labels": {"region": "us-east-1", "instance-id": "i-aaa"}},
-        "b": {"labels": {"region": "eu-west-1", "instance-id": "i-bbb"}},
-    })
-    try:
-        assert len(w.wait_nodes(2)) == 2
-        yield w
-    finally:
-        w.close()
 
 
 def test_lists_and_classifies_without_changing_anything(cluster, run_local_module):
@@ -209,7 +197,7 @@ def test_an_api_that_does_not_answer_is_named(run_local_module):
     assert res.failed and "cannot reach Bacalhau's API" in res["msg"] and "Is Bacalhau running there?" in res["msg"]
 
 
-def test_an_orchestrator_waits_for_itself_over_tls_with_its_key(secured, pki, run_local_module):  # noqa: F811
+def test_an_orchestrator_waits_for_itself_over_tls_with_its_key(secured, pki, run_local_module):
     orch, _ctx, _bearer = secured
     base = {"api_url": f"https://127.0.0.1:{orch.port}", "ca_path": str(pki / "ca.crt"), "poll_interval": 0.2,
             "timeout": 5, "refusal_hint": "give the key"}
@@ -228,7 +216,7 @@ def test_an_orchestrator_waits_for_itself_over_tls_with_its_key(secured, pki, ru
     # the ops key may read nodes, not the agent (read:agent)
     (KEY, "API KEY LACKS A CAPABILITY: the orchestrator API answered 403"),
 ])
-def test_the_apis_refusals_are_named_as_bacalhau_answers_them(secured, pki, run_local_module, key, words):  # noqa: F811
+def test_the_apis_refusals_are_named_as_bacalhau_answers_them(secured, pki, run_local_module, key, words):
     orch, _ctx, _bearer = secured
     args_ = {"api_url": f"https://127.0.0.1:{orch.port}", "ca_path": str(pki / "ca.crt"), "timeout": 5,
              "wait_for_self": True, "refusal_hint": "give the key"}
