@@ -118,9 +118,8 @@ def causes_for(missing: list[str], nodes: list[dict], logs: dict[str, str], port
     for wanted in missing:
         node = find(nodes, wanted)
         by_state = membership_cause(node) if node else None
-        if by_state:
-            key = node["membership"].lower() if node else "unknown"
-            out[wanted] = {"key": key, "title": node["membership"], "message": by_state, "meaning": by_state,
+        if node and by_state:
+            out[wanted] = {"key": node["membership"].lower(), "title": node["membership"], "message": by_state, "meaning": by_state,
                            "check": "", "line": ""}
             continue
         if wanted in logs:
@@ -150,7 +149,6 @@ class Nodes:
         self.approved: list[str] = []
         self.forgotten: list[str] = []
         self.nodes: list[dict] = []
-        self.last_error: BacalhauAPIError | None = None
         self.gone: list[str] = []
         self.wanted: list[str] = []
         self.api_error = ""
@@ -172,7 +170,6 @@ class Nodes:
                 # is not an orchestrator yet, a 5xx) may pass while the orchestrator starts
                 if exc.status in (401, 403) or self.clock() >= deadline:
                     raise
-                self.last_error = exc
                 self.sleep(self.p["poll_interval"])
 
     def message(self, why: str) -> str:
