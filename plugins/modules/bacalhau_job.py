@@ -21,26 +21,9 @@ description:
   - C(playbooks/create.yml) uses it for its smoke job, an C(ops) job on every compute node.
 author:
   - Bacalhau aws_spot maintainers (@bacalhau-project)
+extends_documentation_fragment:
+  - bacalhau.aws_spot.bacalhau_api
 options:
-  api_url:
-    description:
-      - Base URL of the orchestrator's API (C(API.Host) and C(API.Port) in Bacalhau's config).
-    type: str
-    default: http://127.0.0.1:1234
-  api_key:
-    description:
-      - An API key of the orchestrator (C(API.Auth.Users[].APIKey)), sent as a Bearer token as the
-        C(bacalhau) CLI sends C(BACALHAU_API_KEY). Never logged.
-    type: str
-  ca_path:
-    description:
-      - PEM file of the CA that signed the API's certificate, when O(api_url) is C(https://).
-    type: path
-  validate_certs:
-    description:
-      - Verify the API's TLS certificate.
-    type: bool
-    default: true
   job:
     description:
       - The job, with Bacalhau's field names (C(Name), C(Type), C(Count), C(Constraints), C(Tasks), ...),
@@ -236,15 +219,13 @@ expected:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.api import API_ARGUMENT_SPEC
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.jobs import run
 
 
 def main() -> None:
     argument_spec = dict(
-        api_url=dict(type="str", default="http://127.0.0.1:1234"),
-        api_key=dict(type="str", no_log=True),
-        ca_path=dict(type="path"),
-        validate_certs=dict(type="bool", default=True),
+        API_ARGUMENT_SPEC,
         job=dict(type="dict", required=True),
         wait=dict(type="bool", default=True),
         timeout=dict(type="int", default=300),

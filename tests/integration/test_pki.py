@@ -89,6 +89,8 @@ def test_ca_once_certificate_for_the_orchestrators_names_renewed_when_they_chang
     assert not server.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     # every address and name compute nodes (and the orchestrator itself) dial
     assert set(ORCH.values()) | {"127.0.0.1", "localhost"} <= san(server)
+    # and nothing else: no wildcard address, no address the instance does not have (issue 19)
+    assert san(server) == set(ORCH.values()) | {"127.0.0.1", "localhost"}
     assert ipaddress.ip_address("198.51.100.10") in server.extensions.get_extension_for_class(
         x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
 

@@ -5,7 +5,11 @@
 
 It keeps to the routes and JSON shapes of Bacalhau v1.7-v1.9, as read in Bacalhau's source:
   - routes: pkg/publicapi/endpoint/orchestrator/endpoint.go (PUT /api/v1/orchestrator/jobs,
-    GET /jobs/:id, GET /jobs/:id/executions, DELETE /jobs/:id, GET /nodes);
+    GET /jobs/:id, GET /jobs/:id/executions, DELETE /jobs/:id, GET /nodes, GET|PUT /nodes/:id);
+  - node bodies: pkg/publicapi/apimodels/node.go (ListNodesResponse {"Nodes"}, GetNodeResponse
+    {"Node"}, PutNodeRequest {"Action": approve|reject|delete, "Message", "NodeID"},
+    PutNodeResponse {"Success", "Error"}); the handler is updateNode in
+    pkg/publicapi/endpoint/orchestrator/node.go;
   - bodies: pkg/publicapi/apimodels/job.go (PutJobRequest {"Job", "Force"}, PutJobResponse
     {"JobID", "EvaluationID", "Warnings"}, GetJobResponse {"Job"}, ListJobExecutionsResponse
     {"NextToken", "Items"});
@@ -14,7 +18,8 @@ It keeps to the routes and JSON shapes of Bacalhau v1.7-v1.9, as read in Bacalha
     execution's ComputeState.StateType is the enum's number; the order is the stringer's in
     pkg/models/execution_state_string.go);
   - errors: {"Status", "Message", "Code", "Component", "RequestID", "Hint"?}
-    (pkg/publicapi/apimodels/error.go).
+    (pkg/publicapi/apimodels/error.go); the authorizer's refusals add {"Details": {"reason"}}
+    (pkg/publicapi/middleware/authz.go).
 It runs where the module runs (the orchestrator host, usually), with Ansible's open_url.
 """
 
@@ -37,13 +42,26 @@ DESIRED_STATES = ("Pending", "Running", "Stopped")
 JOB_TERMINAL = ("Completed", "Failed", "Stopped")
 
 
+# The connection options every module over this API takes (doc fragment bacalhau_api).
+API_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "api_url": {"type": "str", "default": "http://127.0.0.1:1234"},
+    "api_key": {"type": "str", "no_log": True},
+    "ca_path": {"type": "path"},
+    "validate_certs": {"type": "bool", "default": True},
+}
+
+
 class BacalhauAPIError(Exception):
     """An answer from Bacalhau's API that is not a success, or no answer at all."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 answer: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        # Bacalhau's own words: the answer's Message and, for the authorizer's refusals, Details.reason
+        self.answer = answer
+        self.reason = reason
 
 
 def state_name(value: Any, names: tuple[str, ...]) -> str:
@@ -84,18 +102,20 @@ class BacalhauAPI:
         return json.loads(raw) if raw else None
 
     def _error(self, exc: HTTPError) -> BacalhauAPIError:
-        message, code = "", None
+        message, code, reason = "", None, ""
         try:
             body = json.loads(exc.read() or b"{}")
             message, code = body.get("Message") or body.get("message") or "", body.get("Code")
+            reason = str((body.get("Details") or {}).get("reason") or "")
         except (ValueError, AttributeError):
             pass
         if exc.code == 401:
             message = message or "unauthorized"
             return BacalhauAPIError(
                 f"Bacalhau's API at {self.url} refused the request ({exc.code} {message}): give the cluster's API key",
-                exc.code, code)
-        return BacalhauAPIError(f"Bacalhau's API answered {exc.code}: {message or exc.reason}", exc.code, code)
+                exc.code, code, message, reason)
+        return BacalhauAPIError(f"Bacalhau's API answered {exc.code}: {message or exc.reason}", exc.code, code,
+                                message, reason)
 
     # ----------------------------------------------------------------- jobs
     def submit(self, job: dict) -> dict:
@@ -121,8 +141,19 @@ class BacalhauAPI:
         # The client sends StopJobRequest as the DELETE's body (pkg/publicapi/client/v2/api_jobs.go).
         return self.call("DELETE", f"/api/v1/orchestrator/jobs/{job_id}", {"reason": reason}) or {}
 
+    # ---------------------------------------------------------------- nodes
     def nodes(self) -> list[dict]:
         return (self.call("GET", "/api/v1/orchestrator/nodes?limit=1000") or {}).get("Nodes") or []
+
+    def agent_node(self) -> dict:
+        """The NodeInfo of the node that serves this API (GET /api/v1/agent/node; read:agent)."""
+        return self.call("GET", "/api/v1/agent/node") or {}
+
+    def update_node(self, node_id: str, action: str, message: str = "") -> dict:
+        """approve, reject or delete a node: PUT /api/v1/orchestrator/nodes/:id with a PutNodeRequest
+        (pkg/publicapi/endpoint/orchestrator/endpoint.go: g.PUT("/nodes/:id", e.updateNode))."""
+        body = {"Action": action, "Message": message, "NodeID": node_id}
+        return self.call("PUT", f"/api/v1/orchestrator/nodes/{node_id}", body) or {}
 
     def wait(self, job_id: str, timeout: float, interval: float) -> dict:
         """Poll the job until it is Completed, Failed or Stopped (Bacalhau has no blocking read)."""
