@@ -263,8 +263,8 @@ storage:
 http:
   addr: $GW:$REGISTRY_PORT
 EOF
-    setsid docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 </dev/null &
-    echo $! >"$dir/pid"
+    # In a subshell, so that it is not a child of this shell: cmd_up's `wait` would wait for it.
+    (setsid docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 </dev/null & echo $! >"$dir/pid")
   fi
   python3 "$HERE/registry_image.py" --rootfs "$ROOTFS_TAR" --cache "$CACHE" --registry "$GW:$REGISTRY_PORT" \
     --image "${IMAGE#"$REGISTRY"/}" >"$dir/digest" || { tail -5 "$dir/log" >&2; die "pushing the test image failed"; }
