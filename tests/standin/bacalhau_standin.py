@@ -27,12 +27,17 @@ as nats-server does; compute nodes verify it against Compute.TLS.CACert as Go do
 API.Auth.Users the API wants `Authorization: Bearer <APIKey>` (401/403 in Bacalhau's shape);
 with API.TLS.CertFile/KeyFile it is HTTPS only. Compute nodes run docker jobs with the host's real `docker` CLI (create, start, wait,
 logs, rm: what Bacalhau's executor does through Docker's API) as the user the service runs as.
+Before that they apply Bacalhau's image rule: a local image with RepoDigests is used as it is;
+any other one means asking its registry through Docker (Engine API GET /distribution/<image>/json),
+and a refusal fails the execution with Docker's error (pkg/docker/docker.go ImageDistribution).
 
 A compute node that cannot join logs what Bacalhau logs (pkg/nats/errors.go,
 pkg/transport/nclprotocol/compute/manager.go), in zerolog's console format:
   15:04:05 | ERR Connection attempt failed error="failed to setup transport: failed to connect
   to NATS: no orchestrator available for connection at nats://<host>:4222" backoffDuration=2s ...
-  (... failed to connect to nats://<host>:4222: nats: Authorization Violation ... for a wrong token)
+  (... failed to connect to nats://<host>:4222: dial tcp <ip>:4222: i/o timeout ... when nothing
+  answers, e.g. a security group that drops: only a refusal is "no orchestrator available";
+  ... failed to connect to nats://<host>:4222: nats: Authorization Violation ... for a wrong token)
 
 Only Python's standard library is needed; YAML configs and job files need PyYAML
 (python3-yaml), JSON ones do not. Unknown config keys are ignored, as Bacalhau does.
