@@ -128,6 +128,10 @@ EOF
   # No image can be pulled from the internet here: every host gets one local image, made from
   # Debian's busybox-static (the binary and its applet links) with `docker import`, once Docker
   # runs. Bacalhau uses an image that is already on the node (pkg/docker/docker.go).
+  # `up` now replaces this script in each host's own copy with one that pulls the image from the
+  # environment's registry (registry_client, below): an imported image has no RepoDigests, and
+  # Bacalhau v1.9.3 would then ask its registry. Kept here so that the cached rootfs (ROOTFS_REV)
+  # stays the one every environment shares.
   cat >"$root/usr/local/sbin/testhost-image" <<'EOF'
 #!/bin/sh
 # Import the test world's local image into Docker, once.
