@@ -67,9 +67,10 @@ def test_sandbox_end_to_end(tmp_path):
                      rf"was terminated once {re.escape(heals[2])} had joined$", out, re.M), out[-6000:]
     # every compute node connected, both regions, Bacalhau alive on every node
     assert "us-east-1" in out and "eu-west-1" in out
-    # nothing left: no nspawn machine, no netns, no bridge
+    # nothing left: no nspawn machine, no registry, no netns, no bridge
     assert not subprocess.run(["pgrep", "-f", f"systemd-nspawn.*--network-namespace-path=/run/netns/{TAG}-"],
                               capture_output=True).stdout
+    assert not subprocess.run(["pgrep", "-f", f"docker-registry serve {state}/"], capture_output=True).stdout
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not re.search(rf"^{TAG}-", netns, re.M), netns
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0

@@ -7,6 +7,7 @@
 #   tests/hosts/testhosts.sh up N           bring up hosts testhost1..N (default 3)
 #   tests/hosts/testhosts.sh status         list hosts and whether sshd answers
 #   tests/hosts/testhosts.sh down           stop everything and remove all traces
+#   tests/hosts/testhosts.sh image          print the test image's name (in the registry below)
 #
 # Needs root and tests/hosts/install-deps.sh. Environment:
 #   BACALHAU_TESTHOSTS_STATE   state dir (ssh key, inventory, host roots)  [/tmp/bacalhau-testhosts]
@@ -21,6 +22,13 @@
 # $STATE/imds/<host address>.json, which the AWS emulator writes for the instance it launched on
 # that address (POST /_emulator/imds {"state_dir": "$STATE/imds"}); without one it answers 404.
 # When that instance is terminated, the stand-in powers its host off.
+# Every environment has a Docker registry (Debian's docker-registry, plain HTTP) on the controller's
+# side of its bridge, $GW:5213, known to the hosts as registry.testhosts:5213 (an /etc/hosts line,
+# and an insecure-registries entry in the hosts' /etc/docker/daemon.json, written by `up`). `up`
+# pushes the test world's one image there (tests/hosts/registry_image.py: Debian's busybox-static)
+# and every host pulls it at boot, so it carries RepoDigests as a pulled image does:
+#   registry.testhosts:5213/testhost/busybox:1.35 (also tagged localhost/testhost/busybox:1.35,
+#   the name the test world used before: the same image, with the same RepoDigests).
 # Addresses: bridge bacbr0 = 10.213.7.1/24 (the controller's side), testhostI = 10.213.7.(10+I);
 # with another SUBNET S: bridge bacbrS, 10.213.S.0/24, namespaces bacalhau-testhostsS-I, veths vbSt I.
 set -euo pipefail
@@ -41,10 +49,15 @@ SUITE=bookworm
 ROOTFS_REV=4
 PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,python3-yaml,sudo,iproute2,ca-certificates,curl,procps,iptables,docker.io,containerd,runc,tini,less,busybox-static
 ROOTFS_TAR=$CACHE/rootfs-$SUITE-r$ROOTFS_REV-$(dpkg --print-architecture).tar.zst
+REGISTRY_NAME=registry.testhosts
+REGISTRY_PORT=5213  # not 5000: the docker-registry package's own service listens there on all addresses
+REGISTRY=$REGISTRY_NAME:$REGISTRY_PORT
+IMAGE=$REGISTRY/testhost/busybox:1.35
 
 log() { printf '[testhosts] %s\n' "$*" >&2; }
 die() { printf '[testhosts] ERROR: %s\n' "$*" >&2; exit 1; }
 
+if [[ ${1:-} == image ]]; then echo "$IMAGE"; exit 0; fi
 [[ $(id -u) == 0 ]] || die "must run as root"
 
 mirror() {
@@ -115,6 +128,10 @@ EOF
   # No image can be pulled from the internet here: every host gets one local image, made from
   # Debian's busybox-static (the binary and its applet links) with `docker import`, once Docker
   # runs. Bacalhau uses an image that is already on the node (pkg/docker/docker.go).
+  # `up` now replaces this script in each host's own copy with one that pulls the image from the
+  # environment's registry (registry_client, below): an imported image has no RepoDigests, and
+  # Bacalhau v1.9.3 would then ask its registry. Kept here so that the cached rootfs (ROOTFS_REV)
+  # stays the one every environment shares.
   cat >"$root/usr/local/sbin/testhost-image" <<'EOF'
 #!/bin/sh
 # Import the test world's local image into Docker, once.
@@ -197,6 +214,7 @@ host_up() {
   echo "$name" >"$root/etc/hostname"
   printf '127.0.0.1 localhost\n%s %s\n' "$ip" "$name" >"$root/etc/hosts"
   for j in $(seq 1 "$N"); do printf '%s testhost%s\n' "$NET.$((10 + j))" "$j" >>"$root/etc/hosts"; done
+  printf '%s %s\n' "$GW" "$REGISTRY_NAME" >>"$root/etc/hosts"
   sort -u -o "$root/etc/hosts" "$root/etc/hosts"
   grep -E '^nameserver' /etc/resolv.conf >"$root/etc/resolv.conf" || true
   # The cgroup mounts must be read-write whenever containerd or Docker (re)starts, not only once at
@@ -206,6 +224,7 @@ host_up() {
     mkdir -p "$root/etc/systemd/system/$u.service.d"
     printf '[Service]\nExecStartPre=/usr/local/sbin/testhost-cgroups\n' >"$root/etc/systemd/system/$u.service.d/testhost-cgroups.conf"
   done
+  registry_client "$root"
   install -d -m 0700 -o 1000 -g 1000 "$root/home/ubuntu/.ssh"
   install -m 0600 -o 1000 -g 1000 "$STATE/id_ed25519.pub" "$root/home/ubuntu/.ssh/authorized_keys"
   # Network namespace with a veth on the bridge; the address lives in the namespace, so the
@@ -225,6 +244,56 @@ host_up() {
     >"$hd/console.log" 2>&1 </dev/null &
   echo $! >"$hd/pid"
   echo "$ip" >"$hd/ip"
+}
+
+# The environment's registry: docker-registry on $GW:$REGISTRY_PORT (plain HTTP, storage in the
+# state dir), with the test image pushed. Started before the hosts boot, since they pull at boot.
+registry_up() {
+  local dir=$STATE/registry
+  mkdir -p "$dir/data"
+  if ! { [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; }; then
+    command -v docker-registry >/dev/null || die "docker-registry missing: run tests/hosts/install-deps.sh"
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: $GW:$REGISTRY_PORT
+EOF
+    # In a subshell, so that it is not a child of this shell: cmd_up's `wait` would wait for it.
+    (setsid docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 </dev/null & echo $! >"$dir/pid")
+  fi
+  python3 "$HERE/registry_image.py" --rootfs "$ROOTFS_TAR" --cache "$CACHE" --registry "$GW:$REGISTRY_PORT" \
+    --image "${IMAGE#"$REGISTRY"/}" >"$dir/digest" || { tail -5 "$dir/log" >&2; die "pushing the test image failed"; }
+  log "registry $GW:$REGISTRY_PORT ($REGISTRY on the hosts): ${IMAGE#"$REGISTRY"/} $(cat "$dir/digest")"
+}
+
+# A host's side of the registry: Docker may use it over plain HTTP, and the boot unit that used
+# to `docker import` the image (testhost-image.service, in the rootfs) now pulls it instead. The
+# rootfs is left as it is (shared by every environment); these files are written into the host's
+# own copy before it boots.
+registry_client() {
+  local root=$1
+  mkdir -p "$root/etc/docker"
+  printf '{\n  "insecure-registries": ["%s"]\n}\n' "$REGISTRY" >"$root/etc/docker/daemon.json"
+  cat >"$root/usr/local/sbin/testhost-image" <<EOF
+#!/bin/sh
+# Pull the test world's image from the environment's registry (written by tests/hosts/testhosts.sh).
+IMAGE=$IMAGE
+i=0
+until docker image inspect "\$IMAGE" >/dev/null 2>&1 || docker pull -q "\$IMAGE" >/dev/null; do
+  i=\$((i + 1)); [ \$i -ge 30 ] && exit 1; sleep 2
+done
+docker tag "\$IMAGE" localhost/testhost/busybox:1.35
+EOF
+  chmod 0755 "$root/usr/local/sbin/testhost-image"
 }
 
 # The host's IMDS stand-in: 169.254.169.254 on the namespace's loopback (so it is the host's own
@@ -253,6 +322,20 @@ wait_ssh() {
   die "$name ($ip): sshd did not answer within 90 s"
 }
 
+# The host pulled the test image (testhost-image.service); a host that cannot fails `up`.
+wait_image() {
+  local name=$1 ip=$2 deadline=$((SECONDS + 120))
+  while ((SECONDS < deadline)); do
+    if ssh -n -q -i "$STATE/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 "ubuntu@$ip" \
+         "sudo docker image inspect --format '{{.RepoDigests}}' $IMAGE" 2>/dev/null | grep -q @sha256:; then
+      return 0
+    fi
+    sleep 1
+  done
+  die "$name ($ip): did not pull $IMAGE within 120 s (journalctl -u testhost-image on the host)"
+}
+
 write_inventory() {
   {
     echo "# Written by tests/hosts/testhosts.sh; the hosts are systemd-nspawn test machines."
@@ -278,10 +361,12 @@ cmd_up() {
   mkdir -p "$STATE/hosts"
   [[ -f $STATE/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "$TAG" -f "$STATE/id_ed25519"
   net_up
+  registry_up
   local t0=$SECONDS i
   for i in $(seq 1 "$N"); do host_up "$i" & done
   wait
   for i in $(seq 1 "$N"); do wait_ssh "testhost$i" "$NET.$((10 + i))"; done
+  for i in $(seq 1 "$N"); do wait_image "testhost$i" "$NET.$((10 + i))"; done
   write_inventory
   log "$N host(s) up in $((SECONDS - t0)) s; inventory: $STATE/inventory.yml"
 }
@@ -326,6 +411,9 @@ cmd_down() {
   for pid in $(cat "$STATE"/imds/run/*.pid 2>/dev/null) $(pgrep -f "imds_standin.py --state-dir $STATE/imds " || true); do
     kill -TERM "$pid" 2>/dev/null || true
   done
+  for pid in $(cat "$STATE/registry/pid" 2>/dev/null) $(pgrep -f "docker-registry serve $STATE/registry/config.yml" || true); do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
   # Leftover mounts from docker inside the hosts (overlay, netns) would keep the roots busy.
   if [[ -d $STATE/hosts ]]; then
     { grep -oE " $STATE/hosts/[^ ]+" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -348,7 +436,7 @@ cmd_down() {
     cat "$STATE/inotify.orig" >/proc/sys/fs/inotify/max_user_instances
   fi
   rm -rf "$STATE"
-  log "down: no hosts, namespaces, bridge or rules left"
+  log "down: no hosts, registry, namespaces, bridge or rules left"
 }
 
 case ${1:-} in
@@ -357,5 +445,5 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   inventory) echo "$STATE/inventory.yml" ;;
-  *) echo "usage: $0 {build|up N|status|down|inventory}" >&2; exit 2 ;;
+  *) echo "usage: $0 {build|up N|status|down|inventory|image}" >&2; exit 2 ;;
 esac

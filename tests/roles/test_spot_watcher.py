@@ -32,7 +32,7 @@ from tests.roles.test_cluster import recap
 from tests.roles.test_jobs import api  # the orchestrator's API, with the key the role generated
 
 REGION = "eu-west-1"
-IMAGE = "localhost/testhost/busybox:1.35"
+IMAGE = "registry.testhosts:5213/testhost/busybox:1.35"  # tests/hosts/testhosts.sh image
 NOTICE_SECONDS = 45
 LOST = "Execution stop requested because node has disappeared"
 

@@ -62,8 +62,10 @@ REGIONS = ("us-east-1", "eu-west-1", OVERFLOW["region"])
 SPARE_HOSTS = 1  # for heal.yml's make-before-break
 NOTICE_SECONDS = 30  # the notice's time, shortened from EC2's two minutes
 LOST = "Execution stop requested because node has disappeared"  # pkg/orchestrator/events.go
-# The image tests/hosts/testhosts.sh imports into every test host's Docker (Debian's busybox-static).
-LOCAL_IMAGE = "localhost/testhost/busybox:1.35"
+# The image every test host pulled at boot from its environment's registry (tests/hosts/testhosts.sh,
+# Debian's busybox-static): pulled, it carries RepoDigests, so Bacalhau uses it without asking the
+# registry again (pkg/docker/docker.go ImageDistribution). `testhosts.sh image` prints the name.
+LOCAL_IMAGE = "registry.testhosts:5213/testhost/busybox:1.35"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -135,7 +137,7 @@ def write_cluster_vars(hosts: int, spare: int = 0) -> Path:
         "cluster_api_cidrs": [],
         # the emulator hands out the test hosts' addresses; nothing else may be dialled
         "cluster_allowed_addresses": rf"^10\.213\.{SUBNET}\.[0-9]+$",
-        # no registry is reachable: the smoke job uses the image every test host has locally
+        # the image every test host pulled from the test world's registry
         "cluster_smoke_job_image": LOCAL_IMAGE,
         # TLS on the orchestrator link and the API key are the defaults (cluster_tls,
         # cluster_api_auth): the demo runs with both, as a user's cluster does.

@@ -27,12 +27,17 @@ as nats-server does; compute nodes verify it against Compute.TLS.CACert as Go do
 API.Auth.Users the API wants `Authorization: Bearer <APIKey>` (401/403 in Bacalhau's shape);
 with API.TLS.CertFile/KeyFile it is HTTPS only. Compute nodes run docker jobs with the host's real `docker` CLI (create, start, wait,
 logs, rm: what Bacalhau's executor does through Docker's API) as the user the service runs as.
+Before that they apply Bacalhau's image rule: a local image with RepoDigests is used as it is;
+any other one means asking its registry through Docker (Engine API GET /distribution/<image>/json),
+and a refusal fails the execution with Docker's error (pkg/docker/docker.go ImageDistribution).
 
 A compute node that cannot join logs what Bacalhau logs (pkg/nats/errors.go,
 pkg/transport/nclprotocol/compute/manager.go), in zerolog's console format:
   15:04:05 | ERR Connection attempt failed error="failed to setup transport: failed to connect
   to NATS: no orchestrator available for connection at nats://<host>:4222" backoffDuration=2s ...
-  (... failed to connect to nats://<host>:4222: nats: Authorization Violation ... for a wrong token)
+  (... failed to connect to nats://<host>:4222: dial tcp <ip>:4222: i/o timeout ... when nothing
+  answers, e.g. a security group that drops: only a refusal is "no orchestrator available";
+  ... failed to connect to nats://<host>:4222: nats: Authorization Violation ... for a wrong token)
 
 Only Python's standard library is needed; YAML configs and job files need PyYAML
 (python3-yaml), JSON ones do not. Unknown config keys are ignored, as Bacalhau does.
@@ -1027,6 +1032,51 @@ def docker_error(stderr: str) -> str:
     return "docker failed without a message"
 
 
+def docker_engine_get(path: str, timeout: float = 60) -> tuple[int, dict | list | None, str]:
+    """GET on Docker's Engine API over its unix socket ($DOCKER_HOST, else /var/run/docker.sock,
+    as Docker's Go client reads it): (HTTP status, JSON body, error text). The error text is what
+    Docker's Go client makes of a refusal, `Error response from daemon: <message>` (0 and the
+    client's own text when the daemon cannot be reached). Only for what the docker CLI cannot do:
+    the registry query of the bid (`/distribution/<image>/json`, Docker's DistributionInspect)."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return 0, None, f"the stand-in reaches Docker only on a unix socket, not {host}"
+    sock_path = host[len("unix://"):]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(sock_path)
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+    except OSError:
+        return 0, None, f"Cannot connect to the Docker daemon at {host}. Is the docker daemon running?"
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0, None, "docker answered without HTTP"
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        data = None
+    if 200 <= status < 300:
+        return status, data, ""
+    message = data.get("message", "") if isinstance(data, dict) else body.decode(errors="replace").strip()
+    return status, data, f"Error response from daemon: {message}"
+
+
+def docker_image_error(status: int, text: str, image: str) -> str:
+    """pkg/docker/errors.go NewDockerImageError: Docker's error by its kind (errdefs, from the
+    Engine API's HTTP status): not found / permission denied, invalid argument, else Docker's text."""
+    if status in (403, 404):
+        return f"image not available: {json.dumps(image)}"
+    if status == 400:
+        return f"invalid image format: {json.dumps(image)}"
+    return text
+
+
 def parse_cpu(value: str) -> float | None:
     v = str(value or "").strip()
     try:
@@ -1055,6 +1105,9 @@ class DockerExecutor:
         self.cancelled: set[str] = set()
         self.lock = threading.Lock()
         self.platform: str | None = None
+        # bidstrategy/semantic/image_platform.go ManifestCache: an image's registry answer is
+        # kept for an hour (oneHourInSeconds), so the registry is asked once per image an hour.
+        self.manifests: dict[str, tuple[float, list[str]]] = {}
 
     @staticmethod
     def docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -1102,6 +1155,41 @@ class DockerExecutor:
     def _fail(self, message: str) -> dict:
         return {"ComputeState": EX_FAILED, "Message": message}
 
+    def _image_manifest(self, image: str) -> tuple[str, bool]:
+        """The bid's image check, Bacalhau v1.9.3's rule (pkg/docker/docker.go ImageDistribution,
+        called by pkg/executor/docker/bidstrategy/semantic/image_platform.go ShouldBid):
+        a local image of the host's platform WITH a RepoDigests entry is trusted as it is; any
+        other image (no digest: built or `docker import`ed on the node, or not there at all) means
+        asking the registry for its manifest, through Docker (DistributionInspect), and a refusal
+        fails the execution with Docker's error (NewDockerImageError; compute/bidder.go
+        handleError). Returns (error text or "", whether the image is on the node)."""
+        r = self.docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}} {{json .RepoDigests}}", image)
+        local = r.returncode == 0
+        if not local:
+            err = docker_error(r.stderr.decode(errors="replace"))
+            if "no such image" not in err.lower():
+                return err, False  # NewDockerImageError of a non-NotFound error: Docker's text
+        else:
+            plat, _, digests = r.stdout.decode().strip().partition(" ")
+            try:
+                has_digest = bool(json.loads(digests or "[]"))
+            except ValueError:
+                has_digest = False
+            if plat == self.platform and has_digest:
+                return "", True
+            local = plat == self.platform  # another platform's image is pulled again (PullImage)
+        cached = self.manifests.get(image)
+        if cached and cached[0] > time.monotonic():
+            return "", local
+        status, body, err = docker_engine_get(f"/distribution/{image}/json")
+        if err:
+            return docker_image_error(status, err, image), local
+        platforms = [f"{p.get('os')}/{p.get('architecture')}" for p in (body or {}).get("Platforms") or []
+                     if isinstance(p, dict) and "unknown" not in (p.get("os"), p.get("architecture"))]
+        # Kept as Bacalhau keeps them; the stand-in does not reject a bid on them (README).
+        self.manifests[image] = (time.monotonic() + 3600, platforms)
+        return "", local
+
     def _run(self, ex: dict, send) -> dict:
         task = ex["Job"]["Tasks"][0]
         engine = task.get("Engine") or {}
@@ -1128,14 +1216,15 @@ class DockerExecutor:
             if r.returncode != 0:
                 return self._fail("failed to get host platform: " + docker_error(r.stderr.decode(errors="replace")))
             self.platform = r.stdout.decode().strip()
-        r = self.docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image)
-        if r.returncode != 0:
-            err = docker_error(r.stderr.decode(errors="replace"))
-            if "no such image" in err.lower():
-                # The stand-in never pulls (no registry is reachable): Bacalhau's text for an
-                # image it cannot get (pkg/docker/errors.go NewDockerImageError).
-                return self._fail(f"image not available: {json.dumps(image)}")
+        err, local = self._image_manifest(image)
+        if err:
             return self._fail(err)
+        if not local:
+            # executor.go Start -> docker.go PullImage: an image that is not on the node is
+            # pulled for the host's platform; a failure is Docker's text (NewDockerImageError).
+            r = self.docker("pull", "--quiet", "--platform", self.platform, image, timeout=600)
+            if r.returncode != 0:
+                return self._fail(docker_error(r.stderr.decode(errors="replace")))
         send("UPDATE", {"ExecutionID": ex["ID"], "ComputeState": EX_RUNNING})
         name = f"bacalhau-{ex['ID']}"
         with self.lock:
@@ -1759,6 +1848,30 @@ class TCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
+NATS_DIAL_TIMEOUT = 2.0  # nats.go DefaultTimeout; Bacalhau sets no nats.Timeout (pkg/nats/transport/nats.go)
+
+
+def go_errno_text(exc: OSError) -> str:
+    """Go's text for a syscall errno (syscall/zerrors_linux_*.go): glibc's, lower-case first."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def go_nameserver() -> str:
+    """The first nameserver of /etc/resolv.conf as Go's resolver names it in a net.DNSError
+    (`lookup <name> on <ns>:53: ...`); Go's default is 127.0.0.1:53."""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    ns = parts[1]
+                    return f"[{ns}]:53" if ":" in ns else f"{ns}:53"
+    except OSError:
+        pass
+    return "127.0.0.1:53"
+
+
 class ComputeLink:
     """The compute node's end of its link to one orchestrator: reads RUN/CANCEL in a thread,
     writes heartbeats and execution updates; messages that could not be sent wait for the
@@ -1854,14 +1967,24 @@ class ComputeLink:
                                  f"{self.ca_cert}: no such file or directory")
             except (ssl.SSLError, OSError):
                 return failed + f'nats: failed to parse root certificate from "{self.ca_cert}"'
+        # nats.go v1.52 createConn/connect (nats.go:2305-2365, 2779-2824): the dial error is
+        # returned as it is, except that "connection refused" is dropped and then becomes
+        # nats.ErrNoServers, which interceptConnectionError turns into "no orchestrator available";
+        # every other dial error (a security group that drops: i/o timeout after the 2 s
+        # nats.DefaultTimeout; no route; an unknown name) is wrapped "failed to connect to <url>: ".
         try:
             addr = socket.gethostbyname(host)
         except OSError:
-            return no_servers
+            # the name is dialled as given and Go's resolver says why not (net.DNSError)
+            return failed + f"dial tcp: lookup {host} on {go_nameserver()}: no such host"
         try:
-            s = socket.create_connection((addr, port), timeout=5)
-        except OSError:
+            s = socket.create_connection((addr, port), timeout=NATS_DIAL_TIMEOUT)
+        except ConnectionRefusedError:
             return no_servers
+        except TimeoutError:
+            return failed + f"dial tcp {addr}:{port}: i/o timeout"
+        except OSError as exc:
+            return failed + f"dial tcp {addr}:{port}: connect: {go_errno_text(exc)}"
         with s:
             try:
                 if self.handshake_first:

@@ -2,7 +2,10 @@
 compute nodes as real processes, jobs submitted in Bacalhau's JSON shapes through the HTTP API
 and through the CLI. Docker's engine does not run on this machine, so each compute node finds a
 FAKE `docker` first on its PATH: it runs the container's command on this machine and answers
-like the docker CLI (tests/standin/README.md names what the real engine would say)."""
+like the docker CLI (tests/standin/README.md names what the real engine would say), and a fake
+Docker Engine API on a unix socket ($DOCKER_HOST) for the one call the CLI cannot make, the bid's
+registry query (`GET /distribution/<image>/json`), answering as Docker 20.10 answers on the test
+hosts."""
 
 from __future__ import annotations
 
@@ -13,10 +16,14 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from http.server import BaseHTTPRequestHandler
+from socketserver import ThreadingUnixStreamServer
 
 import pytest
 
@@ -53,7 +60,18 @@ elif cmd == "image" and args[1] == "inspect":
     if args[-1] not in images:
         sys.stderr.write("Error: No such image: %s\n" % args[-1])
         sys.exit(1)
-    print("linux/amd64")
+    # pulled images carry RepoDigests; those listed in `nodigest` were built or imported here
+    nodigest = open(os.path.join(D, "nodigest")).read().split() if os.path.exists(os.path.join(D, "nodigest")) else []
+    digests = [] if args[-1] in nodigest else [args[-1].rsplit(":", 1)[0] + "@sha256:" + "ab" * 32]
+    print("linux/amd64" + (" " + json.dumps(digests) if "RepoDigests" in " ".join(args) else ""))
+elif cmd == "pull":
+    registry = open(os.path.join(D, "registry")).read().split() if os.path.exists(os.path.join(D, "registry")) else []
+    if args[-1] not in registry:
+        sys.stderr.write("Error response from daemon: manifest unknown: manifest unknown\n")
+        sys.exit(1)
+    with open(os.path.join(D, "images"), "a") as fh:
+        fh.write(" " + args[-1])
+    print(args[-1])
 elif cmd == "create":
     c = {"env": [], "workdir": "", "entrypoint": None}
     i = 1
@@ -98,6 +116,51 @@ else:
     sys.stderr.write("fake docker: unsupported %r\n" % args)
     sys.exit(2)
 '''.replace("__DOWN__", DOCKER_DOWN).replace("__PYTHON__", sys.executable)
+
+
+class FakeEngine(ThreadingUnixStreamServer):
+    """Docker's Engine API, the part the stand-in asks for (the bid's DistributionInspect), on
+    <dir>/docker.sock. The registry it reaches is the `registry` file (images it has) in the fake
+    dir; an image listed in `unreachable` gets the 500 Docker 20.10 gives when its registry does
+    not answer (seen on the test hosts); anything else the registry's 404."""
+
+    daemon_threads = True
+
+    def __init__(self, d: Path) -> None:
+        self.dir = d
+        self.calls: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def address_string(self):  # a unix socket has no client address
+                return "docker"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                server: FakeEngine = self.server  # type: ignore[assignment]
+                server.calls.append(self.path)
+                image = self.path.removeprefix("/distribution/").removesuffix("/json")
+                read = lambda name: (d / name).read_text().split() if (d / name).exists() else []  # noqa: E731
+                if image in read("unreachable"):
+                    host = image.split("/", 1)[0]
+                    code, body = 500, {"message": f'Get "http://{host}/v2/": dial tcp 127.0.0.1:80: connect: '
+                                                  "connection refused"}
+                elif image in read("registry"):
+                    code, body = 200, {"Descriptor": {"mediaType": "application/vnd.docker.distribution.manifest"
+                                                      ".v2+json", "digest": "sha256:" + "ab" * 32, "size": 427},
+                                       "Platforms": [{"architecture": "amd64", "os": "linux"}]}
+                else:
+                    code, body = 404, {"message": "manifest unknown: manifest unknown"}
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        super().__init__(str(d / "docker.sock"), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
 def free_port() -> int:
@@ -155,7 +218,7 @@ class World:
     """An orchestrator and compute nodes, each compute node with its own fake docker."""
 
     def __init__(self, tmp: Path, computes: dict[str, dict], orch_cfg: dict | None = None) -> None:
-        self.tmp, self.procs = tmp, []
+        self.tmp, self.procs, self.engines = tmp, [], []
         self.nats = free_port()
         cfg = {"Orchestrator": {"Enabled": True, "Port": self.nats, "Host": "127.0.0.1", "Auth": {"Token": "tok"}}}
         for k, v in (orch_cfg or {}).items():
@@ -174,14 +237,17 @@ class World:
         fake.mkdir(parents=True, exist_ok=True)
         (fake / "docker").write_text(FAKE_DOCKER)
         (fake / "docker").chmod(0o755)
-        (fake / "images").write_text("busybox:1.35 localhost/testhost/busybox:1.35\n")
+        (fake / "images").write_text("busybox:1.35 registry.testhosts:5213/testhost/busybox:1.35\n")
         if docker_down:
             (fake / "down").write_text("")
+        engine = FakeEngine(fake)
+        self.engines.append(engine)
         cfg = {"Compute": {"Enabled": True, "Orchestrators": [orchestrator or f"nats://127.0.0.1:{self.nats}"],
                            "Auth": {"Token": token}, "Heartbeat": {"Interval": "1s"}},
                "Labels": labels or {}}
-        p = self._start(name, cfg, env={"PATH": f"{fake}:{os.environ['PATH']}", "FAKE_DOCKER_DIR": str(fake)})
-        p.fake = fake
+        p = self._start(name, cfg, env={"PATH": f"{fake}:{os.environ['PATH']}", "FAKE_DOCKER_DIR": str(fake),
+                                        "DOCKER_HOST": f"unix://{fake}/docker.sock"})
+        p.fake, p.engine = fake, engine
         return p
 
     def wait_nodes(self, n: int, timeout: float = 10) -> list[dict]:
@@ -212,6 +278,9 @@ class World:
     def close(self) -> None:
         for p in reversed(self.procs):
             p.stop()
+        for e in self.engines:
+            e.shutdown()
+            e.server_close()
 
 
 def docker_job(*cmd: str, job_type: str = "batch", **extra) -> dict:
@@ -323,6 +392,62 @@ def test_missing_image_fails_without_a_pull(world):
     assert ex["ComputeState"] == {"StateType": 10, "Message": 'image not available: "nosuch/image:1"'}
     calls = (world.computes["eu"].fake / "calls").read_text()
     assert '"pull"' not in calls
+    # no digest to trust, so the registry was asked, and said it has no such image (404)
+    assert "/distribution/nosuch/image:1/json" in world.computes["eu"].engine.calls
+
+
+EU = [{"Key": "region", "Operator": "=", "Values": ["eu-west-1"]}]
+
+
+def test_a_local_image_with_repodigests_runs_without_asking_the_registry(world):
+    done = world.wait_job(world.submit(docker_job("echo", "ok", job_type="ops", Constraints=EU))["JobID"])
+    assert done["Job"]["State"]["StateType"] == "Completed"
+    assert not [c for c in world.computes["eu"].engine.calls if "busybox:1.35" in c]
+
+
+def test_an_image_without_digests_is_refused_with_dockers_error_when_its_registry_cannot_answer(world):
+    # what `docker import` makes (the test world's image before it came from a registry):
+    # Bacalhau v1.9.3 asks the image's registry, here localhost:80, which refuses.
+    fake = world.computes["eu"].fake
+    (fake / "images").write_text((fake / "images").read_text() + " localhost/imported/busybox:1")
+    (fake / "nodigest").write_text("localhost/imported/busybox:1")
+    (fake / "unreachable").write_text("localhost/imported/busybox:1")
+    job = docker_job("true", job_type="ops", params={"Image": "localhost/imported/busybox:1"}, Constraints=EU)
+    done = world.wait_job(world.submit(job)["JobID"])
+    [ex] = done["Executions"]["Items"]
+    assert done["Job"]["State"]["StateType"] == "Failed"
+    assert ex["ComputeState"] == {"StateType": 10, "Message": 'Error response from daemon: Get "http://localhost/v2/": '
+                                                              "dial tcp 127.0.0.1:80: connect: connection refused"}
+    assert ex["RunOutput"]["ErrorMsg"] == ""
+    assert not [c for c in (fake / "calls").read_text().splitlines() if json.loads(c)[0] == "create"
+                and "localhost/imported/busybox:1" in c]
+
+
+def test_an_image_without_digests_runs_once_its_registry_answers_and_is_asked_once(world):
+    fake, engine = world.computes["eu"].fake, world.computes["eu"].engine
+    (fake / "images").write_text((fake / "images").read_text() + " registry.testhosts:5213/built/here:1")
+    (fake / "nodigest").write_text("registry.testhosts:5213/built/here:1")
+    (fake / "registry").write_text("registry.testhosts:5213/built/here:1")
+    job = docker_job("echo", "built", job_type="ops", params={"Image": "registry.testhosts:5213/built/here:1"},
+                     Constraints=EU)
+    for _ in range(2):
+        done = world.wait_job(world.submit(job)["JobID"])
+        assert done["Job"]["State"]["StateType"] == "Completed", done["Job"]["State"]
+        assert done["Executions"]["Items"][0]["RunOutput"]["Stdout"] == "built\n"
+    # Bacalhau's manifest cache keeps the answer for an hour; the local image is used, not pulled
+    assert engine.calls.count("/distribution/registry.testhosts:5213/built/here:1/json") == 1
+    assert '"pull"' not in (fake / "calls").read_text()
+
+
+def test_an_image_not_on_the_node_is_pulled_when_its_registry_has_it(world):
+    fake = world.computes["eu"].fake
+    (fake / "registry").write_text("registry.testhosts:5213/only/in-registry:2")
+    job = docker_job("echo", "pulled", job_type="ops", params={"Image": "registry.testhosts:5213/only/in-registry:2"},
+                     Constraints=EU)
+    done = world.wait_job(world.submit(job)["JobID"])
+    assert done["Job"]["State"]["StateType"] == "Completed", done["Job"]["State"]
+    pulls = [json.loads(c) for c in (fake / "calls").read_text().splitlines() if json.loads(c)[0] == "pull"]
+    assert pulls == [["pull", "--quiet", "--platform", "linux/amd64", "registry.testhosts:5213/only/in-registry:2"]]
 
 
 def test_stop_cancels_the_running_execution(world):
@@ -546,6 +671,49 @@ def test_unreachable_orchestrator_and_wrong_token_log_bacalhaus_lines(tmp_path):
                 "nats: Authorization Violation") in text, text
     finally:
         w.close()
+
+
+def test_an_orchestrator_that_drops_the_connection_logs_the_dial_timeout(tmp_path):
+    """A security group that drops port 4222 answers nothing: nats.go's dial times out after its
+    2 s default and only "connection refused" becomes "no orchestrator available" (nats.go v1.52
+    nats.go:2813-2824), so Bacalhau logs the dial error. On loopback, a listener whose accept queue
+    is full drops the SYNs the same way."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    port = full.getsockname()[1]
+    fillers = []
+    w = World(tmp_path, {})
+    try:
+        for _ in range(8):  # fill the queue until a connect hangs
+            c = socket.socket()
+            c.settimeout(0.3)
+            try:
+                c.connect(("127.0.0.1", port))
+                fillers.append(c)
+            except TimeoutError:
+                c.close()
+                break
+        else:
+            pytest.skip("this kernel answered every SYN: cannot make a dropping listener on loopback")
+        started = time.monotonic()
+        dropped = w.add_compute("dropped", orchestrator=f"nats://127.0.0.1:{port}")
+        deadline = time.monotonic() + 10
+        line = ""
+        while time.monotonic() < deadline and not line:
+            line = next((ln for ln in dropped.log.read_text().splitlines() if "Connection attempt failed" in ln), "")
+            time.sleep(0.2)
+        assert line.endswith(f'| ERR Connection attempt failed error="failed to setup transport: failed to connect to '
+                             f"NATS: failed to connect to nats://127.0.0.1:{port}: dial tcp 127.0.0.1:{port}: "
+                             f'i/o timeout" backoffDuration=1s consecutiveFailures=1'), line
+        assert time.monotonic() - started >= 2  # nats.DefaultTimeout
+        assert "no orchestrator available" not in dropped.log.read_text()
+    finally:
+        w.close()
+        for c in fillers:
+            c.close()
+        full.close()
+
 
 
 # ------------------------------------------------------------------- TLS on the link, API keys
