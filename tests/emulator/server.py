@@ -113,6 +113,7 @@ from moto.ssm.models import Parameter, ParameterDict  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 from . import market  # noqa: E402  (the spot market's answers)
 
+from . import events as ec2_events  # noqa: E402  (EC2's events through EventBridge)
 from . import seed  # noqa: E402
 from .imds import InstanceMetadata, after, imds_time as imds_time_of  # noqa: E402
 
@@ -799,6 +800,7 @@ class EmulatorApp:
             ids = live_instances(region, instance_ids)
             at = after(notice_seconds)
             shown = {i: IMDS.notice(i, at) for i in ids}
+            ec2_events.interruption_warnings(region, ids)  # the reclaim sends the state changes
             if notice_seconds == 0:
                 interrupt_instances(region, ids)
         if notice_seconds > 0:
@@ -866,6 +868,7 @@ class EmulatorApp:
                 ids = live_instances(body["region"], list(body["instance_ids"]))
                 at = after(0)
                 shown = {i: IMDS.rebalance(i, at) for i in ids}
+                ec2_events.rebalance_recommendations(body["region"], ids)
             return 200, {"recommended": ids, "recommendation": next(iter(shown.values()), None),
                          "in_imds": [i for i, r in shown.items() if r]}
         if what == "imds":
@@ -884,6 +887,7 @@ class EmulatorApp:
 def make_app() -> EmulatorApp:
     _patch_moto()
     _patch_addresses()
+    ec2_events.patch_moto()  # EC2's events through moto's EventBridge (events.py)
     app = EmulatorApp(DomainDispatcherApplication(create_backend_app))
     market.MARKET.capacity_rules = app.faults.capacity_rules  # placement scores see capacity faults
     return app
