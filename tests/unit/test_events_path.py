@@ -190,3 +190,39 @@ def test_names_fit_what_eventbridge_and_sqs_allow():
     longest = "a" * 40  # the longest cluster name spot_cluster accepts
     assert len(path.path_name(longest)) <= 64
     assert path.name_prefix("alpha") == "bacalhau-alpha-" and path.path_name("alpha").startswith("bacalhau-alpha-")
+
+
+def test_spot_cluster_absent_takes_the_path_away_with_the_clusters_network(aws, run_module):
+    """The event path belongs to the cluster in a region, not to a role: it goes when the
+    region's network goes (the nuke's engine finds it), and stays while a role remains."""
+    regions = [{"region": REGION, "count": 1, "instance_types": ["t3.small"]}]
+    for role in ("compute", "orchestrator"):
+        made = run_module("spot_cluster", {"cluster_name": "alpha", "role": role, "regions": regions,
+                                           "market": "on-demand"})
+        assert not made.failed, made.get("msg")
+    path.ensure(our_client("events"), our_client("sqs"), "alpha", REGION)
+    path.ensure(our_client("events"), our_client("sqs"), "beta", REGION)
+
+    one_role = run_module("spot_cluster", {"cluster_name": "alpha", "state": "absent", "role": "orchestrator",
+                                           "regions": [{"region": REGION}]})
+    assert not one_role.failed, one_role.get("msg")
+    assert NAME in rule_names()
+
+    everything = run_module("spot_cluster", {"cluster_name": "alpha", "state": "absent",
+                                             "regions": [{"region": REGION}]})
+    assert not everything.failed, everything.get("msg")
+    assert rule_names() == ["bacalhau-beta-spot-events"]
+    assert [u.rsplit("/", 1)[1] for u in queue_urls()] == ["bacalhau-beta-spot-events"]
+
+
+def test_the_nuke_takes_a_path_made_by_ensure(aws, run_module):
+    path.ensure(our_client("events"), our_client("sqs"), "alpha", REGION)
+    path.ensure(our_client("events", "eu-west-1"), our_client("sqs", "eu-west-1"), "alpha", "eu-west-1")
+    check = run_module("tagged_resource_nuke", {"regions": [REGION, "eu-west-1"], "cluster_name": "alpha"},
+                       check_mode=True)
+    assert sorted((r["region"], r["type"], r["name"]) for r in check["resources"]) == sorted(
+        (region, kind, NAME) for region in (REGION, "eu-west-1") for kind in ("event_rules", "sqs_queues"))
+    gone = run_module("tagged_resource_nuke", {"regions": [REGION, "eu-west-1"], "cluster_name": "alpha",
+                                               "force": True})
+    assert not gone.failed, gone["msg"]
+    assert rule_names() == [] and queue_urls() == [] and rule_names("eu-west-1") == []
