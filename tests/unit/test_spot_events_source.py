@@ -255,6 +255,17 @@ def test_arguments_are_checked():
     assert set(spot_events.KINDS) == {path.INTERRUPTION, path.REBALANCE, path.STATE_CHANGE}
 
 
+def test_the_regions_come_from_the_cluster_file_as_heal_reads_them():
+    names = spot_events.cluster_region_names
+    assert names({"regions": ["a-1", {"region": "b-1"}, "a-1"]}) == ["a-1", "b-1"]
+    cluster_file = {"cluster_regions": [{"region": "us-east-1", "count": 2}, {"region": "eu-west-1", "count": 1}],
+                    "cluster_overflow_regions": [{"region": "us-west-2", "instance_types": ["t3.small"]}],
+                    "cluster_orchestrator": {"region": "eu-central-1", "instance_type": "t3.medium"}}
+    assert names(cluster_file) == ["us-east-1", "eu-west-1", "us-west-2", "eu-central-1"]
+    cluster_file["cluster_orchestrator"] = {"mode": "external", "region": "eu-central-1"}
+    assert names(cluster_file) == ["us-east-1", "eu-west-1", "us-west-2"]
+
+
 def test_normalise_drops_what_is_not_one_of_ec2s_three_events():
     assert spot_events.normalise("{", "a") is None
     assert spot_events.normalise(json.dumps({"source": "aws.ec2", "id": "x", "detail-type": "Other",

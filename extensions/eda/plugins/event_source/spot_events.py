@@ -32,7 +32,9 @@ and every ``tick_seconds`` a ``{"bacalhau_spot": {"kind": "tick", "cluster": "de
 Arguments:
 
   cluster_name: the cluster (required)
-  regions: the regions of the cluster (a list; required)
+  regions: the regions to read (names, or mappings with a region)
+  cluster_regions, cluster_overflow_regions, cluster_orchestrator: without regions, the
+    cluster file's own variables: their regions (and a managed orchestrator's) are read
   tick_seconds: seconds between ticks (default 300; 0: no ticks)
   tick_at_start: a tick when the source starts (default true): a heal cut short by a
     stopped rulebook is finished at once
@@ -115,17 +117,40 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _names(entries: Any) -> list[str]:
+    """Region names from a list of names or of ``{region: ...}`` mappings (the cluster file's shape)."""
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    names = []
+    for entry in entries or []:
+        name = entry.get("region") if isinstance(entry, dict) else entry
+        if name and str(name).strip():
+            names.append(str(name).strip())
+    return names
+
+
+def cluster_region_names(args: dict[str, Any]) -> list[str]:
+    """Every region whose queue to read: ``regions``, or the cluster file's home regions, its
+    overflow regions and a managed orchestrator's region (``playbooks/vars/internal.yml``
+    ``_cluster_regions_all`` and the overflow regions, as heal.yml reads them)."""
+    names = _names(args.get("regions"))
+    if not names:
+        names = _names(args.get("cluster_regions")) + _names(args.get("cluster_overflow_regions"))
+        orchestrator = args.get("cluster_orchestrator") or {}
+        if isinstance(orchestrator, dict) and orchestrator.get("mode", "managed") == "managed":
+            names += _names(orchestrator.get("region"))
+    return list(dict.fromkeys(names))
+
+
 class Settings:
     def __init__(self, args: dict[str, Any]) -> None:
         self.cluster_name = str(args.get("cluster_name") or "").strip()
         if not self.cluster_name:
             raise ValueError("bacalhau.aws_spot.spot_events needs cluster_name: the cluster whose events to read")
-        regions = args.get("regions")
-        if isinstance(regions, str):
-            regions = [regions]
-        self.regions = list(dict.fromkeys(str(r).strip() for r in regions or [] if str(r).strip()))
+        self.regions = cluster_region_names(args)
         if not self.regions:
-            raise ValueError("bacalhau.aws_spot.spot_events needs regions: the list of the cluster's regions")
+            raise ValueError("bacalhau.aws_spot.spot_events needs regions (or the cluster file's cluster_regions): "
+                             "the cluster's regions")
         self.tick_seconds = float(args.get("tick_seconds", 300))
         self.tick_at_start = bool(args.get("tick_at_start", True))
         self.wait_seconds = int(args.get("wait_seconds", 20))
