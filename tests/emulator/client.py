@@ -135,19 +135,42 @@ class Emulator:
     def address_pool(self, addresses: list[str]) -> dict:
         return self._call("POST", "address_pool", {"addresses": list(addresses)})
 
-    def interrupt(self, region: str, instance_ids: list[str], notice_seconds: float = 0) -> dict:
+    def interrupt(self, region: str, instance_ids: list[str], notice_seconds: float = 0,
+                  at: str | None = None, after_seconds: float | None = None) -> dict:
         """A spot interruption. ``notice_seconds`` 0: reclaimed at once (``terminated``,
         ``Server.SpotInstanceTermination``). N > 0: the notice (``{"action": "terminate",
         "time": now + N}``) shows in the instances' IMDS at once, they stay ``running`` and are
-        reclaimed N seconds later (EC2 gives two minutes: 120)."""
+        reclaimed N seconds later (EC2 gives two minutes: 120). ``at`` (ISO time) or
+        ``after_seconds``: all of that at that emulated time instead (see :meth:`advance`)."""
         body = {"region": region, "instance_ids": list(instance_ids)}
         if notice_seconds:
             body["notice_seconds"] = notice_seconds
+        if at is not None:
+            body["at"] = at
+        if after_seconds is not None:
+            body["after_seconds"] = after_seconds
         return self._call("POST", "interrupt", body)
 
-    def rebalance(self, region: str, instance_ids: list[str]) -> dict:
-        """A rebalance recommendation in the instances' IMDS (``{"noticeTime": now}``)."""
-        return self._call("POST", "rebalance", {"region": region, "instance_ids": list(instance_ids)})
+    def rebalance(self, region: str, instance_ids: list[str], at: str | None = None,
+                  after_seconds: float | None = None) -> dict:
+        """A rebalance recommendation in the instances' IMDS (``{"noticeTime": now}``), now or
+        at a chosen emulated time."""
+        body = {"region": region, "instance_ids": list(instance_ids)}
+        if at is not None:
+            body["at"] = at
+        if after_seconds is not None:
+            body["after_seconds"] = after_seconds
+        return self._call("POST", "rebalance", body)
+
+    # -- the emulated clock (clock.py)
+    def clock(self) -> dict:
+        """``{"now", "offset_seconds", "scheduled": [{"at", "what"}]}``."""
+        return self._call("GET", "clock")
+
+    def advance(self, seconds: float) -> dict:
+        """Move the emulated clock ``seconds`` forward, carrying out what was scheduled meanwhile
+        (``done``), each at its own time."""
+        return self._call("POST", "clock", {"advance_seconds": seconds})
 
     def imds(self, state_dir: str | None = None) -> dict:
         """Write the IMDS documents of instances on test hosts to ``state_dir/<address>.json``

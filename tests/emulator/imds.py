@@ -130,4 +130,7 @@ class InstanceMetadata:
 
 
 def after(seconds: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    """``seconds`` after the emulator's now (its clock, ``clock.py``, which tests move forward)."""
+    from .clock import CLOCK
+
+    return CLOCK.now() + timedelta(seconds=seconds)

@@ -13,7 +13,9 @@ API (``POST /_emulator/market``, see ``server.py``):
   refused with ``Unsupported``, as EC2 does.
 * **spot prices** (``DescribeSpotPriceHistory``): per (region, zone, type), about a third
   of the seeded on-demand price, spread +-15% by zone and varying +-5% every
-  :data:`PRICE_STEP` of time; no entry for a type a zone does not offer.
+  :data:`PRICE_STEP` of (emulated: ``clock.py``) time; no entry for a type a zone does not
+  offer. A spot price rule may hold only ``from`` and/or ``until`` an ISO time (a known price
+  history: the history then also lists a change at those times).
 * **placement scores** (``GetSpotPlacementScores``): 3-9 per (zone, type), seeded; a
   region's score is the best of its zones'; a request's is the best of its types'. A
   capacity fault (``POST /_emulator/faults``, ``capacity``) that covers spot launches of a
@@ -45,6 +47,8 @@ from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.availability_zones_and_regions import RegionsAndZonesBackend
 from moto.ec2.models.instance_types import INSTANCE_TYPE_OFFERINGS, INSTANCE_TYPES
 
+from .clock import CLOCK, parse_time
+
 # The types the test suites launch: offered in every zone of a region that offers them,
 # so that a test that does not care where it lands never lands in a zone without them
 # (AWS's us-east-1e lacks most of them; see the README's gaps).
@@ -72,10 +76,8 @@ def _frac(*parts: Any) -> float:
 
 
 def _now() -> datetime.datetime:
-    from moto.core.utils import utcnow
-
-    now = utcnow()
-    return now if now.tzinfo else now.replace(tzinfo=datetime.timezone.utc)
+    """The emulated now (``clock.py``)."""
+    return CLOCK.now()
 
 
 def _info(itype: str) -> dict[str, Any]:
@@ -157,12 +159,20 @@ class Market:
             if not isinstance(score, int) or not 1 <= score <= 10:
                 raise ValueError(f"placement_scores: score must be an integer from 1 to 10, not {score!r}")
         elif kind == "spot_prices":
-            allowed |= {"price", "factor"}
+            allowed |= {"price", "factor", "from", "until"}
             if ("price" in rule) == ("factor" in rule):
                 raise ValueError("spot_prices: give either price (USD/hour) or factor")
             value = rule.get("price", rule.get("factor"))
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"spot_prices: price and factor must be positive numbers, not {value!r}")
+            for bound in ("from", "until"):
+                if rule.get(bound) is not None:
+                    try:
+                        rule[bound] = parse_time(rule[bound]).isoformat()
+                    except (TypeError, ValueError) as exc:
+                        raise ValueError(f"spot_prices: {bound} must be an ISO 8601 time, not {rule[bound]!r}") from exc
+            if rule.get("from") and rule.get("until") and rule["from"] >= rule["until"]:
+                raise ValueError("spot_prices: from must be before until")
         elif kind == "offerings":
             allowed |= {"offered"}
             if not isinstance(rule.get("offered"), bool):
@@ -301,9 +311,18 @@ class Market:
                  * (0.95 + 0.10 * _frac("time", region, zone, itype, step.isoformat())))
         for rule in self._rules("spot_prices"):
             if rule["region"] == region and rule.get("availability_zone") in (None, zone) \
-                    and rule.get("instance_type") in (None, itype):
+                    and rule.get("instance_type") in (None, itype) and _in_force(rule, at):
                 price = rule["price"] if "price" in rule else price * rule["factor"]
         return round(price, 6)
+
+    def price_boundaries(self, region: str, zone: str, itype: str) -> list[datetime.datetime]:
+        """The times at which a timed spot price rule for the pool begins or ends."""
+        out = set()
+        for rule in self._rules("spot_prices"):
+            if rule["region"] == region and rule.get("availability_zone") in (None, zone) \
+                    and rule.get("instance_type") in (None, itype):
+                out.update(parse_time(rule[b]) for b in ("from", "until") if rule.get(b))
+        return sorted(out)
 
     # -- placement scores
     def _blocked(self, region: str, zone: str | None, itype: str) -> bool:
@@ -341,6 +360,12 @@ class Market:
                     and rule.get("instance_type") in (None, itype):
                 score = rule["score"]
         return score
+
+
+def _in_force(rule: dict[str, Any], at: datetime.datetime) -> bool:
+    at = at if at.tzinfo else at.replace(tzinfo=datetime.timezone.utc)
+    return ((not rule.get("from") or parse_time(rule["from"]) <= at)
+            and (not rule.get("until") or at < parse_time(rule["until"])))
 
 
 def _step(at: datetime.datetime) -> datetime.datetime:
@@ -448,17 +473,23 @@ def _aware(value: Any) -> datetime.datetime | None:
 
 def _price_changes(region: str, zone: str, zone_id: str, itype: str, product: str,
                    start: datetime.datetime, end: datetime.datetime) -> list[dict[str, Any]]:
-    """The price in force at ``start`` and every change up to ``end``, as EC2 lists them."""
-    changes = []
+    """The price in force at ``start`` and every change up to ``end``, as EC2 lists them
+    (a price changes at a step of :data:`PRICE_STEP`, or where a timed rule begins or ends)."""
+    times = set()
     step = _step(start)
-    last = None
     while step <= end:
-        price = MARKET.spot_price(region, zone, itype, step)
+        times.add(step)
+        step += PRICE_STEP
+    times.update(t for t in MARKET.price_boundaries(region, zone, itype) if _step(start) <= t <= end)
+    first = max(t for t in times if t <= start)
+    changes = []
+    last = None
+    for moment in sorted(t for t in times if t >= first):
+        price = MARKET.spot_price(region, zone, itype, moment)
         if price is not None and price != last:
             changes.append({"AvailabilityZone": zone, "AvailabilityZoneId": zone_id, "InstanceType": itype,
-                            "ProductDescription": product, "SpotPrice": f"{price:.6f}", "Timestamp": step})
+                            "ProductDescription": product, "SpotPrice": f"{price:.6f}", "Timestamp": moment})
         last = price
-        step += PRICE_STEP
     return changes
 
 

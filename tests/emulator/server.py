@@ -48,7 +48,13 @@ can drive it with ``ansible.builtin.uri``:
                                       reclaimed N seconds later. Reclaimed: ``terminated``, state
                                       reason ``Server.SpotInstanceTermination``; until then
                                       ``running``, as EC2 shows it. -> ``{"interrupted": [ids],
-                                      "notice": {...}, "reclaim_at": "<time>"}``
+                                      "notice": {...}, "reclaim_at": "<time>"}``. With ``"at":
+                                      "<ISO time>"`` or ``"after_seconds": N`` (also for
+                                      ``rebalance``): at that emulated time instead (``clock.py``)
+``GET  /_emulator/clock``             the emulated now, its offset from real time, what is scheduled
+``POST /_emulator/clock``             ``{"advance_seconds": N}`` or ``{"to": "<ISO time>"}``: move the
+                                      emulated clock forward, carrying out what was scheduled
+                                      before it, each at its own time (``clock.py``)
 ``POST /_emulator/rebalance``         ``{"region", "instance_ids"}``: a rebalance recommendation in
                                       their IMDS (``events/recommendations/rebalance`` =
                                       ``{"noticeTime": now}``); nothing else changes, as on EC2
@@ -116,6 +122,7 @@ from . import market  # noqa: E402  (the spot market's answers)
 from . import events as ec2_events  # noqa: E402  (EC2's events through EventBridge)
 from . import seed  # noqa: E402
 from .imds import InstanceMetadata, after, imds_time as imds_time_of  # noqa: E402
+from .clock import CLOCK, install as install_clock, parse_time  # noqa: E402  (emulated time: clock.py)
 
 ACCOUNT_ID = "123456789012"
 
@@ -803,14 +810,27 @@ class EmulatorApp:
             ec2_events.interruption_warnings(region, ids)  # the reclaim sends the state changes
             if notice_seconds == 0:
                 interrupt_instances(region, ids)
-        if notice_seconds > 0:
-            timer = threading.Timer(notice_seconds, self._reclaim, (region, ids))
-            timer.daemon = True
-            self.reclaims.append(timer)
-            timer.start()
+        if notice_seconds > 0:  # at the clock's time (real time passing, or POST /_emulator/clock)
+            CLOCK.schedule(at, f"reclaim {', '.join(ids)} in {region}", lambda: self._reclaim(region, ids))
         return {"interrupted": ids, "notice": {"action": "terminate", "time": imds_time_of(at)},
                 "reclaim_at": imds_time_of(at), "notice_seconds": notice_seconds,
                 "in_imds": [i for i, n in shown.items() if n]}
+
+    def _later(self, what: str, body: dict) -> dict[str, Any]:
+        """An interruption or a rebalance recommendation at a chosen (emulated) time."""
+        at = parse_time(body["at"]) if "at" in body else CLOCK.after(float(body["after_seconds"]))
+        now = {k: v for k, v in body.items() if k not in ("at", "after_seconds")}
+        with self.moto_lock:
+            live_instances(body["region"], list(body["instance_ids"]))  # unknown ids refused now
+
+        def happen() -> None:
+            try:
+                self._dispatch_control("POST", what, now)
+            except ValueError:  # gone meanwhile (a reset)
+                pass
+
+        return {"scheduled": CLOCK.schedule(at, f"{what} {', '.join(body['instance_ids'])} in {body['region']}",
+                                            happen)}
 
     def _reclaim(self, region: str, instance_ids: list[str]) -> None:
         with self.moto_lock:
@@ -830,6 +850,7 @@ class EmulatorApp:
             for timer in self.reclaims:
                 timer.cancel()
             self.reclaims = []
+            CLOCK.reset()
             IMDS.clear()
             self.faults.clear()
             self.calls.clear()
@@ -861,6 +882,13 @@ class EmulatorApp:
             elif method == "DELETE":
                 market.MARKET.clear()
             return 200, market.MARKET.as_dict()
+        if what in ("interrupt", "rebalance") and method == "POST" and ("at" in body or "after_seconds" in body):
+            return 200, self._later(what, body)
+        if what == "clock":
+            if method == "POST":
+                return 200, (CLOCK.move_to(parse_time(body["to"])) if "to" in body
+                             else CLOCK.advance(float(body["advance_seconds"])))
+            return 200, CLOCK.as_dict()
         if what == "interrupt" and method == "POST":
             return 200, self._interrupt(body["region"], list(body["instance_ids"]), float(body.get("notice_seconds") or 0))
         if what == "rebalance" and method == "POST":
@@ -885,6 +913,7 @@ class EmulatorApp:
 
 
 def make_app() -> EmulatorApp:
+    install_clock()  # launch times, end times and listings on the emulator's clock (clock.py)
     _patch_moto()
     _patch_addresses()
     ec2_events.patch_moto()  # EC2's events through moto's EventBridge (events.py)
