@@ -8,7 +8,7 @@
 each event) calls this with the event's instances to drain, the cluster's variables on
 standard input, and the heal's command after ``--``::
 
-    autoheal_runner.py --state-dir DIR [--drain i-1,i-2] -- ansible-playbook .../heal.yml
+    autoheal_runner.py --state-dir DIR [--drain i-1,i-2] [--vars-file my-cluster.yml] -- ansible-playbook .../heal.yml
 
 In ``DIR`` (the cluster's ``~/.config/bacalhau.aws_spot/<cluster>/autoheal``, mode 0700):
 
@@ -19,8 +19,9 @@ In ``DIR`` (the cluster's ``~/.config/bacalhau.aws_spot/<cluster>/autoheal``, mo
 3. holding it, it takes every pending request, and those of a heal that was cut short
    (``running.json``: a killed rulebook's heal is finished by the next event or tick). Nothing
    left: a heal that started after the request took it ("coalesced"). Otherwise it runs the
-   heal once for all of them, with ``-e @<variables> -e {"heal_drain_instance_ids": [...]}``
-   (the union of their instances to drain; the variables in a 0600 file, removed after);
+   heal once for all of them, with ``[-e @<vars-file>] -e @<variables> -e {"heal_drain_instance_ids":
+   [...]}`` (the union of their instances to drain; the variables from standard input in a 0600
+   file, removed after);
 4. a heal that succeeds clears ``running.json``; one that fails leaves it, so the next event
    or tick runs it again with the same instances.
 
@@ -75,13 +76,27 @@ def _write(path: str, requests: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Ours, less what ansible-runner (under ansible-rulebook) set for the playbook it runs:
+    its event-encoding output callback would garble the heal's output."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("ANSIBLE_STDOUT_CALLBACK") == "awx_display":
+        del env["ANSIBLE_STDOUT_CALLBACK"]
+    if "ansible_runner" in env.get("ANSIBLE_CALLBACK_PLUGINS", ""):
+        del env["ANSIBLE_CALLBACK_PLUGINS"]
+    for key in [k for k in env if k.startswith(("RUNNER_", "AWX_"))]:
+        del env[key]
+    return env
+
+
 def drain_ids(requests: list[dict[str, Any]]) -> list[str]:
     """Every instance to drain of ``requests``, once each, in the order asked."""
     return list(dict.fromkeys(i for request in requests for i in request.get("drain") or []))
 
 
 class Runner:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, vars_file: str = "") -> None:
+        self.vars_file = os.path.expanduser(vars_file) if vars_file else ""
         self.dir = os.path.expanduser(state_dir)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
 
@@ -137,8 +152,9 @@ class Runner:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(variables, handle)
-            full = list(command) + ["-e", f"@{vars_file}", "-e", json.dumps({"heal_drain_instance_ids": ids})]
-            return subprocess.call(full)  # its output goes straight to ours
+            given = ["-e", f"@{self.vars_file}"] if self.vars_file else []
+            full = list(command) + given + ["-e", f"@{vars_file}", "-e", json.dumps({"heal_drain_instance_ids": ids})]
+            return subprocess.call(full, env=child_environment())  # its output goes straight to ours
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(vars_file)
@@ -153,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--drain", default="", help="instances to drain, comma-separated")
+    parser.add_argument("--vars-file", default="", help="the cluster file, given to the heal first")
     parser.add_argument("--no-stdin", action="store_true", help="no variables on standard input")
     args = parser.parse_args(argv[:split])
     command = argv[split + 1:]
     variables = {} if args.no_stdin else json.loads(sys.stdin.read() or "{}")
     drain = [i.strip() for i in args.drain.split(",") if i.strip()]
-    return Runner(args.state_dir).run(drain, command, variables)
+    return Runner(args.state_dir, args.vars_file).run(drain, command, variables)
 
 
 if __name__ == "__main__":

@@ -26,20 +26,28 @@ cross-account or cross-region buses), moto does not check the queue policy (a qu
 one still receives), and the state changes of one termination are sent at the same instant
 (EC2 sends ``shutting-down`` when it starts, ``terminated`` up to minutes later).
 
+:func:`long_poll` answers SQS's ``ReceiveMessage`` with a wait (long polling) without holding
+the emulator's moto lock while it waits: moto would hold it for up to 20 seconds, and every
+other call of every client would wait that long.
+
 :func:`patch_moto` also mends two moto slips: the event a rule sends to its target lacks
 ``account`` in moto (EventBridge's event has it), and ``SetQueueAttributes`` without
 ``Policy`` drops the queue's policy in moto (SQS keeps it).
 """
 from __future__ import annotations
 
+import io
 import json
-from typing import Any, Iterable
+import time
+from typing import Any, Callable, Iterable
 
 from moto.core.utils import unix_time
 from moto.ec2.models.instances import Instance
 from moto.events.models import events_backends
 from moto.events.utils import EventTemplateParser
-from moto.sqs.models import Queue
+from moto.sqs.models import Queue, sqs_backends
+
+from .clock import CLOCK
 
 ACCOUNT_ID = "123456789012"
 SOURCE = "aws.ec2"
@@ -60,7 +68,8 @@ def entry(region: str, detail_type: str, instance_id: str, detail: dict[str, Any
         "DetailType": detail_type,
         "Detail": json.dumps(dict({"instance-id": instance_id}, **detail)),
         "Resources": [instance_arn(region, instance_id)],
-        "Time": unix_time() if at is None else at,  # moto's backend takes (and serialises) a unix time
+        # moto's backend takes (and serialises) a unix time: the emulator's clock (clock.py)
+        "Time": unix_time(CLOCK.utcnow()) if at is None else at,
     }
 
 
@@ -129,3 +138,64 @@ def patch_moto() -> None:
             self.policy = kept  # SQS changes only the attributes it is given
 
     Queue._set_attributes = _set_attributes  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- SQS long polling
+POLL_INTERVAL = 0.1  # how often a waiting ReceiveMessage looks again
+
+
+def _wait_seconds(request: dict[str, Any], region: str) -> float:
+    """The request's WaitTimeSeconds, or its queue's ReceiveMessageWaitTimeSeconds."""
+    if request.get("WaitTimeSeconds") is not None:
+        return float(request["WaitTimeSeconds"])
+    name = str(request.get("QueueUrl") or "").rstrip("/").rsplit("/", 1)[-1]
+    queue = sqs_backends[ACCOUNT_ID][region].queues.get(name)
+    return float(getattr(queue, "receive_message_wait_time_seconds", 0) or 0) if queue else 0.0
+
+
+def long_poll(app: Any, environ: dict, start_response: Callable, region: str, dispatch: Callable[..., Any]) -> Any:
+    """A ``ReceiveMessage`` (JSON protocol) that waits as SQS does, the lock taken only to look.
+
+    The first look goes through ``dispatch(environ, start_response)`` (faults, the call log);
+    while it finds nothing and the wait is not over, moto is asked again every
+    :data:`POLL_INTERVAL`, with the lock held only for each look.
+    """
+    raw = environ["wsgi.input"].getvalue()
+    try:
+        request = json.loads(raw or b"{}")
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
+        return dispatch(environ, start_response)
+    with app.moto_lock:
+        wait = _wait_seconds(request, region)
+    request["WaitTimeSeconds"] = 0
+    body = json.dumps(request).encode()
+
+    def fresh() -> dict:
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return environ
+
+    answered: dict[str, Any] = {}
+
+    def keep(status: str, headers: list, exc_info: Any = None) -> Any:
+        answered["status"], answered["headers"] = status, headers
+        return lambda _data: None
+
+    chunks = list(dispatch(fresh(), keep))
+    deadline = time.monotonic() + wait
+    while answered["status"].startswith("200") and not _has_messages(chunks) and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL)  # outside the lock: every other call goes on meanwhile
+        with app.moto_lock:
+            status, headers, chunks = app._moto(fresh())  # pylint: disable=protected-access
+        answered["status"], answered["headers"] = status, headers
+    start_response(answered["status"], answered["headers"])
+    return chunks
+
+
+def _has_messages(chunks: list) -> bool:
+    try:
+        return bool(json.loads(b"".join(c if isinstance(c, bytes) else str(c).encode() for c in chunks)).get("Messages"))
+    except (ValueError, AttributeError):
+        return True  # not an answer we understand: give it as it is

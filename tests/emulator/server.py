@@ -535,8 +535,14 @@ class EmulatorApp:
         # time. The added latency above is outside the lock: calls still overlap in time as
         # on AWS, only moto's own (CPU-bound, GIL-held) work is serialised.
         waited = time.monotonic()
+        if service == "sqs" and operation == "ReceiveMessage" and protocol == "json":  # long polling (events.py)
+            return ec2_events.long_poll(self, environ, start_response, region, lambda env, respond: self._locked(
+                env, respond, region, service, operation, params, protocol, start, waited))
+        return self._locked(environ, start_response, region, service, operation, params, protocol, start, waited)
+
+    def _locked(self, *args: Any) -> Any:
         with self.moto_lock:
-            return self._dispatch(environ, start_response, region, service, operation, params, protocol, start, waited)
+            return self._dispatch(*args)
 
     def _dispatch(self, environ: dict, start_response: Callable, region: str, service: str, operation: str,
                   params: dict[str, str], protocol: str, start: float, waited: float) -> Any:

@@ -20,10 +20,11 @@ FAKE_HEAL = r'''
 import json, os, sys, time
 log, seconds, rc = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 args = sys.argv[4:]
-vars_file = args[args.index("-e") + 1][1:]
-record = {"pid": os.getpid(), "start": time.time(), "args": args,
+given = [args[n + 1] for n, a in enumerate(args) if a == "-e"]
+vars_file = given[-2][1:]
+record = {"pid": os.getpid(), "start": time.time(), "args": args, "files": [g[1:] for g in given[:-2]],
           "vars": json.load(open(vars_file)), "vars_mode": oct(os.stat(vars_file).st_mode & 0o777),
-          "drain": json.loads(args[args.index("-e", args.index("-e") + 1) + 1])["heal_drain_instance_ids"]}
+          "drain": json.loads(given[-1])["heal_drain_instance_ids"]}
 time.sleep(seconds)
 record["end"] = time.time()
 with open(log, "a") as f:
@@ -40,8 +41,9 @@ def world(tmp_path):
 
 
 def start(world, drain: list[str] = (), seconds: float = 0.0, rc: int = 0,
-          variables: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, str(RUNNER), "--state-dir", str(world["state"]), "--drain", ",".join(drain), "--",
+          variables: dict | None = None, vars_file: str = "") -> subprocess.Popen:
+    cmd = [sys.executable, str(RUNNER), "--state-dir", str(world["state"]), "--drain", ",".join(drain),
+           "--vars-file", vars_file, "--",
            sys.executable, str(world["fake"]), str(world["log"]), str(seconds), str(rc)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -92,6 +94,13 @@ def test_the_variables_go_in_a_private_file_never_on_the_command_line(world):
     assert stat.S_IMODE(os.stat(world["state"]).st_mode) == 0o700
 
 
+def test_the_cluster_file_is_given_to_the_heal_first(world):
+    proc = start(world, vars_file="/etc/bacalhau/my-cluster.yml")
+    assert proc.wait(30) == 0
+    [heal] = heals(world)
+    assert heal["files"] == ["/etc/bacalhau/my-cluster.yml"]
+
+
 def test_a_failed_heal_is_run_again_by_the_next_request_with_its_instances(world):
     failed = start(world, ["i-1"], rc=3)
     assert failed.wait(30) == 3
@@ -116,3 +125,17 @@ def test_without_a_command_it_says_how(world):
     out = subprocess.run([sys.executable, str(RUNNER), "--state-dir", str(world["state"])], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2 and "after --" in out.stderr
+
+
+def test_the_heal_does_not_inherit_ansible_runners_output_callback():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("autoheal_runner", RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    env = runner.child_environment({"ANSIBLE_STDOUT_CALLBACK": "awx_display", "RUNNER_OMIT_EVENTS": "False",
+                                    "ANSIBLE_CALLBACK_PLUGINS": "/x/ansible_runner/display_callback/callback",
+                                    "AWX_ISOLATED_DATA_DIR": "/tmp/x", "ANSIBLE_CONFIG": "/etc/ansible.cfg",
+                                    "AWS_PROFILE": "p"})
+    assert env == {"ANSIBLE_CONFIG": "/etc/ansible.cfg", "AWS_PROFILE": "p"}
+    assert runner.child_environment({"ANSIBLE_STDOUT_CALLBACK": "yaml"}) == {"ANSIBLE_STDOUT_CALLBACK": "yaml"}

@@ -141,3 +141,30 @@ def test_set_queue_attributes_keeps_the_policy(aws):
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": "3600"})
     assert json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]) == \
         json.loads(policy)
+
+
+def test_a_long_poll_waits_as_sqs_does_without_holding_up_other_calls(aws):
+    import threading
+
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="waiting", Attributes={"ReceiveMessageWaitTimeSeconds": "20"})["QueueUrl"]
+    got: dict = {}
+
+    def poll(key: str, **kwargs) -> None:
+        began = time.monotonic()
+        answer = boto3.client("sqs", region_name=REGION).receive_message(QueueUrl=url, **kwargs)
+        got[key] = (time.monotonic() - began, answer.get("Messages", []))
+
+    waiting = threading.Thread(target=poll, args=("first",), kwargs={"WaitTimeSeconds": 5})
+    waiting.start()
+    time.sleep(0.5)
+    began = time.monotonic()
+    boto3.client("ec2", region_name=REGION).describe_regions()  # not held up by the poll
+    assert time.monotonic() - began < 2
+    sqs.send_message(QueueUrl=url, MessageBody="hello")
+    waiting.join(10)
+    took, messages = got["first"]
+    assert [m["Body"] for m in messages] == ["hello"] and took < 3  # answered once there was one
+    # nothing comes: it waits the time asked for (the queue's own when the call names none)
+    poll("empty", WaitTimeSeconds=1)
+    assert got["empty"][1] == [] and 0.9 < got["empty"][0] < 3
