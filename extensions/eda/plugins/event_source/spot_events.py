@@ -286,9 +286,10 @@ class RegionReader:
 
     def __init__(self, region: str, settings: Settings, aws: Aws, membership: Membership, recent: Recent,
                  queue: asyncio.Queue, loop: asyncio.AbstractEventLoop,
-                 threads: concurrent.futures.ThreadPoolExecutor) -> None:
+                 threads: concurrent.futures.ThreadPoolExecutor, stopped: threading.Event) -> None:
         self.region = region
         self.threads = threads
+        self.stopped = stopped  # set when main() ends: a poll under way then does nothing more
         self.settings = settings
         self.aws = aws
         self.membership = membership
@@ -301,7 +302,7 @@ class RegionReader:
         self.name = path_name(settings.cluster_name)
 
     def _say(self, problem: str, message: str, *args: Any) -> None:
-        if self.said != problem:
+        if self.said != problem and not self.stopped.is_set():
             LOGGER.error(message, *args)
             self.said = problem
 
@@ -354,6 +355,8 @@ class RegionReader:
     # -- in the region's thread
     def poll_once(self) -> float:
         """One long poll (after finding the queue); the seconds to wait before the next."""
+        if self.stopped.is_set():
+            return 0
         sqs = self.aws.client("sqs", self.region)
         if self.url is None:
             try:
@@ -369,6 +372,8 @@ class RegionReader:
                                      WaitTimeSeconds=self.settings.wait_seconds)
         self._cleared()
         for message in answer.get("Messages") or []:
+            if self.stopped.is_set():
+                break  # not handed over: the message comes back after the visibility timeout
             self.handle(sqs, message)
         return 0
 
@@ -413,7 +418,8 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
     # a thread per region: every queue is long-polled at once, however many regions
     threads = concurrent.futures.ThreadPoolExecutor(max_workers=len(settings.regions),
                                                     thread_name_prefix="spot_events")
-    readers = [RegionReader(region, settings, aws, membership, recent, queue, loop, threads)
+    stopped = threading.Event()
+    readers = [RegionReader(region, settings, aws, membership, recent, queue, loop, threads, stopped)
                for region in settings.regions]
     LOGGER.info("bacalhau.aws_spot.spot_events: reading %s in %s", path_name(settings.cluster_name),
                 ", ".join(settings.regions))
@@ -422,9 +428,10 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
     try:
         await asyncio.gather(*tasks)
     finally:
+        stopped.set()
         for task in tasks:
             task.cancel()
-        threads.shutdown(wait=False)  # a poll under way ends within wait_seconds
+        threads.shutdown(wait=False, cancel_futures=True)  # a poll under way ends within wait_seconds
 
 
 if __name__ == "__main__":
