@@ -13,16 +13,20 @@ description:
   - Finds, in every region asked for (or every region enabled for the account), the EC2
     resources tagged C(bacalhau:managed-by=bacalhau.aws_spot) (and C(bacalhau:cluster=NAME)
     when O(cluster_name) is given), and deletes them in dependency order, regions at once.
+  - It also finds the EventBridge rules and SQS queues of the clusters' event paths
+    (C(bacalhau-<cluster>-spot-events)). EventBridge and SQS cannot filter by tags, so those
+    are listed by that name prefix and then picked by their tags, as every other type is.
   - Each type is found with its own describe call and tag filters (never C(DescribeTags),
     which also lists tags of deleted resources), and every resource found is checked
     against its own tags again before anything is done to it.
   - "Order, in rounds of calls made together (each region at once): persistent spot requests
     and C(maintain) fleets first, when there are any; then the other spot requests cancelled,
-    EC2 fleets deleted (with their instances), instances terminated, key pairs and launch
-    templates deleted, elastic IPs released; the instances waited for; every check of what
-    still uses our groups, subnets and VPCs, with our groups' rules referencing groups revoked,
-    internet gateways detached and route tables disassociated; then network interfaces,
-    volumes, security groups, subnets, route tables and internet gateways deleted; then VPCs."
+    EC2 fleets deleted (with their instances), instances terminated, key pairs, launch
+    templates and SQS queues deleted, elastic IPs released; the instances waited for; every
+    check of what still uses our groups, subnets and VPCs, with our groups' rules referencing
+    groups revoked, internet gateways detached, route tables disassociated and EventBridge
+    rules' targets removed; then network interfaces, volumes, security groups, subnets, route
+    tables, internet gateways and EventBridge rules deleted; then VPCs."
   - A resource that is already gone counts as deleted. A resource that cannot be deleted is
     reported with the AWS error (or with what still uses it) and does not stop the rest; the
     module then fails, listing what remains. Nothing that is not ours is detached, revoked or
@@ -70,6 +74,8 @@ options:
       - internet_gateways
       - vpcs
       - key_pairs
+      - event_rules
+      - sqs_queues
   force:
     description:
       - Really delete. Without it (and outside check mode) nothing is deleted and the module
@@ -138,7 +144,8 @@ resources:
       type: str
       sample: vpcs
     id:
-      description: Its id (allocation id for elastic IPs, key pair id for key pairs).
+      description: Its id (allocation id for elastic IPs, key pair id for key pairs, the name of an
+        EventBridge rule, the URL of an SQS queue).
       type: str
       sample: vpc-0123456789abcdef0
     name:

@@ -119,6 +119,7 @@ from moto.ssm.models import Parameter, ParameterDict  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 from . import market  # noqa: E402  (the spot market's answers)
 
+from . import events as ec2_events  # noqa: E402  (EC2's events through EventBridge)
 from . import seed  # noqa: E402
 from .imds import InstanceMetadata, after, imds_time as imds_time_of  # noqa: E402
 from .clock import CLOCK, install as install_clock, parse_time  # noqa: E402  (emulated time: clock.py)
@@ -534,8 +535,14 @@ class EmulatorApp:
         # time. The added latency above is outside the lock: calls still overlap in time as
         # on AWS, only moto's own (CPU-bound, GIL-held) work is serialised.
         waited = time.monotonic()
+        if service == "sqs" and operation == "ReceiveMessage" and protocol == "json":  # long polling (events.py)
+            return ec2_events.long_poll(self, environ, start_response, region, lambda env, respond: self._locked(
+                env, respond, region, service, operation, params, protocol, start, waited))
+        return self._locked(environ, start_response, region, service, operation, params, protocol, start, waited)
+
+    def _locked(self, *args: Any) -> Any:
         with self.moto_lock:
-            return self._dispatch(environ, start_response, region, service, operation, params, protocol, start, waited)
+            return self._dispatch(*args)
 
     def _dispatch(self, environ: dict, start_response: Callable, region: str, service: str, operation: str,
                   params: dict[str, str], protocol: str, start: float, waited: float) -> Any:
@@ -806,6 +813,7 @@ class EmulatorApp:
             ids = live_instances(region, instance_ids)
             at = after(notice_seconds)
             shown = {i: IMDS.notice(i, at) for i in ids}
+            ec2_events.interruption_warnings(region, ids)  # the reclaim sends the state changes
             if notice_seconds == 0:
                 interrupt_instances(region, ids)
         if notice_seconds > 0:  # at the clock's time (real time passing, or POST /_emulator/clock)
@@ -894,6 +902,7 @@ class EmulatorApp:
                 ids = live_instances(body["region"], list(body["instance_ids"]))
                 at = after(0)
                 shown = {i: IMDS.rebalance(i, at) for i in ids}
+                ec2_events.rebalance_recommendations(body["region"], ids)
             return 200, {"recommended": ids, "recommendation": next(iter(shown.values()), None),
                          "in_imds": [i for i, r in shown.items() if r]}
         if what == "imds":
@@ -913,6 +922,7 @@ def make_app() -> EmulatorApp:
     install_clock()  # launch times, end times and listings on the emulator's clock (clock.py)
     _patch_moto()
     _patch_addresses()
+    ec2_events.patch_moto()  # EC2's events through moto's EventBridge (events.py)
     app = EmulatorApp(DomainDispatcherApplication(create_backend_app))
     market.MARKET.capacity_rules = app.faults.capacity_rules  # placement scores see capacity faults
     return app

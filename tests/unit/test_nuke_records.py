@@ -28,8 +28,14 @@ EC2 = get_session().get_service_model("ec2")
 METHODS = {xform_name(name): name for name in EC2.operation_names}  # describe_vpcs -> DescribeVpcs
 
 
-def _operation(method: str) -> str:
-    return METHODS[method]
+def _model(service: str):
+    return get_session().get_service_model(service)
+
+
+def _operation(method: str, service: str = "ec2") -> str:
+    if service == "ec2":
+        return METHODS[method]
+    return {xform_name(name): name for name in _model(service).operation_names}[method]
 
 
 def test_the_modules_documented_choices_are_the_records_names_in_order():
@@ -38,14 +44,18 @@ def test_the_modules_documented_choices_are_the_records_names_in_order():
 
 
 def test_every_records_calls_are_ec2_calls_with_those_parameters():
+    """(Or calls of the record's service: a type whose service cannot filter by tags lists
+    them with a lister of its own, and has no ``Filters``.)"""
     for kind in KINDS:
+        model = _model(kind.service)
         for method in (kind.describe, kind.delete):
-            operation = EC2.operation_model(_operation(method))
+            operation = model.operation_model(_operation(method, kind.service))
             assert operation.input_shape is not None, (kind.name, method)
-        describe = EC2.operation_model(_operation(kind.describe))
-        assert "Filters" in describe.input_shape.members, kind.name
+        describe = model.operation_model(_operation(kind.describe, kind.service))
+        assert ("Filters" in describe.input_shape.members) == (kind.lister is None), kind.name
+        assert kind.service == "ec2" or kind.lister is not None, kind.name
         assert kind.result_key in describe.output_shape.members, kind.name
-        delete_params = EC2.operation_model(_operation(kind.delete)).input_shape.members
+        delete_params = model.operation_model(_operation(kind.delete, kind.service)).input_shape.members
         assert kind.delete_param in delete_params, kind.name
         if kind.by_name:
             assert kind.by_name in delete_params, kind.name
@@ -55,8 +65,8 @@ def test_every_records_calls_are_ec2_calls_with_those_parameters():
 
 def test_every_records_calls_are_in_the_iam_policy():
     allowed = policy_actions()
-    missing = [(kind.name, f"ec2:{_operation(m)}") for kind in KINDS for m in (kind.describe, kind.delete)
-               if f"ec2:{_operation(m)}" not in allowed]
+    missing = [(kind.name, f"{kind.service}:{_operation(m, kind.service)}") for kind in KINDS
+               for m in (kind.describe, kind.delete) if f"{kind.service}:{_operation(m, kind.service)}" not in allowed]
     assert not missing, f"add these to docs/iam-policy.json: {missing}"
 
 
@@ -106,3 +116,10 @@ def test_a_record_drives_discovery_and_deletion():
     _nuke_delete._unless_used(kind)(ctx, [res])
     assert res.action == "deleted"
     assert calls[-1] == ("delete", {"GroupName": "ours"})
+
+
+def test_the_event_path_types_say_already_gone_in_the_engines_words():
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import events as _nuke_events
+
+    assert _nuke_events.ALREADY_GONE == _nuke_delete.ALREADY_GONE
+    assert _nuke_delete.PREPARE["event_rules"] is _nuke_events.remove_rule_targets  # targets go before the rule

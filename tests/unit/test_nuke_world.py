@@ -7,7 +7,8 @@ Per region and cluster, ``build_ours`` makes what ``spot_cluster`` makes (VPC, a
 per zone, IGW + route table with a default route, a security group referencing itself
 and a second group referencing the first, key pair, launch template, spot and
 on-demand instances with tagged volumes/ENIs) plus the other types the nuke handles
-(spot request, EC2 fleet, elastic IP, loose ENI and volumes). ``build_foreign`` makes
+(spot request, EC2 fleet, elastic IP, loose ENI and volumes), and the event path
+(EventBridge rule and SQS queue, ``bacalhau-<cluster>-spot-events``). ``build_foreign`` makes
 the same kinds of resource untagged, or tagged with another ``managed-by``.
 Everything is tagged at creation through TagSpecifications.
 """
@@ -38,6 +39,8 @@ TYPES = (
     "internet_gateways",
     "vpcs",
     "key_pairs",
+    "event_rules",
+    "sqs_queues",
 )
 
 
@@ -192,11 +195,27 @@ def build_compute(region: str, tags: dict[str, str], net: dict[str, Any], made: 
     return out
 
 
+def build_event_path(region: str, tags: dict[str, str], made: Made, label: str) -> dict[str, Any]:
+    """An EventBridge rule sending to an SQS queue, both named ``bacalhau-<label>-spot-events``
+    (foreign ones too: the nuke lists by that prefix, and must pick by tags alone)."""
+    events, sqs = boto3.client("events", region_name=region), boto3.client("sqs", region_name=region)
+    name = f"bacalhau-{label}-spot-events"
+    rule_arn = events.put_rule(Name=name, EventPattern='{"source": ["aws.ec2"]}',
+                               Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["RuleArn"]
+    url = sqs.create_queue(QueueName=name, tags=tags)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": arn}])
+    made.add(region, "event_rules", name)
+    made.add(region, "sqs_queues", url)
+    return {"rule_arn": rule_arn, "queue_url": url}
+
+
 def build_ours(region: str, cluster: str, full: bool = True) -> Made:
     made = Made()
     tags = tags_for(cluster, name=f"bacalhau-{cluster}")
     net = build_network(region, tags, made, f"{cluster}-{region}")
     build_compute(region, tags, net, made, f"{cluster}-{region}", full=full)
+    build_event_path(region, tags, made, cluster)
     return made
 
 
@@ -206,6 +225,7 @@ def build_foreign(region: str, variant: str) -> Made:
     tags = {} if variant == "untagged" else tags_for("c1", managed_by="someone-else", name="not-ours")
     net = build_network(region, tags, made, f"{variant}-{region}")
     build_compute(region, tags, net, made, f"{variant}-{region}")
+    build_event_path(region, tags, made, variant)
     return made
 
 
@@ -240,6 +260,11 @@ def _live(c: Any, resource_type: str) -> set[str]:
         return {v["VpcId"] for v in c.describe_vpcs()["Vpcs"]}
     if resource_type == "key_pairs":
         return {k["KeyPairId"] for k in c.describe_key_pairs()["KeyPairs"]}
+    region = c.meta.region_name
+    if resource_type == "event_rules":
+        return {r["Name"] for r in boto3.client("events", region_name=region).list_rules()["Rules"]}
+    if resource_type == "sqs_queues":
+        return set(boto3.client("sqs", region_name=region).list_queues().get("QueueUrls", []))
     raise ValueError(resource_type)
 
 

@@ -260,7 +260,11 @@ def region_client(module: Any, service: str, region: str) -> Any:
         client = _session(profile).client(service, region_name=region, endpoint_url=endpoint_url,
                                           config=merged, **params)
         _prime(client)
-    return RetryingBotoClientWrapper(client, functools.partial(retried, region=region))
+    wrapped = RetryingBotoClientWrapper(client, functools.partial(retried, region=region))
+    # wrapped.made_by("sqs"): a client of another service in the same region, made the same way
+    # (the nuke's engine is handed one EC2 client per region; its EventBridge and SQS types need more)
+    wrapped.made_by = functools.partial(region_client, module, region=region)
+    return wrapped
 
 
 def _prime(client: Any) -> None:

@@ -75,6 +75,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
     together,
     waiter,
 )
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import events as _events
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.discover import (
     describe_by_values,
     describer,
@@ -494,6 +495,7 @@ def disassociate_route_table(ctx: RegionContext, res: Resource) -> None:
 PREPARE: dict[str, Callable[[RegionContext, Resource], None]] = {
     "security_groups": revoke_group_references,
     "route_tables": disassociate_route_table,
+    "event_rules": _events.remove_rule_targets,
 }
 
 
@@ -694,6 +696,8 @@ DELETERS: dict[str, Deleter] = {
     "elastic_ips": delete_elastic_ips,
     "network_interfaces": delete_network_interfaces,
     "volumes": delete_volumes,
+    "event_rules": _events.delete_event_rules,
+    "sqs_queues": _events.delete_sqs_queues,
 }
 
 

@@ -54,7 +54,10 @@ def _listed(client: Any, kind: ResourceKind, filters: list[dict[str, Any]]) -> l
 
 
 def describe(client: Any, kind: ResourceKind, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``kind``'s live resources matching ``filters``: its describe call, as its record says."""
+    """``kind``'s live resources matching ``filters``: its describe call, as its record says
+    (or its lister, for a type whose service cannot filter by tags)."""
+    if kind.lister is not None:
+        return kind.lister(client, filters)
     if kind.live:
         filter_name, state_field, states = kind.live
         filters = filters + [{"Name": filter_name, "Values": list(states)}]

@@ -26,6 +26,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
     is_managed,
     managed_filters,
 )
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.events import list_event_rules, list_sqs_queues
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events.path import QUEUE_NOT_FOUND, RULE_NOT_FOUND
 
 
 # --------------------------------------------------------------------------- the types
@@ -67,6 +69,10 @@ class ResourceKind:
     relaunches: Callable[[dict[str, Any]], bool] | None = None  # would launch again what is terminated
     waiter: str | None = None  # the botocore waiter its deletion waits with
     by_name: str | None = None  # delete by this field (also a parameter of ``delete``) when the item has it
+    service: str = "ec2"  # the AWS service (botocore's name, and the IAM policy's prefix) of its calls
+    # lists it instead of ``describe`` with our tag filters, for services that cannot filter by
+    # tags: ``(ec2_client, filters) -> items``, each with its ``Tags`` (``_deletion/events.py``)
+    lister: Callable[[Any, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
     def delete_params(self, res: "Resource") -> dict[str, Any]:
         """The parameters of ``delete`` for ``res``."""
@@ -157,6 +163,15 @@ KINDS: tuple[ResourceKind, ...] = (
         # DeleteKeyPair answers success for any id, and some implementations (the emulator)
         # ignore KeyPairId; names are unique per region
         by_name="KeyName",
+    ),
+    # a cluster's event path (_events/path.py): listed by name, then picked by their tags
+    ResourceKind(
+        "event_rules", "EventBridge rule", "list_rules", "Rules", "Name", "E", "delete_rule", "Name",
+        RULE_NOT_FOUND, named_by=("Name",), service="events", lister=list_event_rules,
+    ),
+    ResourceKind(
+        "sqs_queues", "SQS queue", "list_queues", "QueueUrls", "QueueUrl", "B", "delete_queue", "QueueUrl",
+        QUEUE_NOT_FOUND, named_by=("QueueName",), service="sqs", lister=list_sqs_queues,
     ),
 )
 KIND: dict[str, ResourceKind] = {kind.name: kind for kind in KINDS}

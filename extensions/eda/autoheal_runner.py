@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One heal of a cluster at a time on this host; requests that come meanwhile join the next one.
+
+``playbooks/autoheal_heal.yml`` (what the rulebook ``bacalhau.aws_spot.autoheal`` runs for
+each event) calls this with the event's instances to drain, the cluster's variables on
+standard input, and the heal's command after ``--``::
+
+    autoheal_runner.py --state-dir DIR [--drain i-1,i-2] [--vars-file my-cluster.yml] -- ansible-playbook .../heal.yml
+
+In ``DIR`` (the cluster's ``~/.config/bacalhau.aws_spot/<cluster>/autoheal``, mode 0700):
+
+1. the request (its instances to drain) is added to ``pending.json`` (under ``queue.lock``);
+2. if another request is already waiting for the heal now running (``waiter.lock`` held),
+   this one is done: that waiter takes it along. Otherwise this one waits for ``heal.lock``
+   (held for the whole heal: one heal at a time, whatever starts it on this host);
+3. holding it, it takes every pending request, and those of a heal that was cut short
+   (``running.json``: a killed rulebook's heal is finished by the next event or tick). Nothing
+   left: a heal that started after the request took it ("coalesced"). Otherwise it runs the
+   heal once for all of them, with ``[-e @<vars-file>] -e @<variables> -e {"heal_drain_instance_ids":
+   [...]}`` (the union of their instances to drain; the variables from standard input in a 0600
+   file, removed after);
+4. a heal that succeeds clears ``running.json``; one that fails leaves it, so the next event
+   or tick runs it again with the same instances.
+
+Locks are ``flock``s: the kernel releases them when their holder dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Iterator
+
+PENDING = "pending.json"
+RUNNING = "running.json"
+
+
+@contextlib.contextmanager
+def locked(path: str, blocking: bool = True) -> Iterator[bool]:
+    """Hold ``flock(path)``; yields False (holding nothing) when ``blocking`` is off and it is taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read(path: str) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _write(path: str, requests: list[dict[str, Any]]) -> None:
+    tmp = f"{path}.tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        json.dump(requests, handle)
+    os.replace(tmp, path)
+
+
+def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Ours, less what ansible-runner (under ansible-rulebook) set for the playbook it runs:
+    its event-encoding output callback would garble the heal's output."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("ANSIBLE_STDOUT_CALLBACK") == "awx_display":
+        del env["ANSIBLE_STDOUT_CALLBACK"]
+    if "ansible_runner" in env.get("ANSIBLE_CALLBACK_PLUGINS", ""):
+        del env["ANSIBLE_CALLBACK_PLUGINS"]
+    for key in [k for k in env if k.startswith(("RUNNER_", "AWX_"))]:
+        del env[key]
+    return env
+
+
+def drain_ids(requests: list[dict[str, Any]]) -> list[str]:
+    """Every instance to drain of ``requests``, once each, in the order asked."""
+    return list(dict.fromkeys(i for request in requests for i in request.get("drain") or []))
+
+
+class Runner:
+    def __init__(self, state_dir: str, vars_file: str = "") -> None:
+        self.vars_file = os.path.expanduser(vars_file) if vars_file else ""
+        self.dir = os.path.expanduser(state_dir)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def request(self, drain: list[str]) -> None:
+        with locked(self.path("queue.lock")):
+            pending = _read(self.path(PENDING))
+            pending.append({"drain": drain, "at": time.time()})
+            _write(self.path(PENDING), pending)
+
+    def take(self) -> list[dict[str, Any]]:
+        """Every pending request and those of a heal cut short; they become the running heal's."""
+        with locked(self.path("queue.lock")):
+            taken = _read(self.path(RUNNING)) + _read(self.path(PENDING))
+            if taken:
+                _write(self.path(RUNNING), taken)
+            _write(self.path(PENDING), [])
+        return taken
+
+    def done(self) -> None:
+        with locked(self.path("queue.lock")):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path(RUNNING))
+
+    def run(self, drain: list[str], command: list[str], variables: dict[str, Any]) -> int:
+        self.request(drain)
+        with locked(self.path("waiter.lock"), blocking=False) as waiter:
+            if not waiter:
+                print("autoheal: a heal is running and another waits for it; this request goes with that one",
+                      flush=True)
+                return 0
+            heal = contextlib.ExitStack()
+            heal.enter_context(locked(self.path("heal.lock")))
+        with heal:  # the waiter's lock is let go as soon as this one holds the heal's
+            taken = self.take()
+            if not taken:
+                print("autoheal: coalesced: the heal that ran meanwhile took this request", flush=True)
+                return 0
+            ids = drain_ids(taken)
+            print(f"autoheal: healing for {len(taken)} request(s); instances to drain: {', '.join(ids) or 'none'}",
+                  flush=True)
+            rc = self.heal(command, variables, ids)
+            if rc == 0:
+                self.done()
+            else:
+                print(f"autoheal: the heal failed (exit {rc}); the next event or tick runs it again", flush=True)
+            return rc
+
+    def heal(self, command: list[str], variables: dict[str, Any], ids: list[str]) -> int:
+        fd, vars_file = tempfile.mkstemp(prefix="vars-", suffix=".json", dir=self.dir)  # 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(variables, handle)
+            given = ["-e", f"@{self.vars_file}"] if self.vars_file else []
+            full = list(command) + given + ["-e", f"@{vars_file}", "-e", json.dumps({"heal_drain_instance_ids": ids})]
+            return subprocess.call(full, env=child_environment())  # its output goes straight to ours
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(vars_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        print("autoheal_runner.py: give the heal's command after --", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--drain", default="", help="instances to drain, comma-separated")
+    parser.add_argument("--vars-file", default="", help="the cluster file, given to the heal first")
+    parser.add_argument("--no-stdin", action="store_true", help="no variables on standard input")
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1:]
+    variables = {} if args.no_stdin else json.loads(sys.stdin.read() or "{}")
+    drain = [i.strip() for i in args.drain.split(",") if i.strip()]
+    return Runner(args.state_dir, args.vars_file).run(drain, command, variables)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
