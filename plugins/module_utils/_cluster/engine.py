@@ -23,6 +23,7 @@ instances in the region): one way to delete what this collection makes.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,18 @@ class Clients:
     def __init__(self, module: Any, region: str) -> None:
         self.module, self.region = module, region
         self._ec2 = self._ssm = None
+        self._lock = threading.Lock()
+        self._shared: dict[str, dict[str, Any]] = {}
+
+    def shared(self, key: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` once for every plan of the region that asks (the roles of one cluster
+        share its instances and its network: one read, also when their plans run at once)."""
+        with self._lock:
+            entry = self._shared.setdefault(key, {"lock": threading.Lock()})
+        with entry["lock"]:
+            if "value" not in entry:
+                entry["value"] = fn(*args)
+        return entry["value"]
 
     @property
     def ec2(self) -> Any:
@@ -220,8 +233,9 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
 
     wanted = list(region.instance_types or [])
     (zones, zone_ids), resolved, offered, net, instances, root_device, prices, found = _concurrently(
-        (capacity_reads.zones_and_ids, ec2), (_resolve,), (_offered, wanted),
-        (network.find, ec2, spec, region.region, []), (inst.describe_cluster_instances, ec2, spec.cluster_name),
+        (clients.shared, "zones", capacity_reads.zones_and_ids, ec2), (_resolve,), (_offered, wanted),
+        (clients.shared, "network", network.find, ec2, spec, region.region, []),
+        (clients.shared, "instances", inst.describe_cluster_instances, ec2, spec.cluster_name),
         (_root_device,), (_prices, wanted), (_requirements,),
     )
     net.zones = zones
@@ -231,7 +245,7 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
                            f"in {region.region}; available: {', '.join(zones)}", region.region)
     plan = RegionPlan(spec=region, clients=clients, net=net, instances=instances, root_device=root_device,
                       prices=prices, zones=zones, zone_ids=zone_ids)
-    if req is not None and region.count > 0:
+    if req is not None and (region.count > 0 or region.standby):
         images = (resolved or {}).get("images") or {}
         found = {t: a for t, a in found.items() if a in images}  # an image_id narrows to its architecture
         if not found:
@@ -260,12 +274,17 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
                 f"{', '.join(region.availability_zones or zones)}; add types or zones", region.region)
     plan.in_scope = [i for i in instances if inst.role_of(i) == spec.role and inst.is_live(i)]
     plan.fallback_now = [i for i in plan.in_scope if inst.tags_of(i).get(capacity.FALLBACK_TAG) == capacity.FALLBACK_VALUE]
-    plan.to_launch = max(0, region.count - len(plan.in_scope))
-    plan.to_terminate = inst.surplus(plan.in_scope, region, zones, region.count, types=wanted,
-                                     drain=spec.drain_instance_ids)
-    if region.count > 0 or net.vpc:
-        plan.network_changes = network.pending_changes(spec, net)
+    recount(spec, plan, region.count)
     return plan
+
+
+def recount(spec: ClusterSpec, plan: RegionPlan, count: int) -> None:
+    """What the region's plan does to hold ``count`` live instances of the role (no AWS call)."""
+    plan.spec.count = count
+    plan.to_launch = max(0, count - len(plan.in_scope))
+    plan.to_terminate = inst.surplus(plan.in_scope, plan.spec, plan.zones, count, types=plan.types,
+                                     drain=spec.drain_instance_ids)
+    plan.network_changes = network.pending_changes(spec, plan.net) if count > 0 or plan.net.vpc else []
 
 
 def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
@@ -512,11 +531,18 @@ def _launch_all(spec: ClusterSpec, plan: RegionPlan, ids: dict[str, Any]) -> tup
     replacing = len(launched) - covered
     stand_ins: list[dict[str, Any]] = []
     wanted_od = min(plan.to_launch - covered, plan.to_fallback)
-    if wanted_od > 0:
+    if wanted_od > 0:  # spread over the zones as spot is: counting what runs there and what just launched
+        existing: dict[str, int] = {}
+        for i in [i for i in plan.in_scope if i not in plan.to_terminate] + launched:
+            zone = i.get("Placement", {}).get("AvailabilityZone")
+            existing[zone] = existing.get(zone, 0) + 1
+        spread = capacity.assign(plan.fallback_pools, wanted_od, existing, spec.availability_zone_strategy,
+                                 spec.min_placement_score)
+        od_groups = [(launch.count, [(p.instance_type, p.zone) for p in launch.pools]) for launch in spread]
         pairs = [(p.instance_type, p.zone) for p in plan.fallback_pools]
-        stand_ins, tried = inst.launch(ec2, spec, plan.spec, pairs, plan.images, subnets, group, wanted_od,
-                                       plan.root_device, market="on-demand",
-                                       extra_tags={capacity.FALLBACK_TAG: capacity.FALLBACK_VALUE})
+        stand_ins, tried = inst.launch_over(ec2, spec, plan.spec, od_groups, pairs, plan.images, subnets, group,
+                                            wanted_od, plan.root_device, market="on-demand",
+                                            extra_tags={capacity.FALLBACK_TAG: capacity.FALLBACK_VALUE})
         attempts += tried
     return launched + stand_ins, attempts, stand_ins, replacing
 

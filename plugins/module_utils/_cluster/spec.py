@@ -12,6 +12,7 @@ mismatches, regions that are not enabled - is checked in the plan phase of
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import re
@@ -51,6 +52,7 @@ class RegionSpec:
     nats_cidrs: list[str] | None = None  # None: the cluster-wide nats_cidrs
     instance_requirements: dict[str, Any] | None = None  # _capacity.parse_requirements' shape
     on_demand_max: int | None = None  # market spot-then-on-demand: most on-demand stand-ins (None: no limit)
+    standby: bool = False  # an overflow region: its types are resolved even while its count is 0
 
 
 @dataclass
@@ -136,8 +138,23 @@ def _at_least_zero(value: Any, convert: Any, fallback: Any, message: str, proble
     return number
 
 
-def _region(entry: Any, index: int, state: str, market: str, problems: list[str]) -> RegionSpec | None:
-    where = f"regions[{index}]"
+REGION_KEYS = ("region", "count", "instance_types", "instance_requirements", "image_id", "availability_zones",
+               "max_price", "nats_cidrs", "on_demand_max")
+
+
+def unknown_keys(entry: dict[str, Any], known: tuple[str, ...], where: str, problems: list[str]) -> None:
+    """A problem per key of ``entry`` not in ``known``, with the known key it most looks like."""
+    for key in entry:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; an entry takes {', '.join(known)}"
+        problems.append(f"{where}: unknown key {key!r}{hint}")
+
+
+def _region(entry: Any, index: int, state: str, market: str, problems: list[str],
+            label: str = "regions") -> RegionSpec | None:
+    where = f"{label}[{index}]"
     if not isinstance(entry, dict):
         problems.append(f"{where}: must be a dictionary with at least 'region'")
         return None
@@ -145,7 +162,8 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
     if not REGION_RE.match(name):
         problems.append(f"{where}.region: {name!r} is not an AWS region name such as eu-west-1")
         return None
-    where = f"regions[{index}] ({name})"
+    where = f"{label}[{index}] ({name})"
+    unknown_keys(entry, REGION_KEYS, where, problems)
     spec = RegionSpec(region=name)
     if state == "absent":
         return spec
@@ -213,8 +231,6 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
             problems.append(f"{where}.on_demand_max: only applies to market=spot-then-on-demand")
         spec.on_demand_max = _at_least_zero(on_demand_max, int, spec.on_demand_max,
                                             f"{where}.on_demand_max: {{!r}} is not a whole number of 0 or more", problems)
-    # Unknown keys never get here: the module's argument spec (suboptions) refuses them first,
-    # and the playbooks' cluster_problems filter names them as the user wrote them.
     return spec
 
 
