@@ -279,7 +279,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan as _capacity_plan
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.engine import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
 
 ARGUMENT_SPEC = dict(
     nodes=dict(type="int", required=True),

@@ -541,28 +541,24 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine as _spot_cluster
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import spec as _spot_spec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
-
-REGION_SPEC = dict(
-    region=dict(type="str", required=True),
-    count=dict(type="int"),
-    instance_types=dict(type="list", elements="str"),
-    image_id=dict(type="str"),
-    availability_zones=dict(type="list", elements="str"),
-    max_price=dict(type="str"),
-    nats_cidrs=dict(type="list", elements="str"),
-    instance_requirements=dict(type="dict"),
-    on_demand_max=dict(type="int"),
-)
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import desc as cluster_desc
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import reconcile
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import spec as cluster_spec
 
 ARGUMENT_SPEC = dict(
     cluster_name=dict(type="str", required=True),
     state=dict(type="str", choices=["present", "absent"], default="present"),
-    role=dict(type="str", choices=list(_spot_spec.ROLES)),
-    regions=dict(type="list", elements="dict", options=REGION_SPEC),
-    market=dict(type="str", choices=list(_spot_spec.MARKETS), default="spot"),
+    role=dict(type="str", choices=list(cluster_spec.ROLES)),
+    # the entries' keys are checked by _cluster.spec (an unknown one is named with the key it most
+    # looks like, in the cluster file's words with orchestrator), not by Ansible's suboptions
+    regions=dict(type="list", elements="dict"),
+    orchestrator=dict(type="dict"),
+    overflow_regions=dict(type="list", elements="dict"),
+    mode=dict(type="str", choices=list(cluster_desc.MODES), default="converge"),
+    market=dict(type="str", choices=list(cluster_spec.MARKETS), default="spot"),
     ssh_public_key=dict(type="str", no_log=False),
     ssh_cidrs=dict(type="list", elements="str", default=[]),
     api_cidrs=dict(type="list", elements="str", default=[]),
@@ -579,53 +575,77 @@ ARGUMENT_SPEC = dict(
     drain_instance_ids=dict(type="list", elements="str"),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=600),
-    availability_zone_strategy=dict(type="str", choices=list(_spot_spec.STRATEGIES), default="spread"),
+    availability_zone_strategy=dict(type="str", choices=list(cluster_spec.STRATEGIES), default="spread"),
     max_hourly_cost=dict(type="float"),
     extra_hourly_cost=dict(type="float", default=0.0),
-    max_nodes=dict(type="int", default=_spot_spec.DEFAULT_MAX_NODES),
+    max_nodes=dict(type="int", default=cluster_spec.DEFAULT_MAX_NODES),
     min_placement_score=dict(type="int", default=3),
 )
 
 
-def main() -> None:
-    module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    try:
-        spec = _spot_spec.parse(module.params)
-        world = _spot_spec.open_to_world(spec)
-        if world:
-            module.warn("spot_cluster opens ports to the whole internet, as asked: " + "; ".join(world)
-                        + ". Give narrower CIDR blocks unless that is meant.")
-        result = _spot_cluster.run(module, spec)
-    except AwsSpotError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        hint = _spot_cluster.credential_problem(exc)
-        if hint:
-            module.fail_json(msg=hint)
-        module.fail_json_aws(exc, msg="spot_cluster failed before changing anything")
+def _fail_refused(module: AnsibleAWSModule, result: dict, refused: dict, regions: int, present: bool) -> None:
+    summary = "; ".join(f"{region}: {why}" for region, why in refused.items())
+    advice = (
+        "The other regions are done and what launched is kept. Add instance types or zones, raise max_price, "
+        "use another region, or set allow_partial: true to accept fewer instances."
+        if present else
+        "The other regions are done. Run again to finish: what is gone already counts as done."
+    )
+    module.fail_json(msg=f"spot_cluster could not finish {len(refused)} of {regions} region(s): {summary}. {advice}",
+                     **result)
 
+
+def _finish(module: AnsibleAWSModule, result: dict, rows: dict, allow_partial: bool, present: bool) -> None:
     failed = result["failed_regions"]
     result.pop("exceptions")
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff
-    refused = _spot_cluster.unaccepted_failures(result["regions"], failed, spec.allow_partial)
+    refused = engine.unaccepted_failures(rows, failed, allow_partial)
     if refused:
-        summary = "; ".join(f"{region}: {why}" for region, why in refused.items())
-        advice = (
-            "The other regions are done and what launched is kept. Add instance types or zones, raise max_price, "
-            "use another region, or set allow_partial: true to accept fewer instances."
-            if spec.state == "present" else
-            "The other regions are done. Run again to finish: what is gone already counts as done."
-        )
-        module.fail_json(
-            msg=f"spot_cluster could not finish {len(refused)} of {len(result['regions'])} region(s): {summary}. {advice}",
-            **result,
-        )
+        _fail_refused(module, result, refused, len(rows), present)
     if failed:
         module.warn("spot_cluster left regions short of their count: "
                     + "; ".join(f"{region}: {why}" for region, why in failed.items()))
     module.exit_json(**result)
+
+
+def _warn_world(module: AnsibleAWSModule, spec: cluster_spec.ClusterSpec) -> None:
+    world = cluster_spec.open_to_world(spec)
+    if world:
+        module.warn("spot_cluster opens ports to the whole internet, as asked: " + "; ".join(world)
+                    + ". Give narrower CIDR blocks unless that is meant.")
+
+
+def main() -> None:
+    module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                              mutually_exclusive=[("orchestrator", "role")],
+                              required_by={"overflow_regions": "orchestrator"})
+    whole = module.params["orchestrator"] is not None
+    try:
+        if whole:
+            if module.params["state"] != "present":
+                module.fail_json(msg="orchestrator describes the cluster to keep: use it with state=present "
+                                     "(state=absent needs only cluster_name)")
+            desc = cluster_desc.parse(module.params)
+            _warn_world(module, desc.compute)
+            result = reconcile.run(module, desc)
+        else:
+            spec = cluster_spec.parse(module.params)
+            _warn_world(module, spec)
+            result = engine.run(module, spec)
+    except AwsSpotError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        hint = credential_problem(exc)
+        if hint:
+            module.fail_json(msg=hint)
+        module.fail_json_aws(exc, msg="spot_cluster failed before changing anything")
+
+    if whole:
+        rows = {f"{r['region']} {r['role']}": r for r in result["summary"]}
+        _finish(module, result, rows, desc.compute.allow_partial or desc.mode != "converge", True)
+    _finish(module, result, result["regions"], spec.allow_partial, spec.state == "present")
 
 
 if __name__ == "__main__":

@@ -174,22 +174,30 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
         problems.append(f"cluster_max_hourly_cost: {max_cost!r} is not a price of 0 or more in USD per hour")
         max_cost = None
     mode = params.get("mode") or "converge"
-    if compute is not None:
-        homes = set(compute.region_names)
-        taken = homes | ({orchestrator.regions[0].region} if orchestrator else set())
-        for index, entry in enumerate(overflow):
-            if entry.region in taken:
-                problems.append(f"cluster_overflow_regions[{index}] ({entry.region}): is a region of cluster_regions "
-                                "or the orchestrator's; an overflow region must be another")
-        counted = sum(r.count for r in compute.regions) + (1 if orchestrator else 0)
-        if counted > max_nodes:
-            for index, entry in enumerate(compute.regions):
-                if entry.count > max_nodes:
-                    problems.append(f"cluster_regions[{index}] ({entry.region}): count {entry.count} is more than "
-                                    f"cluster_max_nodes {max_nodes}")
-            parts = f"{counted - (1 if orchestrator else 0)} compute" + (", 1 orchestrator" if orchestrator else "")
-            problems.append(f"the cluster would have {counted} nodes ({parts}), more than cluster_max_nodes "
-                            f"{max_nodes}. Fix the counts, or raise cluster_max_nodes if that many is meant")
+    raw_orchestrator = params.get("orchestrator") or {}
+    taken = {str(r.get("region")) for r in params.get("regions") or [] if isinstance(r, dict)}
+    taken |= {str(raw_orchestrator.get("region"))} if isinstance(raw_orchestrator, dict) else set()
+    for index, entry in enumerate(overflow):
+        if entry.region in taken:
+            problems.append(f"cluster_overflow_regions[{index}] ({entry.region}): is a region of cluster_regions "
+                            "or the orchestrator's; an overflow region must be another")
+    asked = []
+    for index, entry in enumerate(params.get("regions") or []):
+        try:
+            asked.append((index, str(entry.get("region")), int(entry.get("count") or 0)))
+        except (AttributeError, TypeError, ValueError):
+            continue  # named by the parse above
+    managed = 1 if orchestrator is not None or (isinstance(raw_orchestrator, dict)
+                                                and (raw_orchestrator.get("mode") or "managed") == "managed") else 0
+    counted = sum(n for _i, _r, n in asked) + managed
+    if counted > max_nodes:
+        for index, region, count in asked:
+            if count > max_nodes:
+                problems.append(f"cluster_regions[{index}] ({region}): count {count} is more than "
+                                f"cluster_max_nodes {max_nodes}")
+        parts = f"{counted - managed} compute" + (", 1 orchestrator" if managed else "")
+        problems.append(f"the cluster would have {counted} nodes ({parts}), more than cluster_max_nodes "
+                        f"{max_nodes}. Fix the counts, or raise cluster_max_nodes if that many is meant")
     problems = list(dict.fromkeys(problems))
     if problems or compute is None:
         raise AwsSpotError(LEAD + "; ".join(problems), details={"problems": problems})

@@ -42,6 +42,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import check_regions
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import enabled_region_names
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
@@ -63,28 +64,6 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec im
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import RegionSpec
 
 DEFAULT_REGION = "us-east-1"
-CREDENTIAL_ERRORS = frozenset({
-    "ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId",
-    "UnrecognizedClientException", "AuthFailure", "SignatureDoesNotMatch", "InvalidToken",
-})
-CREDENTIAL_HINT = (
-    "Give Ansible AWS credentials: export AWS_PROFILE=<profile> (and run 'aws sso login --profile <profile>' "
-    "when it uses SSO), or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for "
-    "temporary ones), then run again."
-)
-
-
-def credential_problem(exc: BaseException) -> str | None:
-    """A message for missing or expired credentials, or None for any other error."""
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return f"No AWS credentials found. {CREDENTIAL_HINT}"
-    if isinstance(exc, (botocore.exceptions.TokenRetrievalError, botocore.exceptions.SSOTokenLoadError)):
-        return f"The AWS SSO session has expired or was never started ({exc}). {CREDENTIAL_HINT}"
-    if error_code(exc) in CREDENTIAL_ERRORS:
-        return f"AWS refused the credentials ({error_text(exc)}): they are wrong or expired. {CREDENTIAL_HINT}"
-    return None
-
-
 class Clients:
     """The clients of one region, made when first needed."""
 

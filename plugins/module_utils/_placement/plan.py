@@ -53,7 +53,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_client
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.engine import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import MAX_COUNT_PER_REGION
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import REGION_RE
 

@@ -1,0 +1,421 @@
+# -*- coding: utf-8 -*-
+# Copyright: bacalhau.aws_spot contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One reconcile of the whole cluster: both roles, every region, one plan, one apply. Private.
+
+``spot_cluster`` with ``orchestrator`` (the cluster file's terms, ``_cluster.desc``):
+
+1. plan, read only, every region at once (one round of reads per region; the roles of a
+   region share its instances and network, ``engine.Clients.shared``): the counts of the
+   ``mode`` (``converge``: the file's; ``heal``: replacements for the draining nodes, never
+   fewer than live; ``release``: the drained and the spare overflow go, ``_cluster.counts``),
+   the NATS rule (the compute nodes outside the orchestrator's region as /32 plus
+   ``nats_cidrs``, compared with the security group's rules as AWS has them), placement,
+   and the caps over the whole cluster. Any problem stops here, named as the file names it.
+2. apply, every region at once (a region both roles use: its network once, then both
+   launches together); with ``heal``, what the home regions still lack goes to the overflow
+   regions in order; last, the NATS rule again if launches changed the addresses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_opt_in
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import counts
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import LEAD
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import ClusterDesc
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import NATS_PORT
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
+
+OVERFLOW_KEY = "bacalhau:overflow-for"
+ROLES = ("orchestrator", "compute")
+
+
+@dataclasses.dataclass
+class Cluster:
+    """The two roles' specs and every region's plans, ``plans[region][role]``."""
+
+    desc: ClusterDesc
+    specs: dict[str, ClusterSpec]
+    plans: dict[str, dict[str, engine.RegionPlan]] = dataclasses.field(default_factory=dict)
+    scores: dict[str, Any] = dataclasses.field(default_factory=dict)
+    nats: list[str] = dataclasses.field(default_factory=list)
+
+    def each(self):
+        """(region, role, spec, plan), the orchestrator first, then the compute regions in the file's order."""
+        for role in ROLES:
+            spec = self.specs.get(role)
+            for entry in spec.regions if spec else []:
+                plan = self.plans.get(entry.region, {}).get(role)
+                if plan is not None:
+                    yield entry.region, role, spec, plan
+
+
+def _specs(desc: ClusterDesc) -> dict[str, ClusterSpec]:
+    specs = {"compute": dataclasses.replace(desc.compute, regions=desc.compute.regions + desc.overflow,
+                                            drain_instance_ids=sorted(desc.drain))}
+    if desc.orchestrator is not None:
+        specs["orchestrator"] = dataclasses.replace(desc.orchestrator, drain_instance_ids=[])
+    return specs
+
+
+def _fail(desc: ClusterDesc, errors: dict[str, BaseException]) -> None:
+    """Refuse the plan, every region's problem in the file's words."""
+    if not errors:
+        return
+    for exc in errors.values():
+        if credential_problem(exc):
+            raise exc
+    parts = [exc.message if isinstance(exc, AwsSpotError) and exc.region is None else
+             f"{desc.where(region)}: {exc.message if isinstance(exc, AwsSpotError) else error_text(exc)}"
+             for region, exc in errors.items()]
+    raise AwsSpotError(LEAD + "; ".join(parts), details={"problems": parts})
+
+
+def _region_problems(desc: ClusterDesc, ec2: Any, names: list[str]) -> dict[str, BaseException]:
+    known = region_opt_in(ec2)
+    out: dict[str, BaseException] = {}
+    for name in names:
+        where = desc.where(name, "orchestrator" if name == desc.orchestrator_region and name not in desc.home
+                           else "compute")
+        if name not in known:
+            out[name] = AwsSpotError(f"{where}: unknown region {name}")
+        elif known[name] == "not-opted-in":
+            out[name] = AwsSpotError(f"{where}: region {name} is not enabled for this account (enable it under "
+                                     "Account > AWS Regions, or leave it out)")
+    return out
+
+
+def _plan_region(cluster: Cluster, region: str, clients: engine.Clients) -> dict[str, engine.RegionPlan]:
+    roles = [(role, spec, entry) for role, spec in cluster.specs.items() for entry in spec.regions
+             if entry.region == region]
+    answers = together(*[functools.partial(_plan_role, cluster.desc, spec, entry, clients, role)
+                         for role, spec, entry in roles])
+    problems = [a for a in answers if isinstance(a, str)]
+    if problems:
+        raise AwsSpotError("; ".join(problems))
+    return {role: plan for (role, _spec, _entry), plan in zip(roles, answers)}
+
+
+def _plan_role(desc: ClusterDesc, spec: ClusterSpec, entry: Any, clients: engine.Clients, role: str) -> Any:
+    try:
+        return engine.plan_present(spec, entry, clients)
+    except AwsSpotError as exc:
+        return f"{desc.where(entry.region, role)}: {exc.message}"
+
+
+def _read(module: Any, cluster: Cluster) -> None:
+    """Every region's plan (one round of reads) and the placement scores, with the region check."""
+    desc = cluster.desc
+    names = list(dict.fromkeys(entry.region for spec in cluster.specs.values() for entry in spec.regions))
+    ec2 = engine._default_client(module)  # pylint: disable=protected-access
+    alongside = engine._known_locally(module, names)  # pylint: disable=protected-access
+    if not alongside:
+        _fail(desc, _region_problems(desc, ec2, names))
+    clients = {name: engine.Clients(module, name).ready(ssm=True) for name in names}
+    groups = [g for spec in cluster.specs.values() for g in engine.score_groups(spec)]
+    bad, (plans, errors), scores = together(
+        (lambda: _region_problems(desc, ec2, names)) if alongside else (lambda: {}),
+        lambda: run_per_region(names, lambda r: _plan_region(cluster, r, clients[r])),
+        lambda: capacity_reads.placement_scores(ec2, groups))
+    _fail(desc, bad or errors)
+    cluster.plans, cluster.scores = plans, scores
+
+
+def views(cluster: Cluster, role: str = "compute") -> list[dict[str, Any]]:
+    """The live instances of a role the plans read, as instance views."""
+    out, seen = [], set()
+    for region, plans in cluster.plans.items():
+        for plan in plans.values():
+            for i in plan.instances:
+                if inst.role_of(i) == role and inst.is_live(i) and i["InstanceId"] not in seen:
+                    seen.add(i["InstanceId"])
+                    out.append(inst.view(i, region, plan.architectures))
+    return out
+
+
+def _counts(cluster: Cluster) -> dict[tuple[str, str], int]:
+    """(region, role) -> the count the mode asks for."""
+    desc = cluster.desc
+    now = views(cluster)
+    live = {(v["region"], v["role"]): 0 for v in now}
+    for v in now + views(cluster, "orchestrator"):
+        live[(v["region"], v["role"])] = live.get((v["region"], v["role"]), 0) + 1
+    overflow = [r.region for r in desc.overflow]
+    out = {}
+    if desc.orchestrator is not None:
+        region = desc.orchestrator_region
+        out[(region, "orchestrator")] = 1 if desc.mode == "converge" else live.get((region, "orchestrator"), 0)
+    if desc.mode == "heal":
+        home = counts.grow(desc.home, now, desc.drain)
+    elif desc.mode == "release":
+        home = counts.final(desc.home, overflow, now, desc.drain)
+    else:
+        home = dict(desc.home)
+    for region in list(desc.home) + overflow:
+        out[(region, "compute")] = home.get(region, live.get((region, "compute"), 0))
+    return out
+
+
+def nats_rule(desc: ClusterDesc, compute: list[dict[str, Any]]) -> list[str]:
+    """Who may reach the orchestrator's NATS port: ``nats_cidrs`` and every compute node outside
+    the orchestrator's region (they dial its public address) as a /32."""
+    outside = {f"{v['public_ip']}/32" for v in compute
+               if v.get("public_ip") and v.get("region") != desc.orchestrator_region and v.get("state") in inst.LIVE_STATES}
+    return sorted(set(desc.compute.nats_cidrs) | outside)
+
+
+def _staying(cluster: Cluster) -> list[dict[str, Any]]:
+    doomed = {i["InstanceId"] for _r, _role, _s, plan in cluster.each() for i in plan.to_terminate}
+    return [v for v in views(cluster) if v["instance_id"] not in doomed]
+
+
+def _set_nats(cluster: Cluster, cidrs: list[str]) -> None:
+    """The NATS rule of the orchestrator's region, for both roles (they share its security group)."""
+    cluster.nats = cidrs
+    region = cluster.desc.orchestrator_region
+    if region is None:
+        return
+    for role, spec in cluster.specs.items():
+        for entry in spec.regions:
+            if entry.region == region:
+                entry.nats_cidrs = list(cidrs)
+                plan = cluster.plans.get(region, {}).get(role)
+                if plan is not None and (entry.count > 0 or plan.net.vpc):
+                    plan.network_changes = network.pending_changes(spec, plan.net)
+
+
+def _limits(cluster: Cluster) -> dict[str, Any]:
+    """cluster_max_nodes and cluster_max_hourly_cost over both roles, before anything is created."""
+    desc = cluster.desc
+    parts: dict[str, int] = {}
+    expected = worst = 0.0
+    unknown = 0
+    for region, role, spec, plan in cluster.each():
+        parts[f"{region} {role}"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
+        plan.cost = engine.cost_of(spec, plan, own=True)
+        plan.cost["role"] = dict(plan.cost)
+        expected += plan.cost["expected"]
+        worst += plan.cost["worst_case"]
+        unknown += plan.cost["unknown"]
+    costs = {"expected": round(expected, 6), "worst_case": round(worst, 6), "unknown": unknown,
+             "max_hourly_cost": desc.max_hourly_cost}
+    problems = []
+    total = sum(parts.values())
+    refusal = capacity.over_max_nodes(total, desc.max_nodes, parts)
+    if refusal and desc.mode == "converge":  # a heal's replacements run beside what they replace for a while
+        problems.append(refusal.replace("max_nodes", "cluster_max_nodes").replace("; nothing was created", ""))
+    refusal = capacity.over_cap(costs, desc.max_hourly_cost, f"cluster {desc.compute.cluster_name}")
+    if refusal:
+        detail = ", ".join(f"{region} {role}: up to {plan.cost['worst_case']:.4f}"
+                           for region, role, _spec, plan in cluster.each())
+        problems.append(f"{refusal.replace('max_hourly_cost', 'cluster_max_hourly_cost')} (by region: {detail})")
+    if problems:
+        raise AwsSpotError(LEAD + "; ".join(problems), details={"plan_cost": costs, "problems": problems})
+    return costs
+
+
+def plan(module: Any, desc: ClusterDesc) -> Cluster:
+    """Read, count, place and check the whole cluster; nothing is changed."""
+    cluster = Cluster(desc=desc, specs=_specs(desc))
+    _read(module, cluster)
+    for (region, role), count in _counts(cluster).items():
+        plan_ = cluster.plans.get(region, {}).get(role)
+        if plan_ is not None:
+            engine.recount(cluster.specs[role], plan_, count)
+    if desc.orchestrator is not None:
+        _set_nats(cluster, nats_rule(desc, _staying(cluster)))
+    for role, spec in cluster.specs.items():
+        engine._price_on_demand(module, spec, {r: p[role] for r, p in cluster.plans.items() if role in p})  # pylint: disable=protected-access
+    errors: dict[str, BaseException] = {}
+    for region, role, spec, plan_ in cluster.each():
+        try:
+            engine.place(spec, plan_, cluster.scores)
+        except AwsSpotError as exc:
+            errors[region] = AwsSpotError(f"{desc.where(region, role)}: {exc.message}")
+    _fail(desc, errors)
+    if cluster.scores.get("errors"):
+        for _region, _role, _spec, plan_ in cluster.each():
+            plan_.notes.append("spot placement scores unavailable (" + "; ".join(cluster.scores["errors"])[:300] + ")")
+    cluster.scores["plan_cost"] = _limits(cluster)
+    return cluster
+
+
+# --------------------------------------------------------------------------- apply
+def _why(desc: ClusterDesc, role: str, plan_: engine.RegionPlan, overflow_for: str = "") -> dict[str, str | None]:
+    """Why the region's plan launches and terminates what it does."""
+    drained = [i["InstanceId"] for i in plan_.to_terminate if i["InstanceId"] in desc.drain]
+    launch = terminate = None
+    if overflow_for:
+        launch = f"overflow for {overflow_for}, short of their count"
+    elif plan_.to_launch:
+        draining = sum(1 for i in plan_.in_scope if i["InstanceId"] in desc.drain)
+        launch = (f"{draining} replacement(s) for draining nodes, " if role == "compute" and draining else "") + \
+            f"{plan_.to_launch} missing of count {plan_.spec.count} ({len(plan_.in_scope)} live)"
+    if plan_.to_replace:
+        launch = (launch + "; " if launch else "") + f"spot for {plan_.to_replace} on-demand stand-in(s), make before break"
+    if plan_.to_terminate:
+        if plan_.spec.standby:
+            terminate = "overflow no longer needed: the home regions hold their count"
+        elif drained and len(drained) == len(plan_.to_terminate):
+            terminate = "drained (notice or rebalance recommendation), their replacements run"
+        else:
+            terminate = f"surplus over count {plan_.spec.count}" + (f", the drained first ({', '.join(drained)})"
+                                                                    if drained else "")
+    return {"launch": launch, "terminate": terminate}
+
+
+def _apply_region(cluster: Cluster, region: str) -> dict[str, dict[str, Any]]:
+    """Both roles of a region: its network once, then their launches together."""
+    roles = [(role, cluster.specs[role], p) for role, p in cluster.plans[region].items()]
+    if len(roles) == 1:
+        role, spec, plan_ = roles[0]
+        return {role: engine.apply_present(spec, plan_)}
+    changes = list(dict.fromkeys(c for _role, _spec, p in roles for c in p.network_changes))
+    finish = None
+    first_role, first_spec, first = roles[0]
+    try:
+        if changes:
+            finish = network.prepare(first.clients.ec2, first_spec, first.net)
+    except Exception as exc:  # pylint: disable=broad-except
+        out = {}
+        for role, spec, plan_ in roles:
+            out[role] = engine._region_result(spec, plan_)  # pylint: disable=protected-access
+            out[role].update(failed=True, error=exc.message if isinstance(exc, AwsSpotError) else error_text(exc),
+                             exception=exc, instances=[inst.view(i, region, plan_.architectures) for i in plan_.in_scope])
+        return out
+    for _role, _spec, plan_ in roles:
+        plan_.network_changes = []
+    answers = together(finish, *[functools.partial(engine.apply_present, spec, p) for _role, spec, p in roles])
+    out = {role: answer for (role, _spec, _p), answer in zip(roles, answers[1:] if finish else answers)}
+    if changes:
+        out[first_role].update(network_changes=changes, changed=True)
+    return out
+
+
+def _overflow(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """heal: what the home regions still lack goes to the overflow regions, in order."""
+    desc = cluster.desc
+    spec = cluster.specs["compute"]
+    names = [r.region for r in desc.overflow]
+    for index, name in enumerate(names):
+        now = [v for res in results.values() for v in res.get("instances", []) if v.get("role") == "compute"]
+        want = counts.overflow(desc.home, names, index, now, desc.drain)
+        plan_ = cluster.plans[name]["compute"]
+        if want <= len(plan_.in_scope):
+            continue
+        short = ",".join(counts.short_regions(desc.home, now, desc.drain))
+        tagged = dataclasses.replace(spec, instance_tags={**spec.instance_tags, OVERFLOW_KEY: short})
+        engine.recount(tagged, plan_, want)
+        engine.place(tagged, plan_, cluster.scores)
+        result = engine.apply_present(tagged, plan_)
+        result["reasons"] = _why(desc, "compute", plan_, overflow_for=short)
+        results[(name, "compute")] = result
+
+
+def _sync_nats(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The NATS rule again when the run changed the compute nodes' addresses (against the rules as they are now)."""
+    desc = cluster.desc
+    region = desc.orchestrator_region
+    plans = cluster.plans.get(region or "", {})
+    if not plans:
+        return
+    compute = [v for res in results.values() for v in res.get("instances", []) if v.get("role") == "compute"]
+    cidrs = nats_rule(desc, compute)
+    if cidrs == cluster.nats:
+        return
+    _set_nats(cluster, cidrs)
+    role = "orchestrator" if "orchestrator" in plans else "compute"
+    plan_ = plans[role]
+    result = results.get((region, role))
+    if result is None or not plan_.net.security_group:
+        return
+    try:
+        network.prepare(plan_.clients.ec2, cluster.specs[role], plan_.net)()
+        result["network_changes"] = list(result.get("network_changes") or []) + ["update the NATS rule"]
+        result["changed"] = True
+    except Exception as exc:  # pylint: disable=broad-except
+        result.update(failed=True, error=f"the NATS rule could not be updated: {error_text(exc)}; run again",
+                      exception=exc)
+
+
+def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
+    """Act on every region (or, in check mode, say what would be done); the module's result."""
+    desc = cluster.desc
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    if module.check_mode:
+        for region, role, spec, plan_ in cluster.each():
+            res = engine._region_result(spec, plan_)  # pylint: disable=protected-access
+            res["changed"] = bool(plan_.to_launch or plan_.to_terminate or plan_.network_changes or plan_.to_replace)
+            res["running"] = len(plan_.in_scope) - len(plan_.to_terminate) + plan_.to_launch
+            res["instances"] = [inst.view(i, region, plan_.architectures) for i in plan_.in_scope
+                                if i not in plan_.to_terminate]
+            res["reasons"] = _why(desc, role, plan_)
+            results[(region, role)] = res
+    else:
+        reasons = {(region, role): _why(desc, role, plan_) for region, role, _spec, plan_ in cluster.each()}
+        done, errors = run_per_region(cluster.plans, lambda r: _apply_region(cluster, r))
+        engine._raise_all(errors, acting=True)  # pylint: disable=protected-access
+        for region, by_role in done.items():
+            for role, res in by_role.items():
+                res["reasons"] = reasons[(region, role)]
+                results[(region, role)] = res
+        if desc.mode == "heal" and desc.overflow:
+            _overflow(cluster, results)
+        if desc.orchestrator is not None:
+            _sync_nats(cluster, results)
+    return summary(cluster, results)
+
+
+def summary(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    desc = cluster.desc
+    rows, instances, failed, exceptions, costs = [], [], {}, {}, []
+    for region, role, _spec, _plan in cluster.each():
+        res = results[(region, role)]
+        instances.extend(res.pop("instances", []))
+        exc = res.pop("exception", None)
+        if res["failed"]:
+            failed[f"{region} {role}"] = res["error"]
+            if exc is not None:
+                exceptions[f"{region} {role}"] = exc
+        costs.append(res.get("estimated_hourly_cost"))
+        rows.append(res)
+    orchestrators = [v for v in instances if v["role"] == "orchestrator"]
+    endpoints = ([f"nats://{v['public_ip']}:{NATS_PORT}" for v in orchestrators if v.get("public_ip")]
+                 if desc.orchestrator is not None else list(desc.endpoints))
+    terminated = [i for row in rows for i in row["terminated"] + row.get("replaced", [])]
+    return {
+        "changed": any(row["changed"] for row in rows),
+        "mode": desc.mode,
+        "summary": rows,
+        "instances": instances,
+        "orchestrator_endpoints": endpoints,
+        "nats_cidrs": list(cluster.nats) if desc.orchestrator is not None else list(desc.compute.nats_cidrs),
+        "launched": [i for row in rows for i in row["launched"]],
+        "terminated": terminated,
+        "released": terminated if desc.mode == "release" else [],
+        "drain_instance_ids": sorted(desc.drain),
+        "plan_cost": cluster.scores.get("plan_cost"),
+        "estimated_hourly_cost": None if any(c is None for c in costs) else round(sum(costs), 6),
+        "failed_regions": failed,
+        "exceptions": exceptions,
+        "diff": {"before": {f"{r['region']} {r['role']}": r["before"] for r in rows},
+                 "after": {f"{r['region']} {r['role']}": r["running"] for r in rows}},
+    }
+
+
+def run(module: Any, desc: ClusterDesc) -> dict[str, Any]:
+    return apply(module, plan(module, desc))
