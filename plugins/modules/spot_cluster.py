@@ -558,6 +558,7 @@ ARGUMENT_SPEC = dict(
     orchestrator=dict(type="dict"),
     overflow_regions=dict(type="list", elements="dict"),
     mode=dict(type="str", choices=list(cluster_desc.MODES), default="converge"),
+    joined_instance_ids=dict(type="list", elements="str"),
     market=dict(type="str", choices=list(cluster_spec.MARKETS), default="spot"),
     ssh_public_key=dict(type="str", no_log=False),
     ssh_cidrs=dict(type="list", elements="str", default=[]),

@@ -49,6 +49,7 @@ class ClusterDesc:
     drain: set[str] = field(default_factory=set)
     max_nodes: int = _spec.DEFAULT_MAX_NODES
     max_hourly_cost: float | None = None
+    joined: set[str] | None = None  # the compute nodes the orchestrator has (None: not known)
 
     @property
     def home(self) -> dict[str, int]:
@@ -202,4 +203,6 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
     if problems or compute is None:
         raise AwsSpotError(LEAD + "; ".join(problems), details={"problems": problems})
     return ClusterDesc(compute=compute, orchestrator=orchestrator, endpoints=endpoints, overflow=overflow, mode=mode,
-                       drain=set(compute.drain_instance_ids), max_nodes=max_nodes, max_hourly_cost=max_cost)
+                       drain=set(compute.drain_instance_ids), max_nodes=max_nodes, max_hourly_cost=max_cost,
+                       joined=None if params.get("joined_instance_ids") is None else
+                       {str(i) for i in params["joined_instance_ids"]})

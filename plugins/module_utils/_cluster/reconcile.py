@@ -53,6 +53,7 @@ class Cluster:
     plans: dict[str, dict[str, engine.RegionPlan]] = dataclasses.field(default_factory=dict)
     scores: dict[str, Any] = dataclasses.field(default_factory=dict)
     nats: list[str] = dataclasses.field(default_factory=list)
+    check_mode: bool = False
 
     def each(self):
         """(region, role, spec, plan), the orchestrator first, then the compute regions in the file's order."""
@@ -356,6 +357,7 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
     """Act on every region (or, in check mode, say what would be done); the module's result."""
     desc = cluster.desc
     results: dict[tuple[str, str], dict[str, Any]] = {}
+    cluster.check_mode = bool(module.check_mode)
     if module.check_mode:
         for region, role, spec, plan_ in cluster.each():
             res = engine._region_result(spec, plan_)  # pylint: disable=protected-access
@@ -397,6 +399,13 @@ def summary(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) ->
     endpoints = ([f"nats://{v['public_ip']}:{NATS_PORT}" for v in orchestrators if v.get("public_ip")]
                  if desc.orchestrator is not None else list(desc.endpoints))
     terminated = [i for row in rows for i in row["terminated"] + row.get("replaced", [])]
+    # the compute nodes Bacalhau still has to be set up on: running, not draining, not joined yet
+    # (without joined_instance_ids: the ones launched by this run)
+    joined = desc.joined
+    to_configure = [v["instance_id"] for v in instances if v["role"] == "compute" and v.get("state") == "running"
+                    and v["instance_id"] not in desc.drain
+                    and (v["instance_id"] not in joined if joined is not None else
+                         any(v["instance_id"] in row["launched"] for row in rows))]
     return {
         "changed": any(row["changed"] for row in rows),
         "mode": desc.mode,
@@ -407,7 +416,10 @@ def summary(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) ->
         "launched": [i for row in rows for i in row["launched"]],
         "terminated": terminated,
         "released": terminated if desc.mode == "release" else [],
+        "overflow": [f"{v['instance_id']} in {v['region']} (for {v['tags'][OVERFLOW_KEY]})" for v in instances
+                     if OVERFLOW_KEY in (v.get("tags") or {})],
         "drain_instance_ids": sorted(desc.drain),
+        "to_configure": [] if cluster.check_mode else to_configure,
         "plan_cost": cluster.scores.get("plan_cost"),
         "estimated_hourly_cost": None if any(c is None for c in costs) else round(sum(costs), 6),
         "failed_regions": failed,
