@@ -83,8 +83,8 @@ def in_file_words(problem: str) -> str:
 
 def _orchestrator_words(problem: str) -> str:
     def name(match: re.Match) -> str:
-        got = {".region": ".region", ".instance_types": ".instance_type"}.get(match.group("field") or "",
-                                                                          match.group("field") or "")
+        found = match.group("field") or ""
+        got = {".region": ".region", ".instance_types": ".instance_type"}.get(found, found)
         return "cluster_orchestrator" + got
     if problem.startswith("market:"):
         return "cluster_orchestrator." + problem
@@ -206,3 +206,12 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
                        drain=set(compute.drain_instance_ids), max_nodes=max_nodes, max_hourly_cost=max_cost,
                        joined=None if params.get("joined_instance_ids") is None else
                        {str(i) for i in params["joined_instance_ids"]})
+
+
+def region_names(params: dict[str, Any]) -> list[dict[str, str]]:
+    """Every region of the cluster file (the orchestrator's, the compute and overflow regions), as
+    ``regions`` entries for ``state=absent``."""
+    entries = [params.get("orchestrator") or {}] + list(params.get("regions") or []) + \
+        list(params.get("overflow_regions") or [])
+    names = [str(e.get("region")) for e in entries if isinstance(e, dict) and e.get("region")]
+    return [{"region": name} for name in dict.fromkeys(names)]

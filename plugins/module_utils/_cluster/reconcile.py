@@ -6,7 +6,7 @@
 ``spot_cluster`` with ``orchestrator`` (the cluster file's terms, ``_cluster.desc``):
 
 1. plan, read only, every region at once (one round of reads per region; the roles of a
-   region share its instances and network, ``engine.Clients.shared``): the counts of the
+   region share its instances and network, ``region_plan.Clients.shared``): the counts of the
    ``mode`` (``converge``: the file's; ``heal``: replacements for the draining nodes, never
    fewer than live; ``release``: the drained and the spare overflow go, ``_cluster.counts``),
    the NATS rule (the compute nodes outside the orchestrator's region as /32 plus
@@ -30,7 +30,10 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import counts
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import apply as region_apply
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import place as region_place
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import plan as region_plan
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import result as region_result
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import LEAD
@@ -50,7 +53,7 @@ class Cluster:
 
     desc: ClusterDesc
     specs: dict[str, ClusterSpec]
-    plans: dict[str, dict[str, engine.RegionPlan]] = dataclasses.field(default_factory=dict)
+    plans: dict[str, dict[str, region_plan.RegionPlan]] = dataclasses.field(default_factory=dict)
     scores: dict[str, Any] = dataclasses.field(default_factory=dict)
     nats: list[str] = dataclasses.field(default_factory=list)
     check_mode: bool = False
@@ -100,7 +103,7 @@ def _region_problems(desc: ClusterDesc, ec2: Any, names: list[str]) -> dict[str,
     return out
 
 
-def _plan_region(cluster: Cluster, region: str, clients: engine.Clients) -> dict[str, engine.RegionPlan]:
+def _plan_region(cluster: Cluster, region: str, clients: region_plan.Clients) -> dict[str, region_plan.RegionPlan]:
     roles = [(role, spec, entry) for role, spec in cluster.specs.items() for entry in spec.regions
              if entry.region == region]
     answers = together(*[functools.partial(_plan_role, cluster.desc, spec, entry, clients, role)
@@ -111,9 +114,9 @@ def _plan_region(cluster: Cluster, region: str, clients: engine.Clients) -> dict
     return {role: plan for (role, _spec, _entry), plan in zip(roles, answers)}
 
 
-def _plan_role(desc: ClusterDesc, spec: ClusterSpec, entry: Any, clients: engine.Clients, role: str) -> Any:
+def _plan_role(desc: ClusterDesc, spec: ClusterSpec, entry: Any, clients: region_plan.Clients, role: str) -> Any:
     try:
-        return engine.plan_present(spec, entry, clients)
+        return region_plan.plan_present(spec, entry, clients)
     except AwsSpotError as exc:
         return f"{desc.where(entry.region, role)}: {exc.message}"
 
@@ -122,12 +125,12 @@ def _read(module: Any, cluster: Cluster) -> None:
     """Every region's plan (one round of reads) and the placement scores, with the region check."""
     desc = cluster.desc
     names = list(dict.fromkeys(entry.region for spec in cluster.specs.values() for entry in spec.regions))
-    ec2 = engine._default_client(module)  # pylint: disable=protected-access
-    alongside = engine._known_locally(module, names)  # pylint: disable=protected-access
+    ec2 = region_plan.default_client(module)
+    alongside = region_plan.known_locally(module, names)
     if not alongside:
         _fail(desc, _region_problems(desc, ec2, names))
-    clients = {name: engine.Clients(module, name).ready(ssm=True) for name in names}
-    groups = [g for spec in cluster.specs.values() for g in engine.score_groups(spec)]
+    clients = {name: region_plan.Clients(module, name).ready(ssm=True) for name in names}
+    groups = [g for spec in cluster.specs.values() for g in region_plan.score_groups(spec)]
     bad, (plans, errors), scores = together(
         (lambda: _region_problems(desc, ec2, names)) if alongside else (lambda: {}),
         lambda: run_per_region(names, lambda r: _plan_region(cluster, r, clients[r])),
@@ -207,7 +210,7 @@ def _limits(cluster: Cluster) -> dict[str, Any]:
     unknown = 0
     for region, role, spec, plan in cluster.each():
         parts[f"{region} {role}"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
-        plan.cost = engine.cost_of(spec, plan, own=True)
+        plan.cost = region_place.cost_of(spec, plan, own=True)
         plan.cost["role"] = dict(plan.cost)
         expected += plan.cost["expected"]
         worst += plan.cost["worst_case"]
@@ -236,15 +239,15 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
     for (region, role), count in _counts(cluster).items():
         plan_ = cluster.plans.get(region, {}).get(role)
         if plan_ is not None:
-            engine.recount(cluster.specs[role], plan_, count)
+            region_plan.recount(cluster.specs[role], plan_, count)
     if desc.orchestrator is not None:
         _set_nats(cluster, nats_rule(desc, _staying(cluster)))
     for role, spec in cluster.specs.items():
-        engine._price_on_demand(module, spec, {r: p[role] for r, p in cluster.plans.items() if role in p})  # pylint: disable=protected-access
+        region_place.price_on_demand(module, spec, {r: p[role] for r, p in cluster.plans.items() if role in p})
     errors: dict[str, BaseException] = {}
     for region, role, spec, plan_ in cluster.each():
         try:
-            engine.place(spec, plan_, cluster.scores)
+            region_place.place(spec, plan_, cluster.scores)
         except AwsSpotError as exc:
             errors[region] = AwsSpotError(f"{desc.where(region, role)}: {exc.message}")
     _fail(desc, errors)
@@ -256,7 +259,7 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
 
 
 # --------------------------------------------------------------------------- apply
-def _why(desc: ClusterDesc, role: str, plan_: engine.RegionPlan, overflow_for: str = "") -> dict[str, str | None]:
+def _why(desc: ClusterDesc, role: str, plan_: region_plan.RegionPlan, overflow_for: str = "") -> dict[str, str | None]:
     """Why the region's plan launches and terminates what it does."""
     drained = [i["InstanceId"] for i in plan_.to_terminate if i["InstanceId"] in desc.drain]
     launch = terminate = None
@@ -284,7 +287,7 @@ def _apply_region(cluster: Cluster, region: str) -> dict[str, dict[str, Any]]:
     roles = [(role, cluster.specs[role], p) for role, p in cluster.plans[region].items()]
     if len(roles) == 1:
         role, spec, plan_ = roles[0]
-        return {role: engine.apply_present(spec, plan_)}
+        return {role: region_apply.apply_present(spec, plan_)}
     changes = list(dict.fromkeys(c for _role, _spec, p in roles for c in p.network_changes))
     finish = None
     first_role, first_spec, first = roles[0]
@@ -294,13 +297,13 @@ def _apply_region(cluster: Cluster, region: str) -> dict[str, dict[str, Any]]:
     except Exception as exc:  # pylint: disable=broad-except
         out = {}
         for role, spec, plan_ in roles:
-            out[role] = engine._region_result(spec, plan_)  # pylint: disable=protected-access
+            out[role] = region_result.region_result(spec, plan_)
             out[role].update(failed=True, error=exc.message if isinstance(exc, AwsSpotError) else error_text(exc),
                              exception=exc, instances=[inst.view(i, region, plan_.architectures) for i in plan_.in_scope])
         return out
     for _role, _spec, plan_ in roles:
         plan_.network_changes = []
-    answers = together(finish, *[functools.partial(engine.apply_present, spec, p) for _role, spec, p in roles])
+    answers = together(finish, *[functools.partial(region_apply.apply_present, spec, p) for _role, spec, p in roles])
     out = {role: answer for (role, _spec, _p), answer in zip(roles, answers[1:] if finish else answers)}
     if changes:
         out[first_role].update(network_changes=changes, changed=True)
@@ -320,9 +323,9 @@ def _overflow(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) 
             continue
         short = ",".join(counts.short_regions(desc.home, now, desc.drain))
         tagged = dataclasses.replace(spec, instance_tags={**spec.instance_tags, OVERFLOW_KEY: short})
-        engine.recount(tagged, plan_, want)
-        engine.place(tagged, plan_, cluster.scores)
-        result = engine.apply_present(tagged, plan_)
+        region_plan.recount(tagged, plan_, want)
+        region_place.place(tagged, plan_, cluster.scores)
+        result = region_apply.apply_present(tagged, plan_)
         result["reasons"] = _why(desc, "compute", plan_, overflow_for=short)
         results[(name, "compute")] = result
 
@@ -360,7 +363,7 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
     cluster.check_mode = bool(module.check_mode)
     if module.check_mode:
         for region, role, spec, plan_ in cluster.each():
-            res = engine._region_result(spec, plan_)  # pylint: disable=protected-access
+            res = region_result.region_result(spec, plan_)
             res["changed"] = bool(plan_.to_launch or plan_.to_terminate or plan_.network_changes or plan_.to_replace)
             res["running"] = len(plan_.in_scope) - len(plan_.to_terminate) + plan_.to_launch
             res["instances"] = [inst.view(i, region, plan_.architectures) for i in plan_.in_scope
@@ -370,7 +373,7 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
     else:
         reasons = {(region, role): _why(desc, role, plan_) for region, role, _spec, plan_ in cluster.each()}
         done, errors = run_per_region(cluster.plans, lambda r: _apply_region(cluster, r))
-        engine._raise_all(errors, acting=True)  # pylint: disable=protected-access
+        region_plan.raise_all(errors, acting=True)
         for region, by_role in done.items():
             for role, res in by_role.items():
                 res["reasons"] = reasons[(region, role)]
