@@ -14,8 +14,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import enabled_region_names
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import ALREADY_GONE
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import WENT_WITH_ITS_INSTANCE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.context import ALREADY_GONE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.context import WENT_WITH_ITS_INSTANCE
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import delete_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.discover import discover_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import ACTION_DELETED
