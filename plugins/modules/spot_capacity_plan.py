@@ -278,6 +278,7 @@ except ImportError:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan as _capacity_plan
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan_spec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
 
@@ -291,7 +292,7 @@ ARGUMENT_SPEC = dict(
     regions=dict(type="list", elements="str", default=["all"]),
     max_regions=dict(type="int", default=5),
     max_per_region=dict(type="int"),
-    max_types=dict(type="int", default=_capacity_plan.DEFAULT_MAX_TYPES),
+    max_types=dict(type="int", default=plan_spec.DEFAULT_MAX_TYPES),
     max_hourly_cost=dict(type="float"),
     market=dict(type="str", choices=["spot", "on-demand", "spot-then-on-demand"], default="spot"),
     min_placement_score=dict(type="int", default=3),
@@ -303,7 +304,7 @@ ARGUMENT_SPEC = dict(
 def main() -> None:
     module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        spec = _capacity_plan.parse(module.params)
+        spec = plan_spec.parse(module.params)
         result = _capacity_plan.run(module, spec)
     except AwsSpotError as exc:
         module.fail_json(msg=str(exc), **exc.details)

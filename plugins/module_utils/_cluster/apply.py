@@ -13,7 +13,7 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import build
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
@@ -31,7 +31,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     try:
         finish_network = None
         if plan.network_changes:
-            finish_network = network.prepare(ec2, spec, plan.net)
+            finish_network = build.prepare(ec2, spec, plan.net)
             result["changed"] = True
         if plan.to_terminate:
             ids = [i["InstanceId"] for i in plan.to_terminate]

@@ -12,6 +12,7 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
@@ -106,7 +107,7 @@ def cost_of(spec: ClusterSpec, plan: RegionPlan, own: bool = False) -> dict[str,
     if plan.to_replace:
         launches = capacity.assign(plan.pools, plan.to_launch, None, spec.availability_zone_strategy,
                                    spec.min_placement_score) if plan.to_launch and not plan.skip_spot else []
-    return capacity.plan_cost(
+    return pricing_caps.plan_cost(
         _kept_prices(spec, plan, own), launches, market=market, fallback=plan.to_fallback,
         fallback_price=max(od) if od else None, worst_pools=plan.pools)
 
@@ -170,7 +171,7 @@ def refuse_over_limits(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None:
             parts[f"{name} other roles"] = others
         total += mine + others
     problems = []
-    refusal = capacity.over_max_nodes(total, spec.max_nodes, parts)
+    refusal = pricing_caps.over_max_nodes(total, spec.max_nodes, parts)
     if refusal:
         problems.append(refusal)
     expected = worst = spec.extra_hourly_cost
@@ -182,7 +183,7 @@ def refuse_over_limits(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None:
         worst += plan.cost["worst_case"]
         unknown += plan.cost["unknown"]
     costs = {"expected": round(expected, 6), "worst_case": round(worst, 6), "unknown": unknown}
-    refusal = capacity.over_cap(costs, spec.max_hourly_cost, f"the {spec.role} plan of cluster {spec.cluster_name}")
+    refusal = pricing_caps.over_cap(costs, spec.max_hourly_cost, f"the {spec.role} plan of cluster {spec.cluster_name}")
     if refusal:
         detail = ", ".join(f"{r}: up to {p.cost['worst_case']:.4f}" for r, p in plans.items())
         if spec.extra_hourly_cost:

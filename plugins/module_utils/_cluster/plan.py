@@ -16,6 +16,7 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import images as _ami
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import requirements as needs
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
@@ -199,7 +200,7 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
         found = {t: a for t, a in found.items() if a in images}  # an image_id narrows to its architecture
         if not found:
             raise AwsSpotError(
-                f"no instance type meets instance_requirements {capacity.requirements_params(req)['InstanceRequirements']}"
+                f"no instance type meets instance_requirements {needs.requirements_params(req)['InstanceRequirements']}"
                 f" for {', '.join(sorted(images) or req['architectures'])} here; widen them", region.region)
         wanted = sorted(found)
         offered, prices = concurrently((_offered, wanted), (_prices, wanted))  # the second round

@@ -35,12 +35,13 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import plan as region_plan
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import result as region_result
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import build
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import LEAD
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import ClusterDesc
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import NATS_PORT
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
 
 OVERFLOW_KEY = "bacalhau:overflow-for"
@@ -219,10 +220,10 @@ def _limits(cluster: Cluster) -> dict[str, Any]:
              "max_hourly_cost": desc.max_hourly_cost}
     problems = []
     total = sum(parts.values())
-    refusal = capacity.over_max_nodes(total, desc.max_nodes, parts)
+    refusal = pricing_caps.over_max_nodes(total, desc.max_nodes, parts)
     if refusal and desc.mode == "converge":  # a heal's replacements run beside what they replace for a while
         problems.append(refusal.replace("max_nodes", "cluster_max_nodes").replace("; nothing was created", ""))
-    refusal = capacity.over_cap(costs, desc.max_hourly_cost, f"cluster {desc.compute.cluster_name}")
+    refusal = pricing_caps.over_cap(costs, desc.max_hourly_cost, f"cluster {desc.compute.cluster_name}")
     if refusal:
         detail = ", ".join(f"{region} {role}: up to {plan.cost['worst_case']:.4f}"
                            for region, role, _spec, plan in cluster.each())
@@ -293,7 +294,7 @@ def _apply_region(cluster: Cluster, region: str) -> dict[str, dict[str, Any]]:
     first_role, first_spec, first = roles[0]
     try:
         if changes:
-            finish = network.prepare(first.clients.ec2, first_spec, first.net)
+            finish = build.prepare(first.clients.ec2, first_spec, first.net)
     except Exception as exc:  # pylint: disable=broad-except
         out = {}
         for role, spec, plan_ in roles:
@@ -348,7 +349,7 @@ def _sync_nats(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]])
     if result is None or not plan_.net.security_group:
         return
     try:
-        network.prepare(plan_.clients.ec2, cluster.specs[role], plan_.net)()
+        build.prepare(plan_.clients.ec2, cluster.specs[role], plan_.net)()
         result["network_changes"] = list(result.get("network_changes") or []) + ["update the NATS rule"]
         result["changed"] = True
     except Exception as exc:  # pylint: disable=broad-except

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as _capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import requirements as needs
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import CLUSTER_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import MANAGED_BY_KEY
@@ -50,7 +52,7 @@ class RegionSpec:
     availability_zones: list[str] | None = None
     max_price: str | None = None
     nats_cidrs: list[str] | None = None  # None: the cluster-wide nats_cidrs
-    instance_requirements: dict[str, Any] | None = None  # _capacity.parse_requirements' shape
+    instance_requirements: dict[str, Any] | None = None  # needs.parse_requirements' shape
     on_demand_max: int | None = None  # market spot-then-on-demand: most on-demand stand-ins (None: no limit)
     standby: bool = False  # an overflow region: its types are resolved even while its count is 0
 
@@ -185,7 +187,7 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
     if requirements is not None:
         if types is not None:
             problems.append(f"{where}: give either instance_types or instance_requirements, not both")
-        spec.instance_requirements = _capacity.parse_requirements(requirements, f"{where}.instance_requirements",
+        spec.instance_requirements = needs.parse_requirements(requirements, f"{where}.instance_requirements",
                                                                   problems)
     if types is None:
         if spec.count > 0 and requirements is None:
@@ -337,7 +339,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
     max_nodes = _at_least_zero(DEFAULT_MAX_NODES if max_nodes is None else max_nodes, int, DEFAULT_MAX_NODES,
                                "max_nodes: {!r} is not a whole number of 0 or more", problems)
     asked = sum(r.count for r in regions) if state == "present" else 0
-    refusal = _capacity.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
+    refusal = pricing_caps.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
     if refusal:
         problems.append(f"regions: {refusal.split('; nothing was created', maxsplit=1)[0]}")
     min_score = params.get("min_placement_score")
