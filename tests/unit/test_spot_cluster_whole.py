@@ -172,8 +172,8 @@ def test_problems_anywhere_stop_everything_in_the_file_s_words(aws, run_module):
     assert msg.count("cluster_ssh_cidrs: '203.0.113.0/33'") == 1
     assert aws.calls()["total"] == 0
 
-    many = run_module("spot_cluster", whole(regions=[{"region": "us-east-1", "count": 100000,
-                                                       "instance_types": ["t3.small"]}]))
+    huge = [{"region": "us-east-1", "count": 100000, "instance_types": ["t3.small"]}]
+    many = run_module("spot_cluster", whole(regions=huge))
     assert "cluster_regions[0] (us-east-1): count 100000" in many["msg"]
     assert "100001 nodes" in many["msg"] and "cluster_max_nodes 100" in many["msg"]
 

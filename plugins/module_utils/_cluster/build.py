@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Making and repairing the cluster's network in a region (VPC, subnets, gateway, main route table, security group and its rules, key pair), in as few round trips as the dependencies allow. Private."""
+"""Making and repairing the cluster's network in a region (VPC, subnets, gateway, main route table,
+security group and its rules, key pair), in as few round trips as the dependencies allow.
+Private.
+"""
 
 from __future__ import annotations
 

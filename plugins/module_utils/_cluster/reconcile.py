@@ -34,17 +34,18 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import place as region_place
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import plan as region_plan
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import result as region_result
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.result import OVERFLOW_KEY
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.result import cluster_summary
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.result import why
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import build
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import LEAD
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import ClusterDesc
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import NATS_PORT
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
 
-OVERFLOW_KEY = "bacalhau:overflow-for"
 ROLES = ("orchestrator", "compute")
 
 
@@ -260,29 +261,6 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
 
 
 # --------------------------------------------------------------------------- apply
-def _why(desc: ClusterDesc, role: str, plan_: region_plan.RegionPlan, overflow_for: str = "") -> dict[str, str | None]:
-    """Why the region's plan launches and terminates what it does."""
-    drained = [i["InstanceId"] for i in plan_.to_terminate if i["InstanceId"] in desc.drain]
-    launch = terminate = None
-    if overflow_for:
-        launch = f"overflow for {overflow_for}, short of their count"
-    elif plan_.to_launch:
-        draining = sum(1 for i in plan_.in_scope if i["InstanceId"] in desc.drain)
-        launch = (f"{draining} replacement(s) for draining nodes, " if role == "compute" and draining else "") + \
-            f"{plan_.to_launch} missing of count {plan_.spec.count} ({len(plan_.in_scope)} live)"
-    if plan_.to_replace:
-        launch = (launch + "; " if launch else "") + f"spot for {plan_.to_replace} on-demand stand-in(s), make before break"
-    if plan_.to_terminate:
-        if plan_.spec.standby:
-            terminate = "overflow no longer needed: the home regions hold their count"
-        elif drained and len(drained) == len(plan_.to_terminate):
-            terminate = "drained (notice or rebalance recommendation), their replacements run"
-        else:
-            terminate = f"surplus over count {plan_.spec.count}" + (f", the drained first ({', '.join(drained)})"
-                                                                    if drained else "")
-    return {"launch": launch, "terminate": terminate}
-
-
 def _apply_region(cluster: Cluster, region: str) -> dict[str, dict[str, Any]]:
     """Both roles of a region: its network once, then their launches together."""
     roles = [(role, cluster.specs[role], p) for role, p in cluster.plans[region].items()]
@@ -327,7 +305,7 @@ def _overflow(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) 
         region_plan.recount(tagged, plan_, want)
         region_place.place(tagged, plan_, cluster.scores)
         result = region_apply.apply_present(tagged, plan_)
-        result["reasons"] = _why(desc, "compute", plan_, overflow_for=short)
+        result["reasons"] = why(desc, "compute", plan_, overflow_for=short)
         results[(name, "compute")] = result
 
 
@@ -369,10 +347,10 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
             res["running"] = len(plan_.in_scope) - len(plan_.to_terminate) + plan_.to_launch
             res["instances"] = [inst.view(i, region, plan_.architectures) for i in plan_.in_scope
                                 if i not in plan_.to_terminate]
-            res["reasons"] = _why(desc, role, plan_)
+            res["reasons"] = why(desc, role, plan_)
             results[(region, role)] = res
     else:
-        reasons = {(region, role): _why(desc, role, plan_) for region, role, _spec, plan_ in cluster.each()}
+        reasons = {(region, role): why(desc, role, plan_) for region, role, _spec, plan_ in cluster.each()}
         done, errors = run_per_region(cluster.plans, lambda r: _apply_region(cluster, r))
         region_plan.raise_all(errors, acting=True)
         for region, by_role in done.items():
@@ -383,54 +361,7 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
             _overflow(cluster, results)
         if desc.orchestrator is not None:
             _sync_nats(cluster, results)
-    return summary(cluster, results)
-
-
-def summary(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    desc = cluster.desc
-    rows, instances, failed, exceptions, costs = [], [], {}, {}, []
-    for region, role, _spec, _plan in cluster.each():
-        res = results[(region, role)]
-        instances.extend(res.pop("instances", []))
-        exc = res.pop("exception", None)
-        if res["failed"]:
-            failed[f"{region} {role}"] = res["error"]
-            if exc is not None:
-                exceptions[f"{region} {role}"] = exc
-        costs.append(res.get("estimated_hourly_cost"))
-        rows.append(res)
-    orchestrators = [v for v in instances if v["role"] == "orchestrator"]
-    endpoints = ([f"nats://{v['public_ip']}:{NATS_PORT}" for v in orchestrators if v.get("public_ip")]
-                 if desc.orchestrator is not None else list(desc.endpoints))
-    terminated = [i for row in rows for i in row["terminated"] + row.get("replaced", [])]
-    # the compute nodes Bacalhau still has to be set up on: running, not draining, not joined yet
-    # (without joined_instance_ids: the ones launched by this run)
-    joined = desc.joined
-    to_configure = [v["instance_id"] for v in instances if v["role"] == "compute" and v.get("state") == "running"
-                    and v["instance_id"] not in desc.drain
-                    and (v["instance_id"] not in joined if joined is not None else
-                         any(v["instance_id"] in row["launched"] for row in rows))]
-    return {
-        "changed": any(row["changed"] for row in rows),
-        "mode": desc.mode,
-        "summary": rows,
-        "instances": instances,
-        "orchestrator_endpoints": endpoints,
-        "nats_cidrs": list(cluster.nats) if desc.orchestrator is not None else list(desc.compute.nats_cidrs),
-        "launched": [i for row in rows for i in row["launched"]],
-        "terminated": terminated,
-        "released": terminated if desc.mode == "release" else [],
-        "overflow": [f"{v['instance_id']} in {v['region']} (for {v['tags'][OVERFLOW_KEY]})" for v in instances
-                     if OVERFLOW_KEY in (v.get("tags") or {})],
-        "drain_instance_ids": sorted(desc.drain),
-        "to_configure": [] if cluster.check_mode else to_configure,
-        "plan_cost": cluster.scores.get("plan_cost"),
-        "estimated_hourly_cost": None if any(c is None for c in costs) else round(sum(costs), 6),
-        "failed_regions": failed,
-        "exceptions": exceptions,
-        "diff": {"before": {f"{r['region']} {r['role']}": r["before"] for r in rows},
-                 "after": {f"{r['region']} {r['role']}": r["running"] for r in rows}},
-    }
+    return cluster_summary(cluster, results)
 
 
 def run(module: Any, desc: ClusterDesc) -> dict[str, Any]:

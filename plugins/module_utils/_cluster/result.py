@@ -9,6 +9,10 @@ from typing import Any
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.place import placement_view
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import RegionPlan
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import NATS_PORT
+
+
+OVERFLOW_KEY = "bacalhau:overflow-for"  # on overflow nodes: the home regions they stand in for
 
 
 def region_result(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
@@ -88,4 +92,75 @@ def plan_cost_of(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> dict[str, A
             "worst_case": round(sum(c["role"]["worst_case"] for c in costs), 6),
             "unknown": sum(c["role"]["unknown"] for c in costs),
         },
+    }
+
+
+# --------------------------------------------------------------------------- the whole cluster (reconcile)
+def why(desc: Any, role: str, plan_: RegionPlan, overflow_for: str = "") -> dict[str, str | None]:
+    """Why the region's plan launches and terminates what it does."""
+    drained = [i["InstanceId"] for i in plan_.to_terminate if i["InstanceId"] in desc.drain]
+    launch = terminate = None
+    if overflow_for:
+        launch = f"overflow for {overflow_for}, short of their count"
+    elif plan_.to_launch:
+        draining = sum(1 for i in plan_.in_scope if i["InstanceId"] in desc.drain)
+        launch = (f"{draining} replacement(s) for draining nodes, " if role == "compute" and draining else "") + \
+            f"{plan_.to_launch} missing of count {plan_.spec.count} ({len(plan_.in_scope)} live)"
+    if plan_.to_replace:
+        launch = (launch + "; " if launch else "") + f"spot for {plan_.to_replace} on-demand stand-in(s), make before break"
+    if plan_.to_terminate:
+        if plan_.spec.standby:
+            terminate = "overflow no longer needed: the home regions hold their count"
+        elif drained and len(drained) == len(plan_.to_terminate):
+            terminate = "drained (notice or rebalance recommendation), their replacements run"
+        else:
+            terminate = f"surplus over count {plan_.spec.count}" + (f", the drained first ({', '.join(drained)})"
+                                                                    if drained else "")
+    return {"launch": launch, "terminate": terminate}
+
+
+def cluster_summary(cluster: Any, results: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    desc = cluster.desc
+    rows, instances, failed, exceptions, costs = [], [], {}, {}, []
+    for region, role, _spec, _plan in cluster.each():
+        res = results[(region, role)]
+        instances.extend(res.pop("instances", []))
+        exc = res.pop("exception", None)
+        if res["failed"]:
+            failed[f"{region} {role}"] = res["error"]
+            if exc is not None:
+                exceptions[f"{region} {role}"] = exc
+        costs.append(res.get("estimated_hourly_cost"))
+        rows.append(res)
+    orchestrators = [v for v in instances if v["role"] == "orchestrator"]
+    endpoints = ([f"nats://{v['public_ip']}:{NATS_PORT}" for v in orchestrators if v.get("public_ip")]
+                 if desc.orchestrator is not None else list(desc.endpoints))
+    terminated = [i for row in rows for i in row["terminated"] + row.get("replaced", [])]
+    # the compute nodes Bacalhau still has to be set up on: running, not draining, not joined yet
+    # (without joined_instance_ids: the ones launched by this run)
+    joined = desc.joined
+    to_configure = [v["instance_id"] for v in instances if v["role"] == "compute" and v.get("state") == "running"
+                    and v["instance_id"] not in desc.drain
+                    and (v["instance_id"] not in joined if joined is not None else
+                         any(v["instance_id"] in row["launched"] for row in rows))]
+    return {
+        "changed": any(row["changed"] for row in rows),
+        "mode": desc.mode,
+        "summary": rows,
+        "instances": instances,
+        "orchestrator_endpoints": endpoints,
+        "nats_cidrs": list(cluster.nats) if desc.orchestrator is not None else list(desc.compute.nats_cidrs),
+        "launched": [i for row in rows for i in row["launched"]],
+        "terminated": terminated,
+        "released": terminated if desc.mode == "release" else [],
+        "overflow": [f"{v['instance_id']} in {v['region']} (for {v['tags'][OVERFLOW_KEY]})" for v in instances
+                     if OVERFLOW_KEY in (v.get("tags") or {})],
+        "drain_instance_ids": sorted(desc.drain),
+        "to_configure": [] if cluster.check_mode else to_configure,
+        "plan_cost": cluster.scores.get("plan_cost"),
+        "estimated_hourly_cost": None if any(c is None for c in costs) else round(sum(costs), 6),
+        "failed_regions": failed,
+        "exceptions": exceptions,
+        "diff": {"before": {f"{r['region']} {r['role']}": r["before"] for r in rows},
+                 "after": {f"{r['region']} {r['role']}": r["running"] for r in rows}},
     }

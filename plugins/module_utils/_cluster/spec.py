@@ -188,7 +188,7 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
         if types is not None:
             problems.append(f"{where}: give either instance_types or instance_requirements, not both")
         spec.instance_requirements = needs.parse_requirements(requirements, f"{where}.instance_requirements",
-                                                                  problems)
+                                                              problems)
     if types is None:
         if spec.count > 0 and requirements is None:
             problems.append(f"{where}: 'instance_types' (an ordered list such as [t3.small, t3a.small]) or "

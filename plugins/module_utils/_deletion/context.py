@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the deletion of one region shares: its context, the rules every step keeps (NotFound is gone, a failure fails its own resources only), and the look-ups the steps use. Private."""
+"""What the deletion of one region shares: its context, the rules every step keeps (NotFound is
+gone, a failure fails its own resources only), and the look-ups the steps use. Private.
+"""
 
 from __future__ import annotations
 

@@ -86,8 +86,6 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.termin
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.terminate import wait_terminated
 
 
-
-
 # The types whose deletes need more than their record's one call.
 DELETERS: dict[str, Deleter] = {
     "spot_instance_requests": delete_spot_instance_requests,

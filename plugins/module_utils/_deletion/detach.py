@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The network's deletes that need more than their record's one call (rules referencing groups, gateways and route tables detached, interfaces and volumes), and the plain delete unless used. Private."""
+"""The network's deletes that need more than their record's one call (rules referencing groups,
+gateways and route tables detached, interfaces and volumes), and the plain delete unless used.
+Private.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Round D of a region's deletion: who still uses what is to go (by the ids the discovery found), and what fails for it. Private."""
+"""Round D of a region's deletion: who still uses what is to go (by the ids the discovery found),
+and what fails for it. Private.
+"""
 
 from __future__ import annotations
 

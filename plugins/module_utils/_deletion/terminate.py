@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Rounds B and C of a region's deletion: spot requests, fleets, instances, elastic IPs, and the wait for the terminations. Private."""
+"""Rounds B and C of a region's deletion: spot requests, fleets, instances, elastic IPs, and the
+wait for the terminations. Private.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What a plan costs per hour (expected and worst case) and the caps that refuse it (max_hourly_cost, max_nodes), in the numbers' own words. Private; no AWS call."""
+"""What a plan costs per hour (expected and worst case) and the caps that refuse it
+(max_hourly_cost, max_nodes), in the numbers' own words. Private; no AWS call.
+"""
 
 from __future__ import annotations
 

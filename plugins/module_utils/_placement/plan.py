@@ -178,7 +178,7 @@ def region_plan(option: Option, count: int, max_types: int, spec: PlanSpec,
         known = [(od_prices or {}).get(t) for t in types]
         fallback_price = max(known) if known and None not in known else None
     cost = pricing_caps.plan_cost([], launches, market=spec.pool_market, fallback=fallback,
-                              fallback_price=fallback_price, worst_pools=ranked)
+                                  fallback_price=fallback_price, worst_pools=ranked)
     arches = {p.instance_type: p.architecture for p in kept}
     return RegionPlan(region=option.region, count=count, types=types, zones=list(zones),
                       pools=ranked, launches=launches, cost=cost, architectures=arches)

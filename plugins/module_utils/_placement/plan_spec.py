@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What spot_capacity_plan is asked (nodes, vCPUs, memory, regions, the caps, the orchestrator), checked in the user's words before any AWS call. Private."""
+"""What spot_capacity_plan is asked (nodes, vCPUs, memory, regions, the caps, the orchestrator),
+checked in the user's words before any AWS call. Private.
+"""
 
 from __future__ import annotations
 

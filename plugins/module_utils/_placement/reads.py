@@ -60,7 +60,7 @@ class ScoreGroup:
 
 def _scores(ec2: Any, group: ScoreGroup, single_zone: bool) -> list[dict[str, Any]]:
     params = needs.score_params(group.regions, group.capacity, single_zone,
-                                    instance_types=group.instance_types, requirements=group.requirements)
+                                instance_types=group.instance_types, requirements=group.requirements)
     return paginate(ec2, "get_spot_placement_scores", "SpotPlacementScores", **params)
 
 

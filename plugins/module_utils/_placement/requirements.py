@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: bacalhau.aws_spot contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What a node needs (instance_requirements): checked in the user's words, and turned into AWS's InstanceRequirements and the placement scores' parameters. Private; no AWS call."""
+"""What a node needs (instance_requirements): checked in the user's words, and turned into AWS's
+InstanceRequirements and the placement scores' parameters. Private; no AWS call.
+"""
 
 from __future__ import annotations
 
