@@ -280,7 +280,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan as _capacity_plan
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan_spec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import fail
 
 ARGUMENT_SPEC = dict(
     nodes=dict(type="int", required=True),
@@ -306,13 +306,8 @@ def main() -> None:
     try:
         spec = plan_spec.parse(module.params)
         result = _capacity_plan.run(module, spec)
-    except AwsSpotError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        hint = credential_problem(exc)
-        if hint:
-            module.fail_json(msg=hint)
-        module.fail_json_aws(exc, msg="spot_capacity_plan could not read what it needs from AWS")
+    except (AwsSpotError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        fail(module, exc, "spot_capacity_plan could not read what it needs from AWS")
     module.exit_json(**result)
 
 

@@ -670,7 +670,7 @@ except ImportError:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import fail
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import desc as cluster_desc
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import reconcile
@@ -764,13 +764,8 @@ def main() -> None:
             spec = cluster_spec.parse(module.params)
             _warn_world(module, spec)
             result = engine.run(module, spec)
-    except AwsSpotError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        hint = credential_problem(exc)
-        if hint:
-            module.fail_json(msg=hint)
-        module.fail_json_aws(exc, msg="spot_cluster failed before changing anything")
+    except (AwsSpotError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        fail(module, exc, "spot_cluster failed before changing anything")
 
     if whole:
         rows = {f"{r['region']} {r['role']}": r for r in result["summary"]}

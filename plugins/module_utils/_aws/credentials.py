@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 try:
     import botocore.exceptions
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_code
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
 
@@ -33,3 +36,14 @@ def credential_problem(exc: BaseException) -> str | None:
     if error_code(exc) in CREDENTIAL_ERRORS:
         return f"AWS refused the credentials ({error_text(exc)}): they are wrong or expired. {CREDENTIAL_HINT}"
     return None
+
+
+def fail(module: Any, exc: BaseException, doing: str) -> None:
+    """Fail ``module`` for an error of its helpers: their own message (``AwsSpotError``), missing or
+    expired credentials said plainly, or AWS's error with what was being done."""
+    if isinstance(exc, AwsSpotError):
+        module.fail_json(msg=str(exc), **exc.details)
+    hint = credential_problem(exc)
+    if hint:
+        module.fail_json(msg=hint)
+    module.fail_json_aws(exc, msg=doing)
