@@ -128,17 +128,8 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-    details: It changes nothing in either mode.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
-  idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
+  - bacalhau.aws_spot.attributes
+  - bacalhau.aws_spot.attributes.read_only
 """
 
 EXAMPLES = r"""

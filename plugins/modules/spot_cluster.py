@@ -327,16 +327,14 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+  - bacalhau.aws_spot.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff shows the number of live instances of the role per region, before and after.
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 """
 
