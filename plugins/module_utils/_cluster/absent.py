@@ -28,6 +28,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec im
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import RegionSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import Clients
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import RegionPlan
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import RegionReads
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import default_client
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import plans_of
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import raise_all
@@ -66,8 +67,8 @@ def plan_absent(module: Any, spec: ClusterSpec, region: str, clients: Clients | 
                      resource_types=list(RESOURCE_TYPES), force=True)
     found = discover_region(clients.ec2, region, scope)
     instances = [res.raw for res in found if res.type == "instances"]
-    plan = RegionPlan(spec=RegionSpec(region=region), clients=clients, net=_network_of(region, found),
-                      instances=instances)
+    plan = RegionPlan(spec=RegionSpec(region=region), clients=clients,
+                      reads=RegionReads(net=_network_of(region, found), instances=instances))
 
     def in_role(tags: dict[str, str]) -> bool:
         return spec.role is None or tags.get(ROLE_KEY) == spec.role
@@ -84,7 +85,7 @@ def plan_absent(module: Any, spec: ClusterSpec, region: str, clients: Clients | 
 
 def apply_absent(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     result = region_result(spec, plan)
-    result.update(requested=0, network_deleted=[], remaining=len(plan.instances) - len(plan.to_terminate))
+    result.update(requested=0, network_deleted=[], remaining=len(plan.reads.instances) - len(plan.to_terminate))
     doomed = plan.doomed
     try:
         if doomed:
@@ -129,7 +130,7 @@ def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
         regions = {}
         for name, plan in plans.items():
             res = region_result(spec, plan)
-            res.update(requested=0, running=0, instances=[], remaining=len(plan.instances) - len(plan.to_terminate))
+            res.update(requested=0, running=0, instances=[], remaining=len(plan.reads.instances) - len(plan.to_terminate))
             res["changed"] = bool(plan.doomed)
             regions[name] = res
     else:

@@ -31,7 +31,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     try:
         finish_network = None
         if plan.network_changes:
-            finish_network = build.prepare(ec2, spec, plan.net)
+            finish_network = build.prepare(ec2, spec, plan.reads.net)
             result["changed"] = True
         if plan.to_terminate:
             ids = [i["InstanceId"] for i in plan.to_terminate]
@@ -44,7 +44,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
                 inst.wait_terminated(ec2, ids, spec.wait_timeout)
         network_error = None
         if plan.to_launch or plan.to_replace:
-            ids = plan.net.ids()
+            ids = plan.reads.net.ids()
             outcome: dict[str, Any] = {}
 
             def _launch() -> None:
@@ -103,19 +103,19 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         result["failed"] = True
         result["error"] = exc.message if isinstance(exc, AwsSpotError) else error_text(exc)
         result["exception"] = exc
-    views = [inst.view(i, plan.spec.region, plan.architectures) for i in current.values()]
+    views = [inst.view(i, plan.spec.region, plan.reads.architectures) for i in current.values()]
     views.sort(key=lambda v: (v["availability_zone"] or "", v["instance_id"]))
     result["instances"] = views
     result["running"] = len(views)
-    result["network"] = plan.net.ids()
+    result["network"] = plan.reads.net.ids()
     try:
         types = sorted({v["instance_type"] for v in views if v["lifecycle"] == "spot"})
-        prices = dict(plan.prices or {})
-        known = set(plan.spec.instance_types or []) if plan.prices is not None else set()
+        prices = dict(plan.reads.prices or {})
+        known = set(plan.spec.instance_types or []) if plan.reads.prices is not None else set()
         unknown = [t for t in types if t not in known]
         if unknown:  # types read while planning need no second call
             prices.update(pricing.spot_prices(ec2, unknown))
-        result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices, plan.on_demand_prices)
+        result["estimated_hourly_cost"] = pricing.hourly_cost(views, prices, plan.reads.on_demand_prices)
     except botocore.exceptions.ClientError:
         result["estimated_hourly_cost"] = None
     return result
@@ -127,10 +127,10 @@ def _launch_all(spec: ClusterSpec, plan: RegionPlan, ids: dict[str, Any]) -> tup
     ``replacing`` of the spot instances replace on-demand stand-ins."""
     ec2 = plan.clients.ec2
     subnets, group = ids["subnet_ids"], ids["security_group_id"]
-    wanted = 0 if plan.skip_spot else plan.to_launch + plan.to_replace
-    groups = [(launch.count, [(p.instance_type, p.zone) for p in launch.pools]) for launch in plan.launches]
-    launched, attempts = inst.launch_over(ec2, spec, plan.spec, groups, plan.pairs, plan.images, subnets, group,
-                                          wanted, plan.root_device)
+    wanted = 0 if plan.placement.skip_spot else plan.to_launch + plan.to_replace
+    groups = [(launch.count, [(p.instance_type, p.zone) for p in launch.pools]) for launch in plan.placement.launches]
+    launched, attempts = inst.launch_over(ec2, spec, plan.spec, groups, plan.placement.pairs, plan.reads.images, subnets, group,
+                                          wanted, plan.reads.root_device)
     covered = min(len(launched), plan.to_launch)
     replacing = len(launched) - covered
     stand_ins: list[dict[str, Any]] = []
@@ -140,12 +140,12 @@ def _launch_all(spec: ClusterSpec, plan: RegionPlan, ids: dict[str, Any]) -> tup
         for i in [i for i in plan.in_scope if i not in plan.to_terminate] + launched:
             zone = i.get("Placement", {}).get("AvailabilityZone")
             existing[zone] = existing.get(zone, 0) + 1
-        spread = capacity.assign(plan.fallback_pools, wanted_od, existing, spec.availability_zone_strategy,
+        spread = capacity.assign(plan.placement.fallback_pools, wanted_od, existing, spec.availability_zone_strategy,
                                  spec.min_placement_score)
         od_groups = [(launch.count, [(p.instance_type, p.zone) for p in launch.pools]) for launch in spread]
-        pairs = [(p.instance_type, p.zone) for p in plan.fallback_pools]
-        stand_ins, tried = inst.launch_over(ec2, spec, plan.spec, od_groups, pairs, plan.images, subnets, group,
-                                            wanted_od, plan.root_device, market="on-demand",
+        pairs = [(p.instance_type, p.zone) for p in plan.placement.fallback_pools]
+        stand_ins, tried = inst.launch_over(ec2, spec, plan.spec, od_groups, pairs, plan.reads.images, subnets, group,
+                                            wanted_od, plan.reads.root_device, market="on-demand",
                                             extra_tags={capacity.FALLBACK_TAG: capacity.FALLBACK_VALUE})
         attempts += tried
     return launched + stand_ins, attempts, stand_ins, replacing

@@ -60,7 +60,7 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
     raise_all(errors)
     if scores["errors"]:
         for plan in plans.values():
-            plan.notes.append("spot placement scores unavailable (" + "; ".join(scores["errors"])[:300] + ")")
+            plan.placement.notes.append("spot placement scores unavailable (" + "; ".join(scores["errors"])[:300] + ")")
     refuse_over_limits(spec, plans)
 
     if module.check_mode:
@@ -69,10 +69,10 @@ def present(module: Any, spec: ClusterSpec) -> dict[str, Any]:
             res = region_result(spec, plan)
             res["changed"] = bool(plan.to_launch or plan.to_terminate or plan.network_changes or plan.to_replace)
             res["running"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
-            res["instances"] = [inst.view(i, name, plan.architectures) for i in plan.in_scope]
+            res["instances"] = [inst.view(i, name, plan.reads.architectures) for i in plan.in_scope]
             # what the instances there now cost (nothing is launched in check mode)
-            res["estimated_hourly_cost"] = pricing.hourly_cost(res["instances"], plan.prices or {},
-                                                               plan.on_demand_prices)
+            res["estimated_hourly_cost"] = pricing.hourly_cost(res["instances"], plan.reads.prices or {},
+                                                               plan.reads.on_demand_prices)
             regions[name] = res
     else:
         regions, errors = run_per_region(by_name, lambda r: apply_present(spec, plans[r]))

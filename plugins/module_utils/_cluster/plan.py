@@ -76,29 +76,28 @@ class Clients:
 
 
 @dataclass
-class RegionPlan:
-    spec: RegionSpec
-    clients: Clients
+class RegionReads:
+    """What a region has, read once while planning (one round of describes)."""
+
     net: network.Network
     instances: list[dict[str, Any]]  # the cluster's, every role, not terminated
-    images: dict[str, str] = field(default_factory=dict)  # instance type -> image id
-    architectures: dict[str, str] = field(default_factory=dict)  # instance type -> architecture
-    pairs: list[tuple[str, str]] = field(default_factory=list)
-    root_device: str = inst.ROOT_DEVICE
-    in_scope: list[dict[str, Any]] = field(default_factory=list)  # live instances of the role
-    to_launch: int = 0
-    to_terminate: list[dict[str, Any]] = field(default_factory=list)
-    network_changes: list[str] = field(default_factory=list)
-    delete_network: bool = False
-    doomed: list[Resource] = field(default_factory=list)  # state=absent: what the nuke's engine deletes
-    prices: dict[tuple[str, str], float] | None = None  # spot prices of the wanted types, read while planning
-    # placement (``_capacity``): the candidate types, their offerings, the ranked pools and the launches
-    types: list[str] = field(default_factory=list)  # instance_types, or what instance_requirements resolved to
-    offered: dict[str, set[str]] = field(default_factory=dict)
     zones: list[str] = field(default_factory=list)
     zone_ids: dict[str, str] = field(default_factory=dict)  # zone id -> zone name
+    types: list[str] = field(default_factory=list)  # instance_types, or what instance_requirements resolved to
     resolved: dict[str, str] = field(default_factory=dict)  # instance_requirements: type -> architecture
+    offered: dict[str, set[str]] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)  # instance type -> image id
+    architectures: dict[str, str] = field(default_factory=dict)  # instance type -> architecture
+    root_device: str = inst.ROOT_DEVICE
+    prices: dict[tuple[str, str], float] | None = None  # spot prices of the wanted types
     on_demand_prices: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Placement:
+    """Where a region's launches go and what the plan costs (``place``; no AWS call)."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (type, zone) in the order they are tried
     pools: list[capacity.Pool] = field(default_factory=list)  # spot (or on-demand) pools, ranked
     fallback_pools: list[capacity.Pool] = field(default_factory=list)  # on-demand stand-ins, ranked
     launches: list[capacity.Launch] = field(default_factory=list)
@@ -106,11 +105,28 @@ class RegionPlan:
     region_score: int | None = None
     zone_scores: dict[str, int] = field(default_factory=dict)  # zone name -> score
     skip_spot: bool = False  # spot-then-on-demand in a region whose spot score is low
-    fallback_now: list[dict[str, Any]] = field(default_factory=list)  # live on-demand stand-ins of the role
-    to_replace: int = 0  # stand-ins to replace by spot this run (make before break)
-    to_fallback: int = 0  # at most this many on-demand stand-ins may be launched this run
     cost: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RegionPlan:
+    """One role's plan in one region: what it read, where launches go, and what it does."""
+
+    spec: RegionSpec
+    clients: Clients
+    reads: RegionReads
+    placement: Placement = field(default_factory=Placement)
+    # what the plan does
+    in_scope: list[dict[str, Any]] = field(default_factory=list)  # live instances of the role
+    fallback_now: list[dict[str, Any]] = field(default_factory=list)  # live on-demand stand-ins of the role
+    to_launch: int = 0
+    to_terminate: list[dict[str, Any]] = field(default_factory=list)
+    to_replace: int = 0  # stand-ins to replace by spot this run (make before break)
+    to_fallback: int = 0  # at most this many on-demand stand-ins may be launched this run
+    network_changes: list[str] = field(default_factory=list)
+    delete_network: bool = False
+    doomed: list[Resource] = field(default_factory=list)  # state=absent: what the nuke's engine deletes
 
 
 def default_client(module: Any) -> Any:
@@ -193,8 +209,9 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
     if unknown_zones:
         raise AwsSpotError(f"availability zone(s) {', '.join(unknown_zones)} do not exist or are not available "
                            f"in {region.region}; available: {', '.join(zones)}", region.region)
-    plan = RegionPlan(spec=region, clients=clients, net=net, instances=instances, root_device=root_device,
-                      prices=prices, zones=zones, zone_ids=zone_ids)
+    plan = RegionPlan(spec=region, clients=clients,
+                      reads=RegionReads(net=net, instances=instances, root_device=root_device, prices=prices,
+                                        zones=zones, zone_ids=zone_ids))
     if req is not None and (region.count > 0 or region.standby):
         images = (resolved or {}).get("images") or {}
         found = {t: a for t, a in found.items() if a in images}  # an image_id narrows to its architecture
@@ -204,21 +221,21 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
                 f" for {', '.join(sorted(images) or req['architectures'])} here; widen them", region.region)
         wanted = sorted(found)
         offered, prices = concurrently((_offered, wanted), (_prices, wanted))  # the second round
-        plan.prices = prices
-        plan.resolved = found
-        plan.images = {t: images[a]["image_id"] for t, a in found.items()}
-        plan.architectures = dict(found)
+        plan.reads.prices = prices
+        plan.reads.resolved = found
+        plan.reads.images = {t: images[a]["image_id"] for t, a in found.items()}
+        plan.reads.architectures = dict(found)
     elif resolved:
-        plan.images = {t: v["image_id"] for t, v in resolved["instance_types"].items()}
-        plan.architectures = {t: v["architecture"] for t, v in resolved["instance_types"].items()}
+        plan.reads.images = {t: v["image_id"] for t, v in resolved["instance_types"].items()}
+        plan.reads.architectures = {t: v["architecture"] for t, v in resolved["instance_types"].items()}
     for itype in region.instance_types or []:
         if not offered.get(itype):  # offered in no zone: not offered in the region
             raise _ami.not_offered(itype, region.region)
-    plan.types, plan.offered = wanted, offered
-    if plan.images:
-        plan.pairs = inst.candidates(region, zones, offered) if req is None else [
+    plan.reads.types, plan.reads.offered = wanted, offered
+    if plan.reads.images:
+        plan.placement.pairs = inst.candidates(region, zones, offered) if req is None else [
             (t, z) for t in wanted for z in (region.availability_zones or zones) if z in offered.get(t, set())]
-        if not plan.pairs:
+        if not plan.placement.pairs:
             raise AwsSpotError(
                 f"none of the instance types {', '.join(wanted)} is offered in the zones "
                 f"{', '.join(region.availability_zones or zones)}; add types or zones", region.region)
@@ -232,9 +249,9 @@ def recount(spec: ClusterSpec, plan: RegionPlan, count: int) -> None:
     """What the region's plan does to hold ``count`` live instances of the role (no AWS call)."""
     plan.spec.count = count
     plan.to_launch = max(0, count - len(plan.in_scope))
-    plan.to_terminate = inst.surplus(plan.in_scope, plan.spec, plan.zones, count, types=plan.types,
+    plan.to_terminate = inst.surplus(plan.in_scope, plan.spec, plan.reads.zones, count, types=plan.reads.types,
                                      drain=spec.drain_instance_ids)
-    plan.network_changes = network.pending_changes(spec, plan.net) if count > 0 or plan.net.vpc else []
+    plan.network_changes = network.pending_changes(spec, plan.reads.net) if count > 0 or plan.reads.net.vpc else []
 
 
 def known_locally(module: Any, names: list[str]) -> bool:

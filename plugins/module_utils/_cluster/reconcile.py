@@ -146,10 +146,10 @@ def views(cluster: Cluster, role: str = "compute") -> list[dict[str, Any]]:
     out, seen = [], set()
     for region, plans in cluster.plans.items():
         for plan in plans.values():
-            for i in plan.instances:
+            for i in plan.reads.instances:
                 if inst.role_of(i) == role and inst.is_live(i) and i["InstanceId"] not in seen:
                     seen.add(i["InstanceId"])
-                    out.append(inst.view(i, region, plan.architectures))
+                    out.append(inst.view(i, region, plan.reads.architectures))
     return out
 
 
@@ -200,8 +200,8 @@ def _set_nats(cluster: Cluster, cidrs: list[str]) -> None:
             if entry.region == region:
                 entry.nats_cidrs = list(cidrs)
                 plan = cluster.plans.get(region, {}).get(role)
-                if plan is not None and (entry.count > 0 or plan.net.vpc):
-                    plan.network_changes = network.pending_changes(spec, plan.net)
+                if plan is not None and (entry.count > 0 or plan.reads.net.vpc):
+                    plan.network_changes = network.pending_changes(spec, plan.reads.net)
 
 
 def _limits(cluster: Cluster) -> dict[str, Any]:
@@ -212,11 +212,11 @@ def _limits(cluster: Cluster) -> dict[str, Any]:
     unknown = 0
     for region, role, spec, plan in cluster.each():
         parts[f"{region} {role}"] = len(plan.in_scope) - len(plan.to_terminate) + plan.to_launch
-        plan.cost = region_place.cost_of(spec, plan, own=True)
-        plan.cost["role"] = dict(plan.cost)
-        expected += plan.cost["expected"]
-        worst += plan.cost["worst_case"]
-        unknown += plan.cost["unknown"]
+        plan.placement.cost = region_place.cost_of(spec, plan, own=True)
+        plan.placement.cost["role"] = dict(plan.placement.cost)
+        expected += plan.placement.cost["expected"]
+        worst += plan.placement.cost["worst_case"]
+        unknown += plan.placement.cost["unknown"]
     costs = {"expected": round(expected, 6), "worst_case": round(worst, 6), "unknown": unknown,
              "max_hourly_cost": desc.max_hourly_cost}
     problems = []
@@ -226,7 +226,7 @@ def _limits(cluster: Cluster) -> dict[str, Any]:
         problems.append(refusal.replace("max_nodes", "cluster_max_nodes").replace("; nothing was created", ""))
     refusal = pricing_caps.over_cap(costs, desc.max_hourly_cost, f"cluster {desc.compute.cluster_name}")
     if refusal:
-        detail = ", ".join(f"{region} {role}: up to {plan.cost['worst_case']:.4f}"
+        detail = ", ".join(f"{region} {role}: up to {plan.placement.cost['worst_case']:.4f}"
                            for region, role, _spec, plan in cluster.each())
         problems.append(f"{refusal.replace('max_hourly_cost', 'cluster_max_hourly_cost')} (by region: {detail})")
     if problems:
@@ -255,7 +255,7 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
     _fail(desc, errors)
     if cluster.scores.get("errors"):
         for _region, _role, _spec, plan_ in cluster.each():
-            plan_.notes.append("spot placement scores unavailable (" + "; ".join(cluster.scores["errors"])[:300] + ")")
+            plan_.placement.notes.append("spot placement scores unavailable (" + "; ".join(cluster.scores["errors"])[:300] + ")")
     cluster.scores["plan_cost"] = _limits(cluster)
     return cluster
 
@@ -272,13 +272,13 @@ def _apply_region(cluster: Cluster, region: str) -> dict[str, dict[str, Any]]:
     first_role, first_spec, first = roles[0]
     try:
         if changes:
-            finish = build.prepare(first.clients.ec2, first_spec, first.net)
+            finish = build.prepare(first.clients.ec2, first_spec, first.reads.net)
     except Exception as exc:  # pylint: disable=broad-except
         out = {}
         for role, spec, plan_ in roles:
             out[role] = region_result.region_result(spec, plan_)
             out[role].update(failed=True, error=exc.message if isinstance(exc, AwsSpotError) else error_text(exc),
-                             exception=exc, instances=[inst.view(i, region, plan_.architectures) for i in plan_.in_scope])
+                             exception=exc, instances=[inst.view(i, region, plan_.reads.architectures) for i in plan_.in_scope])
         return out
     for _role, _spec, plan_ in roles:
         plan_.network_changes = []
@@ -324,10 +324,10 @@ def _sync_nats(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]])
     role = "orchestrator" if "orchestrator" in plans else "compute"
     plan_ = plans[role]
     result = results.get((region, role))
-    if result is None or not plan_.net.security_group:
+    if result is None or not plan_.reads.net.security_group:
         return
     try:
-        build.prepare(plan_.clients.ec2, cluster.specs[role], plan_.net)()
+        build.prepare(plan_.clients.ec2, cluster.specs[role], plan_.reads.net)()
         result["network_changes"] = list(result.get("network_changes") or []) + ["update the NATS rule"]
         result["changed"] = True
     except Exception as exc:  # pylint: disable=broad-except
@@ -345,7 +345,7 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
             res = region_result.region_result(spec, plan_)
             res["changed"] = bool(plan_.to_launch or plan_.to_terminate or plan_.network_changes or plan_.to_replace)
             res["running"] = len(plan_.in_scope) - len(plan_.to_terminate) + plan_.to_launch
-            res["instances"] = [inst.view(i, region, plan_.architectures) for i in plan_.in_scope
+            res["instances"] = [inst.view(i, region, plan_.reads.architectures) for i in plan_.in_scope
                                 if i not in plan_.to_terminate]
             res["reasons"] = why(desc, role, plan_)
             results[(region, role)] = res

@@ -27,7 +27,7 @@ def region_result(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         "launched": [],
         "terminated": [],
         "attempts": [],
-        "network": plan.net.ids(),
+        "network": plan.reads.net.ids(),
         "network_changes": list(plan.network_changes),
         "changed": False,
         "failed": False,
@@ -79,7 +79,7 @@ def summary(spec: ClusterSpec, plans: dict[str, RegionPlan], regions: dict[str, 
 
 def plan_cost_of(spec: ClusterSpec, plans: dict[str, RegionPlan]) -> dict[str, Any]:
     """The plan's cost over every region, as checked against max_hourly_cost."""
-    costs = [p.cost for p in plans.values() if p.cost]
+    costs = [p.placement.cost for p in plans.values() if p.placement.cost]
     extra = spec.extra_hourly_cost if costs else 0.0
     return {
         "expected": round(extra + sum(c["expected"] for c in costs), 6),
