@@ -28,7 +28,7 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
         return
     by_id = plan.reads.zone_ids
     plan.placement.zone_scores = {by_id[zid]: score for zid, score in (scores.get("zones", {}).get(region.region) or {}).items()
-                        if zid in by_id}
+                                  if zid in by_id}
     plan.placement.region_score = scores.get("regions", {}).get(region.region)
     zones = region.availability_zones or plan.reads.zones
     market = "on-demand" if spec.market == "on-demand" else "spot"
@@ -46,7 +46,7 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
         dropped = [t for t in plan.reads.types if t not in keep]
         if dropped:
             plan.placement.notes.append(f"instance_requirements: kept the {len(keep)} types with the cheapest pool "
-                              f"(max_types); left out {', '.join(dropped)}")
+                                        f"(max_types); left out {', '.join(dropped)}")
     if spec.market == "spot-then-on-demand":
         plan.placement.fallback_pools = capacity.rank_pools(pools, by=by, market="on-demand", **order)
         pools = [p for p in pools if p.spot_price is not None or plan.reads.prices is None]
@@ -59,14 +59,14 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
     if spec.market == "spot-then-on-demand" and capacity.low_score(plan.placement.region_score, spec.min_placement_score):
         plan.placement.skip_spot = True
         plan.placement.notes.append(f"spot placement score {plan.placement.region_score} is under min_placement_score "
-                          f"{spec.min_placement_score}: spot is not tried here this run, on-demand stands in")
+                                    f"{spec.min_placement_score}: spot is not tried here this run, on-demand stands in")
     elif capacity.low_score(plan.placement.region_score, spec.min_placement_score):
         plan.placement.notes.append(f"spot placement score {plan.placement.region_score} is under min_placement_score "
-                          f"{spec.min_placement_score}: launches here are likely to fail")
+                                    f"{spec.min_placement_score}: launches here are likely to fail")
     if spec.spot_first and not plan.to_terminate:
         stand_ins = len(plan.fallback_now)
         plan.to_replace = 0 if plan.placement.skip_spot else capacity.replaceable(stand_ins, plan.placement.region_score,
-                                                                        spec.min_placement_score)
+                                                                                  spec.min_placement_score)
     leaving = {i["InstanceId"] for i in plan.to_terminate}
     if plan.to_replace:  # the stand-ins go once replaced: the spread counts without them
         leaving |= {i["InstanceId"] for i in plan.fallback_now}
@@ -77,7 +77,7 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
             existing[zone] = existing.get(zone, 0) + 1
     spot_count = 0 if plan.placement.skip_spot else plan.to_launch + plan.to_replace
     plan.placement.launches = capacity.assign(plan.placement.pools, spot_count, existing, spec.availability_zone_strategy,
-                                    spec.min_placement_score) if plan.placement.pools else []
+                                              spec.min_placement_score) if plan.placement.pools else []
     if spec.market == "spot-then-on-demand":
         plan.to_fallback = capacity.fallback_count(plan.to_launch, region.on_demand_max, len(plan.fallback_now))
 
