@@ -57,16 +57,8 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; check mode returns the same result.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
-  idempotent:
-    support: full
-    description: Read-only; never reports a change.
+  - bacalhau.aws_spot.attributes
+  - bacalhau.aws_spot.attributes.read_only
 notes:
   - The O(region) option only chooses where the region list itself is read (C(DescribeRegions));
     the look-ups happen in every region of O(regions).

@@ -128,17 +128,8 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-    details: It changes nothing in either mode.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
-  idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
-    support: full
+  - bacalhau.aws_spot.attributes
+  - bacalhau.aws_spot.attributes.read_only
 """
 
 EXAMPLES = r"""
@@ -278,8 +269,9 @@ except ImportError:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan as _capacity_plan
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import plan_spec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.engine import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import fail
 
 ARGUMENT_SPEC = dict(
     nodes=dict(type="int", required=True),
@@ -291,7 +283,7 @@ ARGUMENT_SPEC = dict(
     regions=dict(type="list", elements="str", default=["all"]),
     max_regions=dict(type="int", default=5),
     max_per_region=dict(type="int"),
-    max_types=dict(type="int", default=_capacity_plan.DEFAULT_MAX_TYPES),
+    max_types=dict(type="int", default=plan_spec.DEFAULT_MAX_TYPES),
     max_hourly_cost=dict(type="float"),
     market=dict(type="str", choices=["spot", "on-demand", "spot-then-on-demand"], default="spot"),
     min_placement_score=dict(type="int", default=3),
@@ -303,15 +295,10 @@ ARGUMENT_SPEC = dict(
 def main() -> None:
     module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        spec = _capacity_plan.parse(module.params)
+        spec = plan_spec.parse(module.params)
         result = _capacity_plan.run(module, spec)
-    except AwsSpotError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        hint = credential_problem(exc)
-        if hint:
-            module.fail_json(msg=hint)
-        module.fail_json_aws(exc, msg="spot_capacity_plan could not read what it needs from AWS")
+    except (AwsSpotError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        fail(module, exc, "spot_capacity_plan could not read what it needs from AWS")
     module.exit_json(**result)
 
 

@@ -32,6 +32,15 @@ description:
     their instance type's architecture (x86_64 or arm64), unless O(regions[].image_id) is given.
   - Everything is validated before anything is created - names, counts, regions, instance types,
     architecture of O(regions[].image_id) - and all problems are reported in one message.
+  - "The whole cluster in one call: with O(orchestrator) the module takes the cluster as its file describes it -
+    the orchestrator (managed, or external), the compute O(regions), the O(overflow_regions), the caps - plans both
+    roles once (one round of reads per region, shared by the roles there), checks O(max_nodes) and
+    O(max_hourly_cost) over the whole cluster, the orchestrator included, opens the orchestrator's NATS port (4222)
+    to O(nats_cidrs) and to every compute node outside its region (a C(/32) each, compared with the security
+    group's rules as AWS has them, so a stale address is revoked), then applies once. Problems anywhere stop it
+    before anything is created, named as the cluster file names them (C(cluster_regions[1] (eu-west-1): unknown
+    key 'cout' (did you mean 'count'?))). C(playbooks/create.yml) and C(playbooks/heal.yml) call it so; see
+    O(mode) for heal. Without O(orchestrator) it keeps one O(role), as below."
   - With O(state=absent) it terminates the cluster's instances (of O(role), or of every role when O(role)
     is omitted) and, in every region where none of the cluster's instances remain, deletes the network it
     made there. Resources of other clusters and untagged resources are never touched.
@@ -124,6 +133,43 @@ options:
             the orchestrator's region to the compute nodes of other regions without opening the others.
         type: list
         elements: str
+  orchestrator:
+    description:
+      - "The cluster's orchestrator, as C(cluster_orchestrator) of the cluster file - V({mode: managed, region,
+        instance_type, market}) (C(market) V(on-demand), the default, or V(spot); optional C(image_id),
+        C(availability_zones)) or V({mode: external, endpoints: [nats://host:4222]})."
+      - Given, the module keeps the whole cluster (both roles) in one call; O(role) must then be left out.
+      - With O(state=absent), only its region (and those of O(regions) and O(overflow_regions)) are searched.
+    type: dict
+    version_added: 0.2.0
+  overflow_regions:
+    description:
+      - With O(orchestrator) and O(mode=heal), where the compute nodes a home region cannot hold go, in order of
+        preference - entries like O(regions)' without C(count), none a region of O(regions) or the orchestrator's.
+        Overflow nodes are tagged C(bacalhau:overflow-for=<home regions>). O(mode=converge) keeps what runs there.
+    type: list
+    elements: dict
+    version_added: 0.2.0
+  mode:
+    description:
+      - With O(orchestrator), what the counts are.
+      - V(converge) - the file's counts (launch what is missing, terminate the surplus), as C(create.yml).
+      - V(heal) - never fewer than live - each home region's count plus a replacement for each of its nodes in
+        O(drain_instance_ids), what a home region still cannot hold in O(overflow_regions) (in order), and spot again
+        for on-demand stand-ins once spot has room (make before break). Regions left short do not fail the task.
+      - V(release) - let go of what is no longer needed - the drained nodes whose replacements run, and overflow
+        nodes whose home regions hold their count again; never below a count. RV(released) lists them.
+    type: str
+    choices: [converge, heal, release]
+    default: converge
+    version_added: 0.2.0
+  joined_instance_ids:
+    description:
+      - With O(orchestrator), the instance ids of the compute nodes the orchestrator has as connected; RV(to_configure)
+        then lists the running compute nodes not among them (else the ones this run launched).
+    type: list
+    elements: str
+    version_added: 0.2.0
   market:
     description:
       - V(spot) (one-time requests, terminated on interruption), V(on-demand), or V(spot-then-on-demand).
@@ -281,16 +327,14 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+  - bacalhau.aws_spot.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The diff shows the number of live instances of the role per region, before and after.
   idempotent:
-    description: When run twice in a row with the same arguments, the second run reports no change.
     support: full
 """
 
@@ -352,6 +396,32 @@ EXAMPLES = r"""
   bacalhau.aws_spot.spot_cluster:
     cluster_name: demo
     state: absent
+
+- name: The whole cluster, as its file says, in one call
+  bacalhau.aws_spot.spot_cluster:
+    cluster_name: demo
+    orchestrator: {mode: managed, region: eu-west-1, instance_type: t3.medium, market: on-demand}
+    regions:
+      - {region: eu-west-1, count: 3, instance_types: [t3.small, t3a.small]}
+      - {region: us-east-1, count: 2, instance_types: [t4g.small]}
+    overflow_regions:
+      - {region: us-west-2, instance_types: [t3.small]}
+    market: spot-then-on-demand
+    max_hourly_cost: 1.0
+    ssh_public_key: "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+  register: cluster
+
+- name: Heal it - replacements for the nodes with a spot notice first
+  bacalhau.aws_spot.spot_cluster:
+    cluster_name: demo
+    mode: heal
+    drain_instance_ids: [i-0123456789abcdef0]
+    orchestrator: {mode: managed, region: eu-west-1, instance_type: t3.medium}
+    regions:
+      - {region: eu-west-1, count: 3, instance_types: [t3.small, t3a.small]}
+      - {region: us-east-1, count: 2, instance_types: [t4g.small]}
+    overflow_regions:
+      - {region: us-west-2, instance_types: [t3.small]}
 """
 
 RETURN = r"""
@@ -523,8 +593,64 @@ estimated_hourly_cost:
   returned: always
   type: float
   sample: 0.0312
+summary:
+  description:
+    - With O(orchestrator), per region and role (the orchestrator first, then O(regions), then O(overflow_regions)),
+      what RV(regions) says of one region - C(region), C(role), C(requested), C(before), C(running), C(to_launch),
+      C(to_terminate), C(launched), C(terminated), C(replaced), C(failed), C(error), C(placement)... - and
+      C(reasons) (C(launch), C(terminate) - why, or null).
+  returned: with O(orchestrator)
+  type: list
+  elements: dict
+orchestrator_endpoints:
+  description: The orchestrator's NATS endpoints (C(nats://<public address>:4222); an external one's as given).
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+  sample: ["nats://203.0.113.10:4222"]
+nats_cidrs:
+  description: Who may reach the orchestrator's NATS port - O(nats_cidrs) and the compute nodes outside its region.
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+launched:
+  description: Ids of every instance launched (both roles).
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+terminated:
+  description: Ids of every instance terminated (stand-ins replaced by spot included).
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+released:
+  description: With O(mode=release), the ids terminated (drained, or overflow no longer needed), for the
+    orchestrator to forget.
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+overflow:
+  description: The overflow nodes, each C(<id> in <region> (for <home regions>)).
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+drain_instance_ids:
+  description: O(drain_instance_ids), as used.
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+to_configure:
+  description: Compute nodes to set Bacalhau up on - running, not draining, and not in O(joined_instance_ids)
+    (without it, the ones launched by this run). Empty in check mode.
+  returned: with O(orchestrator)
+  type: list
+  elements: str
+mode:
+  description: O(mode).
+  returned: with O(orchestrator)
+  type: str
 failed_regions:
-  description: Region name -> why it could not be filled (only with failures).
+  description: Region name -> why it could not be filled (only with failures). With O(orchestrator), C(<region> <role>).
   returned: always
   type: dict
 diff:
@@ -541,28 +667,26 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine as _spot_cluster
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import spec as _spot_spec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
-
-REGION_SPEC = dict(
-    region=dict(type="str", required=True),
-    count=dict(type="int"),
-    instance_types=dict(type="list", elements="str"),
-    image_id=dict(type="str"),
-    availability_zones=dict(type="list", elements="str"),
-    max_price=dict(type="str"),
-    nats_cidrs=dict(type="list", elements="str"),
-    instance_requirements=dict(type="dict"),
-    on_demand_max=dict(type="int"),
-)
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import fail
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import desc as cluster_desc
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import engine
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import reconcile
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.result import unaccepted_failures
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import spec as cluster_spec
 
 ARGUMENT_SPEC = dict(
     cluster_name=dict(type="str", required=True),
     state=dict(type="str", choices=["present", "absent"], default="present"),
-    role=dict(type="str", choices=list(_spot_spec.ROLES)),
-    regions=dict(type="list", elements="dict", options=REGION_SPEC),
-    market=dict(type="str", choices=list(_spot_spec.MARKETS), default="spot"),
+    role=dict(type="str", choices=list(cluster_spec.ROLES)),
+    # the entries' keys are checked by _cluster.spec (an unknown one is named with the key it most
+    # looks like, in the cluster file's words with orchestrator), not by Ansible's suboptions
+    regions=dict(type="list", elements="dict"),
+    orchestrator=dict(type="dict"),
+    overflow_regions=dict(type="list", elements="dict"),
+    mode=dict(type="str", choices=list(cluster_desc.MODES), default="converge"),
+    joined_instance_ids=dict(type="list", elements="str"),
+    market=dict(type="str", choices=list(cluster_spec.MARKETS), default="spot"),
     ssh_public_key=dict(type="str", no_log=False),
     ssh_cidrs=dict(type="list", elements="str", default=[]),
     api_cidrs=dict(type="list", elements="str", default=[]),
@@ -579,53 +703,72 @@ ARGUMENT_SPEC = dict(
     drain_instance_ids=dict(type="list", elements="str"),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=600),
-    availability_zone_strategy=dict(type="str", choices=list(_spot_spec.STRATEGIES), default="spread"),
+    availability_zone_strategy=dict(type="str", choices=list(cluster_spec.STRATEGIES), default="spread"),
     max_hourly_cost=dict(type="float"),
     extra_hourly_cost=dict(type="float", default=0.0),
-    max_nodes=dict(type="int", default=_spot_spec.DEFAULT_MAX_NODES),
+    max_nodes=dict(type="int", default=cluster_spec.DEFAULT_MAX_NODES),
     min_placement_score=dict(type="int", default=3),
 )
 
 
-def main() -> None:
-    module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    try:
-        spec = _spot_spec.parse(module.params)
-        world = _spot_spec.open_to_world(spec)
-        if world:
-            module.warn("spot_cluster opens ports to the whole internet, as asked: " + "; ".join(world)
-                        + ". Give narrower CIDR blocks unless that is meant.")
-        result = _spot_cluster.run(module, spec)
-    except AwsSpotError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        hint = _spot_cluster.credential_problem(exc)
-        if hint:
-            module.fail_json(msg=hint)
-        module.fail_json_aws(exc, msg="spot_cluster failed before changing anything")
+def _fail_refused(module: AnsibleAWSModule, result: dict, refused: dict, regions: int, present: bool) -> None:
+    summary = "; ".join(f"{region}: {why}" for region, why in refused.items())
+    advice = (
+        "The other regions are done and what launched is kept. Add instance types or zones, raise max_price, "
+        "use another region, or set allow_partial: true to accept fewer instances."
+        if present else
+        "The other regions are done. Run again to finish: what is gone already counts as done."
+    )
+    module.fail_json(msg=f"spot_cluster could not finish {len(refused)} of {regions} region(s): {summary}. {advice}",
+                     **result)
 
+
+def _finish(module: AnsibleAWSModule, result: dict, rows: dict, allow_partial: bool, present: bool) -> None:
     failed = result["failed_regions"]
     result.pop("exceptions")
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff
-    refused = _spot_cluster.unaccepted_failures(result["regions"], failed, spec.allow_partial)
+    refused = unaccepted_failures(rows, failed, allow_partial)
     if refused:
-        summary = "; ".join(f"{region}: {why}" for region, why in refused.items())
-        advice = (
-            "The other regions are done and what launched is kept. Add instance types or zones, raise max_price, "
-            "use another region, or set allow_partial: true to accept fewer instances."
-            if spec.state == "present" else
-            "The other regions are done. Run again to finish: what is gone already counts as done."
-        )
-        module.fail_json(
-            msg=f"spot_cluster could not finish {len(refused)} of {len(result['regions'])} region(s): {summary}. {advice}",
-            **result,
-        )
+        _fail_refused(module, result, refused, len(rows), present)
     if failed:
         module.warn("spot_cluster left regions short of their count: "
                     + "; ".join(f"{region}: {why}" for region, why in failed.items()))
     module.exit_json(**result)
+
+
+def _warn_world(module: AnsibleAWSModule, spec: cluster_spec.ClusterSpec) -> None:
+    world = cluster_spec.open_to_world(spec)
+    if world:
+        module.warn("spot_cluster opens ports to the whole internet, as asked: " + "; ".join(world)
+                    + ". Give narrower CIDR blocks unless that is meant.")
+
+
+def main() -> None:
+    module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                              mutually_exclusive=[("orchestrator", "role")],
+                              required_by={"overflow_regions": "orchestrator"})
+    whole = module.params["orchestrator"] is not None
+    try:
+        if whole and module.params["state"] == "absent":  # only the regions of the cluster file matter
+            whole = False
+            module.params["regions"] = cluster_desc.region_names(module.params)
+        if whole:
+            desc = cluster_desc.parse(module.params)
+            _warn_world(module, desc.compute)
+            result = reconcile.run(module, desc)
+        else:
+            spec = cluster_spec.parse(module.params)
+            _warn_world(module, spec)
+            result = engine.run(module, spec)
+    except (AwsSpotError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        fail(module, exc, "spot_cluster failed before changing anything")
+
+    if whole:
+        rows = {f"{r['region']} {r['role']}": r for r in result["summary"]}
+        _finish(module, result, rows, desc.compute.allow_partial or desc.mode != "converge", True)
+    _finish(module, result, result["regions"], spec.allow_partial, spec.state == "present")
 
 
 if __name__ == "__main__":

@@ -46,13 +46,9 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+  - bacalhau.aws_spot.attributes
+  - bacalhau.aws_spot.attributes.read_only
 attributes:
-  check_mode:
-    support: full
-    description: It only reads; check mode changes nothing either.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is no diff.
   action_group:
     support: full
     membership: [bacalhau.aws_spot.aws_spot, bacalhau.aws_spot.cluster]

@@ -85,13 +85,13 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Lists what would be deleted; C(changed) is true when anything would be.
+    details: Lists what would be deleted; C(changed) is true when anything would be.
   diff_mode:
     support: none
-    description: The list RV(resources) says what was or would be deleted.
+    details: The list RV(resources) says what was or would be deleted.
   idempotent:
     support: full
-    description: A second run finds nothing and reports C(changed=false).
+    details: A second run finds nothing and reports C(changed=false).
 notes:
   - Cancelling a spot instance request does not terminate its instance; instances of ours
     are terminated in their own step. An instance of a request that is not tagged as ours is
@@ -108,6 +108,7 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+  - bacalhau.aws_spot.attributes
 """
 
 EXAMPLES = r"""

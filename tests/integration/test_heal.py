@@ -44,9 +44,12 @@ def test_healthy_cluster_is_a_noop_of_reads(playbook, aws, cluster):
     assert healed.returncode == 0, healed.stdout[-4000:]
     assert _changed(healed) == 0, healed.stdout[-3000:]
     ops = aws.calls()["by_operation"]
-    # the credentials check (amazon.aws.aws_caller_info: two reads), then the cluster, one call per region
-    assert set(ops) <= {"GetCallerIdentity", "ListAccountAliases", "DescribeInstances"}, f"a healthy heal only reads: {ops}"
-    assert ops["DescribeInstances"] == 3  # one per region read: us-east-1, eu-west-1, us-west-2
+    # the credentials check (amazon.aws.aws_caller_info: two reads), then one planning pass of the
+    # cluster (spot_cluster mode heal: it reads the security groups too, to hold the NATS rule to
+    # the compute nodes there are; nothing drains or overflows, so no release): reads only, one
+    # DescribeInstances per region (us-east-1, eu-west-1, us-west-2)
+    assert all(op.startswith(("Get", "List", "Describe")) for op in ops), f"a healthy heal only reads: {ops}"
+    assert ops["DescribeInstances"] == 3, ops
     assert "Every home region holds its count" in healed.stdout
 
 

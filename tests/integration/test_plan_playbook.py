@@ -89,3 +89,13 @@ def test_an_existing_cluster_file_is_not_overwritten(playbook, aws, tmp_path):
     assert plan_file.read_text() == "cluster_name: mine\n"
     # and no AWS call was made for it
     assert aws.calls()["by_operation"] == {}
+
+
+def test_zero_nodes_is_named_as_the_problem(playbook, aws, tmp_path):
+    plan_file = tmp_path / "none.yml"
+    refused = playbook(PLAN, *needs(nodes="0", regions="eu-west-1", plan_file=str(plan_file)))
+    assert refused.returncode != 0
+    assert "nodes: 0 must be from 1" in refused.stdout, refused.stdout[-3000:]
+    assert "Say what the cluster needs" not in refused.stdout
+    assert not plan_file.exists()
+    assert not {op for op in aws.calls()["by_operation"] if not op.startswith(("Get", "List"))}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as cap
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import requirements as needs
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
 
@@ -17,23 +19,23 @@ def pools_of(prices, scores=None, types=("t3.small", "t3a.small")):
 # --------------------------------------------------------------------------- requirements
 def test_requirements_become_aws_own_parameters():
     problems: list[str] = []
-    req = cap.parse_requirements({"vcpus": {"min": 2, "max": 4}, "memory_gib": {"min": 3.5},
+    req = needs.parse_requirements({"vcpus": {"min": 2, "max": 4}, "memory_gib": {"min": 3.5},
                                   "architectures": ["arm64"], "burstable": "excluded",
                                   "excluded_instance_types": ["t2.*"]}, "r", problems)
     assert problems == []
-    params = cap.requirements_params(req)
+    params = needs.requirements_params(req)
     assert params == {
         "ArchitectureTypes": ["arm64"],
         "VirtualizationTypes": ["hvm"],
         "InstanceRequirements": {"VCpuCount": {"Min": 2, "Max": 4}, "MemoryMiB": {"Min": 3584},
                                  "BurstablePerformance": "excluded", "ExcludedInstanceTypes": ["t2.*"]},
     }
-    assert cap.requirements_params(req, "x86_64")["ArchitectureTypes"] == ["x86_64"]
-    scores = cap.score_params(["eu-west-1", "us-east-1"], 3, True, requirements=req)
+    assert needs.requirements_params(req, "x86_64")["ArchitectureTypes"] == ["x86_64"]
+    scores = needs.score_params(["eu-west-1", "us-east-1"], 3, True, requirements=req)
     assert scores["InstanceRequirementsWithMetadata"] == params and "InstanceTypes" not in scores
     assert (scores["TargetCapacity"], scores["SingleAvailabilityZone"], scores["RegionNames"]) == (
         3, True, ["eu-west-1", "us-east-1"])
-    by_types = cap.score_params(["us-east-1"], 0, False, instance_types=["t3.small", "t3.small"])
+    by_types = needs.score_params(["us-east-1"], 0, False, instance_types=["t3.small", "t3.small"])
     # AWS refuses TargetCapacityUnitType without requirements (InvalidParameterCombination)
     assert by_types == {"TargetCapacity": 1, "SingleAvailabilityZone": False, "RegionNames": ["us-east-1"],
                         "InstanceTypes": ["t3.small"], "MaxResults": 1000}  # one page: no round more
@@ -50,7 +52,7 @@ def test_requirements_become_aws_own_parameters():
 ])
 def test_bad_requirements_are_named(raw, words):
     problems: list[str] = []
-    assert cap.parse_requirements(raw, "regions[0].instance_requirements", problems) is None
+    assert needs.parse_requirements(raw, "regions[0].instance_requirements", problems) is None
     assert any(words in p for p in problems), problems
 
 
@@ -136,19 +138,19 @@ def test_plan_cost_counts_fallbacks_and_refuses_over_the_cap():
     cheap = cap.Pool("r", "t3.small", "a", spot_price=0.01, on_demand_price=0.02)
     dear = cap.Pool("r", "m5.large", "b", spot_price=0.04, on_demand_price=0.10)
     launches = [cap.Launch("a", 2, [cheap, dear])]
-    costs = cap.plan_cost([0.05, None], launches, fallback=1, fallback_price=0.10, worst_pools=[cheap, dear])
+    costs = pricing_caps.plan_cost([0.05, None], launches, fallback=1, fallback_price=0.10, worst_pools=[cheap, dear])
     # kept 0.05 (+1 unknown); expected 0.05 + 2 x 0.01; worst: one spot node at the dearest pool, one on-demand
     assert costs == {"expected": 0.07, "worst_case": pytest.approx(0.05 + 0.04 + 0.10), "unknown": 1}
     known = dict(costs, unknown=0)
-    assert cap.over_cap(known, 1.0) is None and cap.over_cap(known, None) is None
-    refusal = cap.over_cap(known, 0.1)
+    assert pricing_caps.over_cap(known, 1.0) is None and pricing_caps.over_cap(known, None) is None
+    refusal = pricing_caps.over_cap(known, 0.1)
     assert "0.1900" in refusal and "0.1000" in refusal and "0.0700" in refusal and "nothing was created" in refusal
-    assert "no known price" in cap.over_cap(costs, 1.0)
+    assert "no known price" in pricing_caps.over_cap(costs, 1.0)
 
 
 def test_max_nodes_refusal_names_the_numbers():
-    assert cap.over_max_nodes(5, 5, {"a": 5}) is None
-    text = cap.over_max_nodes(120, 100, {"us-east-1": 100, "eu-west-1": 20})
+    assert pricing_caps.over_max_nodes(5, 5, {"a": 5}) is None
+    text = pricing_caps.over_max_nodes(120, 100, {"us-east-1": 100, "eu-west-1": 20})
     assert "120" in text and "max_nodes 100" in text and "eu-west-1: 20" in text
 
 

@@ -306,7 +306,7 @@ def test_regions_omitted_means_every_enabled_region(aws, run_module):
 def test_dependency_violation_is_retried_then_reported(monkeypatch):
     """The retry helper on its own: AWS answers DependencyViolation for a while after terminations."""
     from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws import common as _common
-    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import delete as _nuke_delete
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import context as _nuke_delete
     from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import Resource
 
     monkeypatch.setitem(_common.RETRY_POLICIES, "in_use", dict(_common.RETRY_POLICIES["in_use"], delay=0.01, max_delay=0.01))

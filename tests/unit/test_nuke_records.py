@@ -13,7 +13,7 @@ import yaml
 from botocore import xform_name
 from botocore.session import get_session
 
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import delete as _nuke_delete, discover as _nuke_discover
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import delete as _nuke_delete, detach as _nuke_detach, discover as _nuke_discover
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import KINDS, RESOURCE_TYPES
 from ansible_collections.bacalhau.aws_spot.plugins.modules import tagged_resource_nuke
 from tests.policy import policy_actions
@@ -77,7 +77,7 @@ def test_every_type_has_a_round_and_a_deleter():
         for resource_type, deleter in rounds.items():
             assert callable(deleter), resource_type
     assert set(_nuke_delete.DETACH_E) <= set(_nuke_delete.ROUND_F)  # detached in E, deleted in F
-    assert set(_nuke_delete.PREPARE) <= set(RESOURCE_TYPES)
+    assert set(_nuke_detach.PREPARE) <= set(RESOURCE_TYPES)
 
 
 def test_the_test_world_builds_every_type():

@@ -265,6 +265,7 @@ def launch_over(
     missing: int,
     root_device: str = ROOT_DEVICE,
     market: str | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Launch ``missing`` instances as ``groups`` say - ``(count, pairs)`` each, every group at
     once (one zone each when spreading; one group over every pair when packed) - then what
@@ -273,7 +274,7 @@ def launch_over(
         return [], []
     groups = [(n, p) for n, p in groups if n > 0] or [(missing, pairs)]
     answers = together(*[functools.partial(launch, ec2, spec, region, group_pairs, images, subnets, group_id, count,
-                                           root_device, market) for count, group_pairs in groups])
+                                           root_device, market, extra_tags) for count, group_pairs in groups])
     launched = [i for got, _attempts in answers for i in got]
     attempts = [a for _got, tried in answers for a in tried]
     short = missing - len(launched)
@@ -282,7 +283,7 @@ def launch_over(
                  if a["error_code"] or a["launched"] < a["requested"]}
         quota = {a["instance_type"] for a in attempts if a["error_code"] in QUOTA_ERRORS}
         rest = [p for p in pairs if p not in spent and p[0] not in quota]
-        got, tried = launch(ec2, spec, region, rest, images, subnets, group_id, short, root_device, market)
+        got, tried = launch(ec2, spec, region, rest, images, subnets, group_id, short, root_device, market, extra_tags)
         launched += got
         attempts += tried
     return launched, attempts

@@ -12,6 +12,7 @@ mismatches, regions that are not enabled - is checked in the plan phase of
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import re
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as _capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import requirements as needs
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import CLUSTER_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import MANAGED_BY_KEY
@@ -49,8 +52,9 @@ class RegionSpec:
     availability_zones: list[str] | None = None
     max_price: str | None = None
     nats_cidrs: list[str] | None = None  # None: the cluster-wide nats_cidrs
-    instance_requirements: dict[str, Any] | None = None  # _capacity.parse_requirements' shape
+    instance_requirements: dict[str, Any] | None = None  # needs.parse_requirements' shape
     on_demand_max: int | None = None  # market spot-then-on-demand: most on-demand stand-ins (None: no limit)
+    standby: bool = False  # an overflow region: its types are resolved even while its count is 0
 
 
 @dataclass
@@ -136,8 +140,23 @@ def _at_least_zero(value: Any, convert: Any, fallback: Any, message: str, proble
     return number
 
 
-def _region(entry: Any, index: int, state: str, market: str, problems: list[str]) -> RegionSpec | None:
-    where = f"regions[{index}]"
+REGION_KEYS = ("region", "count", "instance_types", "instance_requirements", "image_id", "availability_zones",
+               "max_price", "nats_cidrs", "on_demand_max")
+
+
+def unknown_keys(entry: dict[str, Any], known: tuple[str, ...], where: str, problems: list[str]) -> None:
+    """A problem per key of ``entry`` not in ``known``, with the known key it most looks like."""
+    for key in entry:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; an entry takes {', '.join(known)}"
+        problems.append(f"{where}: unknown key {key!r}{hint}")
+
+
+def _region(entry: Any, index: int, state: str, market: str, problems: list[str],
+            label: str = "regions") -> RegionSpec | None:
+    where = f"{label}[{index}]"
     if not isinstance(entry, dict):
         problems.append(f"{where}: must be a dictionary with at least 'region'")
         return None
@@ -145,7 +164,8 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
     if not REGION_RE.match(name):
         problems.append(f"{where}.region: {name!r} is not an AWS region name such as eu-west-1")
         return None
-    where = f"regions[{index}] ({name})"
+    where = f"{label}[{index}] ({name})"
+    unknown_keys(entry, REGION_KEYS, where, problems)
     spec = RegionSpec(region=name)
     if state == "absent":
         return spec
@@ -167,8 +187,8 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
     if requirements is not None:
         if types is not None:
             problems.append(f"{where}: give either instance_types or instance_requirements, not both")
-        spec.instance_requirements = _capacity.parse_requirements(requirements, f"{where}.instance_requirements",
-                                                                  problems)
+        spec.instance_requirements = needs.parse_requirements(requirements, f"{where}.instance_requirements",
+                                                              problems)
     if types is None:
         if spec.count > 0 and requirements is None:
             problems.append(f"{where}: 'instance_types' (an ordered list such as [t3.small, t3a.small]) or "
@@ -213,8 +233,6 @@ def _region(entry: Any, index: int, state: str, market: str, problems: list[str]
             problems.append(f"{where}.on_demand_max: only applies to market=spot-then-on-demand")
         spec.on_demand_max = _at_least_zero(on_demand_max, int, spec.on_demand_max,
                                             f"{where}.on_demand_max: {{!r}} is not a whole number of 0 or more", problems)
-    # Unknown keys never get here: the module's argument spec (suboptions) refuses them first,
-    # and the playbooks' cluster_problems filter names them as the user wrote them.
     return spec
 
 
@@ -321,7 +339,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
     max_nodes = _at_least_zero(DEFAULT_MAX_NODES if max_nodes is None else max_nodes, int, DEFAULT_MAX_NODES,
                                "max_nodes: {!r} is not a whole number of 0 or more", problems)
     asked = sum(r.count for r in regions) if state == "present" else 0
-    refusal = _capacity.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
+    refusal = pricing_caps.over_max_nodes(asked, max_nodes, {r.region: r.count for r in regions})
     if refusal:
         problems.append(f"regions: {refusal.split('; nothing was created', maxsplit=1)[0]}")
     min_score = params.get("min_placement_score")

@@ -19,7 +19,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
     region_client,
     run_per_region,
 )
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import ALREADY_GONE, delete_region
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.context import ALREADY_GONE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.delete import delete_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.discover import discover_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion.spec import (
     ACTION_DELETED,

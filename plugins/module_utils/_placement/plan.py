@@ -34,14 +34,13 @@ import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
-
 try:
     import botocore.exceptions
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
-
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import images as _ami
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
@@ -53,130 +52,17 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import region_client
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import run_per_region
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.engine import credential_problem
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.credentials import credential_problem
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import MAX_COUNT_PER_REGION
-from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import REGION_RE
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement.plan_spec import PlanSpec
+
 
 DEFAULT_REGION = "us-east-1"
-ALL = "all"
-DEFAULT_MAX_TYPES = 4
+
+
 TYPE_BATCH = 100
-DEFAULT_ORCHESTRATOR = {"mode": "managed", "region": None, "instance_type": "t3.small", "market": "on-demand"}
 
 
-@dataclass
-class PlanSpec:
-    nodes: int
-    requirements: dict[str, Any]
-    regions: list[str] | None  # None: every enabled region
-    max_regions: int = 5
-    max_per_region: int | None = None
-    max_hourly_cost: float | None = None
-    market: str = "spot"
-    min_score: int = capacity.DEFAULT_MIN_SCORE
-    strategy: str = "spread"
-    max_types: int = DEFAULT_MAX_TYPES
-    orchestrator: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_ORCHESTRATOR))
-
-    @property
-    def pool_market(self) -> str:
-        return "on-demand" if self.market == "on-demand" else "spot"
-
-
-# --------------------------------------------------------------------------- the ask
-def _whole(value: Any, where: str, problems: list[str], low: int = 1, high: int | None = None) -> int | None:
-    try:
-        number = int(value)
-        if isinstance(value, float) and value != number:
-            raise ValueError
-    except (TypeError, ValueError):
-        problems.append(f"{where}: {value!r} is not a whole number")
-        return None
-    if number < low or (high is not None and number > high):
-        problems.append(f"{where}: {number} must be from {low}" + (f" to {high}" if high is not None else " up"))
-        return None
-    return number
-
-
-def _vcpus(value: Any) -> Any:
-    """``2`` means exactly 2 (min and max); a dictionary is AWS's range."""
-    if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).strip().isdigit():
-        return {"min": int(value), "max": int(value)}
-    return value
-
-
-def _memory(value: Any) -> Any:
-    """``4`` means at least 4 GiB; a dictionary is AWS's range."""
-    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            return {"min": float(value)}
-        except ValueError:
-            return value
-    return value
-
-
-def parse(params: dict[str, Any]) -> PlanSpec:
-    """The module's parameters checked, every problem in one error (no AWS call)."""
-    problems: list[str] = []
-    nodes = _whole(params.get("nodes"), "nodes", problems, 1, 10 * MAX_COUNT_PER_REGION)
-    raw = dict(params.get("instance_requirements") or {})
-    for key, shaped in (("vcpus", _vcpus(params.get("vcpus"))), ("memory_gib", _memory(params.get("memory_gib"))),
-                        ("architectures", params.get("architectures")), ("burstable", params.get("burstable"))):
-        if shaped is None:
-            continue
-        if key in raw:
-            problems.append(f"{key}: given both as an option and in instance_requirements; give it once")
-        raw[key] = shaped
-    raw.setdefault("max_types", 50)  # ours: the plan keeps max_types itself, after pricing
-    requirements = capacity.parse_requirements(raw, "requirements", problems)
-    regions = params.get("regions") or [ALL]
-    if ALL in regions and len(regions) > 1:
-        problems.append(f"regions: 'all' stands alone (every enabled region); got {regions}")
-    bad = [r for r in regions if r != ALL and not REGION_RE.match(str(r))]
-    if bad:
-        problems.append(f"regions: {bad} are not region names such as eu-west-1 (or give 'all')")
-    max_regions = _whole(params.get("max_regions", 5), "max_regions", problems, 1, 50)
-    per_region = params.get("max_per_region")
-    per_region = None if per_region is None else _whole(per_region, "max_per_region", problems, 1, MAX_COUNT_PER_REGION)
-    cap = params.get("max_hourly_cost")
-    if cap is not None:
-        try:
-            cap = float(cap)
-            if cap <= 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(f"max_hourly_cost: {cap!r} must be a positive number of USD per hour")
-    max_types = _whole(params.get("max_types", DEFAULT_MAX_TYPES), "max_types", problems, 1, 20)
-    min_score = _whole(params.get("min_placement_score", capacity.DEFAULT_MIN_SCORE), "min_placement_score",
-                       problems, 1, 10)
-    orchestrator = _orchestrator(params.get("orchestrator"), problems)
-    if problems:
-        raise AwsSpotError("Nothing was planned, because: " + "; ".join(problems))
-    return PlanSpec(nodes=nodes, requirements=requirements, regions=None if regions == [ALL] else
-                    list(dict.fromkeys(regions)), max_regions=max_regions, max_per_region=per_region,
-                    max_hourly_cost=cap, market=params.get("market") or "spot", min_score=min_score,
-                    strategy=params.get("availability_zone_strategy") or "spread", max_types=max_types,
-                    orchestrator=orchestrator)
-
-
-def _orchestrator(raw: Any, problems: list[str]) -> dict[str, Any] | None:
-    given = dict(raw or {})
-    out = dict(DEFAULT_ORCHESTRATOR, **{k: v for k, v in given.items() if v is not None})
-    unknown = set(out) - set(DEFAULT_ORCHESTRATOR)
-    if unknown:
-        problems.append(f"orchestrator: unknown keys {sorted(unknown)}; known: mode, region, instance_type, market")
-    if out["mode"] == "external":
-        return None
-    if out["mode"] != "managed":
-        problems.append(f"orchestrator.mode: {out['mode']!r} is not managed or external")
-    if out["market"] not in ("on-demand", "spot"):
-        problems.append(f"orchestrator.market: {out['market']!r} is not on-demand or spot")
-    if out["region"] is not None and not REGION_RE.match(str(out["region"])):
-        problems.append(f"orchestrator.region: {out['region']!r} is not a region name")
-    return out
-
-
-# --------------------------------------------------------------------------- the reads
 @dataclass
 class RegionRead:
     zones: list[str]
@@ -226,7 +112,6 @@ def _regions(module: Any, spec: PlanSpec, ec2: Any) -> tuple[list[str], Any]:
     return list(spec.regions), None
 
 
-# --------------------------------------------------------------------------- the choice
 @dataclass
 class Option:
     """One region that can take nodes: its ranked pools in zones of a good score."""
@@ -292,8 +177,8 @@ def region_plan(option: Option, count: int, max_types: int, spec: PlanSpec,
         fallback = count
         known = [(od_prices or {}).get(t) for t in types]
         fallback_price = max(known) if known and None not in known else None
-    cost = capacity.plan_cost([], launches, market=spec.pool_market, fallback=fallback,
-                              fallback_price=fallback_price, worst_pools=ranked)
+    cost = pricing_caps.plan_cost([], launches, market=spec.pool_market, fallback=fallback,
+                                  fallback_price=fallback_price, worst_pools=ranked)
     arches = {p.instance_type: p.architecture for p in kept}
     return RegionPlan(region=option.region, count=count, types=types, zones=list(zones),
                       pools=ranked, launches=launches, cost=cost, architectures=arches)
@@ -310,7 +195,6 @@ def shares(nodes: int, regions: list[str]) -> dict[str, int]:
     return capacity.split(nodes, regions)
 
 
-# --------------------------------------------------------------------------- the run
 def run(module: Any, spec: PlanSpec) -> dict[str, Any]:
     ec2 = region_client(module, "ec2", module.region or DEFAULT_REGION)
     names, check = _regions(module, spec, ec2)
@@ -383,7 +267,7 @@ def run(module: Any, spec: PlanSpec) -> dict[str, Any]:
                              {t: p for (reg, t), p in od_prices.items() if reg == r and p is not None})
                  for r in chosen]
         costs = _total(plans, orchestrator)
-        refusal = capacity.over_cap(costs, spec.max_hourly_cost, f"the cheapest plan for {spec.nodes} nodes")
+        refusal = pricing_caps.over_cap(costs, spec.max_hourly_cost, f"the cheapest plan for {spec.nodes} nodes")
         if refusal is None:
             if limit < spec.max_types:
                 notes.append(f"{limit} instance type(s) per region, not {spec.max_types}: the dearest pool of more "

@@ -75,176 +75,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
+
 
 MARKETS = ("spot", "on-demand", "spot-then-on-demand")
+
+
 STRATEGIES = ("spread", "packed")
+
+
 ARCHITECTURES = ("x86_64", "arm64")
+
+
 # On-demand nodes launched because every spot pool failed carry this tag, so a later run
 # can replace them by spot (make before break) and nothing else is mistaken for them.
 FALLBACK_TAG = "bacalhau:market"
+
+
 FALLBACK_VALUE = "on-demand-fallback"
+
+
 DEFAULT_MIN_SCORE = 3  # AWS scores 1..10; "a score of 3 or lower is unlikely to succeed" is AWS's own reading
+
+
 DEFAULT_MAX_TYPES = 8
+
+
 SCORE_PAGE = 1000  # GetSpotPlacementScores' MaxResults: 10 to 1000
+
+
 UNKNOWN_SCORE = None
 
-# user key -> (AWS InstanceRequirements key, kind)
-REQUIREMENT_KEYS: dict[str, tuple[str, str]] = {
-    "vcpus": ("VCpuCount", "range_int"),
-    "memory_gib": ("MemoryMiB", "range_gib"),
-    "memory_gib_per_vcpu": ("MemoryGiBPerVCpu", "range_float"),
-    "cpu_manufacturers": ("CpuManufacturers", "list:intel,amd,amazon-web-services,apple"),
-    "instance_generations": ("InstanceGenerations", "list:current,previous"),
-    "excluded_instance_types": ("ExcludedInstanceTypes", "list"),
-    "allowed_instance_types": ("AllowedInstanceTypes", "list"),
-    "burstable": ("BurstablePerformance", "choice:included,excluded,required"),
-    "bare_metal": ("BareMetal", "choice:included,excluded,required"),
-    "local_storage": ("LocalStorage", "choice:included,excluded,required"),
-    "network_interface_count": ("NetworkInterfaceCount", "range_int"),
-    "network_bandwidth_gbps": ("NetworkBandwidthGbps", "range_float"),
-    "spot_max_price_percentage_over_lowest_price": ("SpotMaxPricePercentageOverLowestPrice", "int"),
-    "on_demand_max_price_percentage_over_lowest_price": ("OnDemandMaxPricePercentageOverLowestPrice", "int"),
-}
-# ours, not AWS's: which architectures to search, and how many types to keep
-OWN_KEYS = ("architectures", "max_types")
 
-
-# --------------------------------------------------------------------------- requirements
-def _range(value: Any, where: str, kind: str, problems: list[str]) -> dict[str, float] | None:
-    if not isinstance(value, dict) or not value or set(value) - {"min", "max"}:
-        problems.append(f"{where}: must be a dictionary with 'min' and/or 'max'")
-        return None
-    out: dict[str, float] = {}
-    for bound in ("min", "max"):
-        if value.get(bound) is None:
-            continue
-        try:
-            number = float(value[bound])
-        except (TypeError, ValueError):
-            problems.append(f"{where}.{bound}: {value[bound]!r} is not a number")
-            return None
-        if number < 0 or (kind == "range_int" and number != int(number)):
-            problems.append(f"{where}.{bound}: {value[bound]!r} must be a non-negative "
-                            f"{'whole ' if kind == 'range_int' else ''}number")
-            return None
-        out[bound] = number
-    if "min" in out and "max" in out and out["min"] > out["max"]:
-        problems.append(f"{where}: min {out['min']:g} is above max {out['max']:g}")
-        return None
-    return out
-
-
-def parse_requirements(raw: Any, where: str, problems: list[str]) -> dict[str, Any] | None:
-    """A user's ``instance_requirements`` checked and normalised (see :data:`REQUIREMENT_KEYS`)."""
-    start = len(problems)
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a dictionary such as {{vcpus: {{min: 2, max: 4}}, memory_gib: {{min: 4}}}}")
-        return None
-    unknown = set(raw) - set(REQUIREMENT_KEYS) - set(OWN_KEYS)
-    if unknown:
-        problems.append(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(set(REQUIREMENT_KEYS) | set(OWN_KEYS))}")
-    out: dict[str, Any] = {}
-    for key in ("vcpus", "memory_gib"):
-        if raw.get(key) is None:
-            problems.append(f"{where}.{key}: required (AWS needs a minimum), e.g. {{min: 2}}")
-    for key, (_aws, kind) in REQUIREMENT_KEYS.items():
-        value = raw.get(key)
-        if value is None:
-            continue
-        here = f"{where}.{key}"
-        if kind.startswith("range"):
-            rng = _range(value, here, kind, problems)
-            if rng is not None:
-                if key in ("vcpus", "memory_gib") and "min" not in rng:
-                    problems.append(f"{here}: needs 'min'")
-                out[key] = rng
-        elif kind.startswith("list"):
-            allowed = kind.split(":", 1)[1].split(",") if ":" in kind else None
-            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-                problems.append(f"{here}: must be a non-empty list of names")
-                continue
-            bad = [v for v in value if allowed and v not in allowed]
-            if bad:
-                problems.append(f"{here}: {bad} not among {allowed}")
-            out[key] = list(dict.fromkeys(value))
-        elif kind.startswith("choice"):
-            allowed = kind.split(":", 1)[1].split(",")
-            if value not in allowed:
-                problems.append(f"{here}: {value!r} is not one of {', '.join(allowed)}")
-            out[key] = value
-        elif kind == "int":
-            try:
-                out[key] = int(value)
-            except (TypeError, ValueError):
-                problems.append(f"{here}: {value!r} is not a whole number")
-    if "allowed_instance_types" in out and "excluded_instance_types" in out:
-        problems.append(f"{where}: allowed_instance_types and excluded_instance_types exclude each other (AWS's rule)")
-    arches = raw.get("architectures", list(ARCHITECTURES))
-    if not isinstance(arches, list) or not arches or any(a not in ARCHITECTURES for a in arches):
-        problems.append(f"{where}.architectures: {arches!r} must be a non-empty list of {', '.join(ARCHITECTURES)}")
-    else:
-        out["architectures"] = list(dict.fromkeys(arches))
-    max_types = raw.get("max_types", DEFAULT_MAX_TYPES)
-    try:
-        out["max_types"] = int(max_types)
-        if not 1 <= out["max_types"] <= 50:
-            raise ValueError
-    except (TypeError, ValueError):
-        problems.append(f"{where}.max_types: {max_types!r} must be a whole number from 1 to 50")
-    return out if len(problems) == start else None
-
-
-def _aws_number(value: float) -> int | float:
-    return int(value) if float(value) == int(value) else value
-
-
-def instance_requirements(req: dict[str, Any]) -> dict[str, Any]:
-    """AWS's ``InstanceRequirements`` (request shape) of a parsed requirements dictionary."""
-    out: dict[str, Any] = {}
-    for key, (aws_key, kind) in REQUIREMENT_KEYS.items():
-        if key not in req:
-            continue
-        value = req[key]
-        if kind.startswith("range"):
-            scale = 1024 if kind == "range_gib" else 1
-            shaped = {bound.capitalize(): _aws_number(value[bound] * scale) for bound in ("min", "max") if bound in value}
-            if kind in ("range_gib", "range_int"):
-                shaped = {k: int(math.ceil(v)) if k == "Min" else int(v) for k, v in shaped.items()}
-            out[aws_key] = shaped
-        else:
-            out[aws_key] = value
-    return out
-
-
-def requirements_params(req: dict[str, Any], architecture: str | None = None) -> dict[str, Any]:
-    """Keyword arguments of ``GetInstanceTypesFromInstanceRequirements``."""
-    return {
-        "ArchitectureTypes": [architecture] if architecture else list(req.get("architectures") or ARCHITECTURES),
-        "VirtualizationTypes": ["hvm"],
-        "InstanceRequirements": instance_requirements(req),
-    }
-
-
-def score_params(regions: Iterable[str], target_capacity: int, single_zone: bool,
-                 instance_types: list[str] | None = None, requirements: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Keyword arguments of ``GetSpotPlacementScores`` (instance types, or requirements)."""
-    params: dict[str, Any] = {
-        "TargetCapacity": max(1, int(target_capacity)),
-        "SingleAvailabilityZone": bool(single_zone),
-        "RegionNames": sorted(set(regions)),
-        # every zone of every region in one page (AWS's largest): a second page would be a round more
-        "MaxResults": SCORE_PAGE,
-    }
-    if requirements is not None:  # AWS takes a unit type only with requirements
-        params["InstanceRequirementsWithMetadata"] = requirements_params(requirements)
-        params["TargetCapacityUnitType"] = "units"
-    else:
-        params["InstanceTypes"] = sorted(set(instance_types or []))
-    return params
-
-
-# --------------------------------------------------------------------------- pools
 @dataclass(frozen=True)
 class Pool:
     region: str
@@ -350,7 +212,6 @@ def rank_regions(region_scores: dict[str, int | None], min_score: int | None = D
     return sorted(region_scores, key=lambda r: (low_score(region_scores[r], min_score), -(region_scores[r] or 0), r))
 
 
-# --------------------------------------------------------------------------- zones
 def split(count: int, zones: list[str], existing: dict[str, int] | None = None,
           strategy: str = "spread") -> dict[str, int]:
     """New nodes per zone (zones in preference order; see the module docstring)."""
@@ -397,70 +258,6 @@ def assign(pools: list[Pool], missing: int, existing: dict[str, int] | None = No
     return [Launch(zone=z, count=n, pools=[p for p in good if p.zone == z]) for z, n in shares.items()]
 
 
-# --------------------------------------------------------------------------- cost
-def plan_cost(
-    keep: list[float | None],
-    launches: list[Launch],
-    *,
-    market: str = "spot",
-    fallback: int = 0,
-    fallback_price: float | None = None,
-    worst_pools: list[Pool] | None = None,
-) -> dict[str, Any]:
-    """The plan's USD per hour: ``expected`` and ``worst_case`` (see the module docstring)."""
-    unknown = sum(1 for price in keep if price is None)
-    kept = sum(price for price in keep if price is not None)
-    expected = kept
-    new = 0
-    for launch in launches:
-        new += launch.count
-        price = pool_price(launch.pools[0], market) if launch.pools else None
-        if price is None:
-            unknown += launch.count
-        else:
-            expected += price * launch.count
-    candidates = [pool_price(p, market) for p in (worst_pools if worst_pools is not None else
-                                                  [p for launch in launches for p in launch.pools])]
-    known = [c for c in candidates if c is not None]
-    dearest = max(known) if known else None
-    worst = kept
-    if new:
-        spot_nodes = max(0, new - fallback)
-        if dearest is not None:  # else the launches' nodes are counted as unknown above
-            worst += dearest * spot_nodes
-        if fallback:
-            if fallback_price is None:
-                unknown += fallback
-            else:
-                worst += fallback_price * fallback
-    return {"expected": round(expected, 6), "worst_case": round(max(worst, expected), 6), "unknown": unknown}
-
-
-def over_cap(costs: dict[str, Any], cap: float | None, what: str = "the plan") -> str | None:
-    """The refusal naming the numbers, or None when ``costs`` are within ``cap`` (None: no cap)."""
-    if cap is None:
-        return None
-    worst, expected, unknown = costs["worst_case"], costs["expected"], costs.get("unknown", 0)
-    if worst > cap:
-        return (f"{what} could cost up to {worst:.4f} USD/hour (expected {expected:.4f}, counting spot fallbacks "
-                f"to dearer pools and on-demand fallbacks), above max_hourly_cost {cap:.4f}; nothing was created. "
-                "Ask for fewer or cheaper nodes, lower on_demand_max, or raise max_hourly_cost")
-    if unknown:
-        return (f"{unknown} node(s) of {what} have no known price, so its cost cannot be held under max_hourly_cost "
-                f"{cap:.4f} (known part: up to {worst:.4f} USD/hour); nothing was created")
-    return None
-
-
-def over_max_nodes(total: int, max_nodes: int | None, parts: dict[str, int]) -> str | None:
-    """The refusal when the cluster would have more than ``max_nodes`` nodes, naming where they are."""
-    if max_nodes is None or total <= max_nodes:
-        return None
-    shown = ", ".join(f"{k}: {v}" for k, v in parts.items() if v)
-    return (f"the cluster would have {total} nodes ({shown}), more than max_nodes {max_nodes}; nothing was created. "
-            "Fix the counts, or raise max_nodes if that many is meant")
-
-
-# --------------------------------------------------------------------------- markets
 def fallback_count(missing: int, on_demand_max: int | None, fallback_now: int) -> int:
     """How many on-demand nodes may stand in for ``missing`` spot nodes (``on_demand_max`` None: all)."""
     room = missing if on_demand_max is None else max(0, on_demand_max - fallback_now)

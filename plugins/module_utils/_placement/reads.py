@@ -20,6 +20,7 @@ import functools
 from typing import Any
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as _capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import requirements as needs
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import paginate
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import together
@@ -39,7 +40,7 @@ def types_from_requirements(ec2: Any, req: dict[str, Any]) -> dict[str, str]:
 
     def one(arch: str) -> list[dict[str, Any]]:
         return paginate(ec2, "get_instance_types_from_instance_requirements", "InstanceTypes",
-                        **_capacity.requirements_params(req, arch))
+                        **needs.requirements_params(req, arch))
 
     found: dict[str, str] = {}
     for arch, answer in zip(arches, together(*[functools.partial(one, a) for a in arches])):
@@ -58,8 +59,8 @@ class ScoreGroup:
 
 
 def _scores(ec2: Any, group: ScoreGroup, single_zone: bool) -> list[dict[str, Any]]:
-    params = _capacity.score_params(group.regions, group.capacity, single_zone,
-                                    instance_types=group.instance_types, requirements=group.requirements)
+    params = needs.score_params(group.regions, group.capacity, single_zone,
+                                instance_types=group.instance_types, requirements=group.requirements)
     return paginate(ec2, "get_spot_placement_scores", "SpotPlacementScores", **params)
 
 

@@ -1,0 +1,190 @@
+"""spot_cluster with orchestrator: the whole cluster in one call (plan once, apply once), heal and release.
+
+Against the emulator: what exists afterwards, and how many planning passes a call makes.
+"""
+from __future__ import annotations
+
+import boto3
+
+from tests.unit.test_spot_cluster import KEY, live, tags
+
+FALLBACK = ("bacalhau:market", "on-demand-fallback")
+
+
+def ec2(region):
+    return boto3.client("ec2", region_name=region)
+
+
+def whole(name="whole", **kw):
+    args = {
+        "cluster_name": name,
+        "orchestrator": {"mode": "managed", "region": "us-east-1", "instance_type": "t3.small", "market": "on-demand"},
+        "regions": [
+            {"region": "us-east-1", "count": 2, "instance_types": ["t3.small", "t3a.small"]},
+            {"region": "eu-west-1", "count": 2, "instance_types": ["t3.small"]},
+        ],
+        "ssh_public_key": KEY,
+        "ssh_cidrs": ["198.51.100.0/24"],
+        "nats_cidrs": ["192.0.2.0/24"],
+    }
+    args.update(kw)
+    return args
+
+
+def nats_sources(region: str, cluster: str) -> set[str]:
+    groups = ec2(region).describe_security_groups(
+        Filters=[{"Name": "tag:bacalhau:cluster", "Values": [cluster]}])["SecurityGroups"]
+    return {r["CidrIp"] for g in groups for p in g["IpPermissions"] if p.get("FromPort") == 4222
+            for r in p.get("IpRanges", [])}
+
+
+def public_32s(region: str, cluster: str) -> set[str]:
+    return {f"{i['PublicIpAddress']}/32" for i in live(region, cluster, "compute") if i.get("PublicIpAddress")}
+
+
+def test_one_call_one_planning_pass_both_roles_and_the_nats_rule(aws, run_module):
+    first = run_module("spot_cluster", whole())
+    assert not first.failed, first.get("msg")
+    assert len(live("us-east-1", "whole", "orchestrator")) == 1
+    assert len(live("us-east-1", "whole", "compute")) == 2 and len(live("eu-west-1", "whole", "compute")) == 2
+    # one planning pass: one DescribeInstances per region, though both roles live in us-east-1
+    by_region = {}
+    for call in aws.calls()["log"]:
+        if call["operation"] == "DescribeInstances" and call.get("status", 200) == 200:
+            by_region[call["region"]] = by_region.get(call["region"], 0) + 1
+    reads = aws.calls()["by_operation"]
+    assert reads["DescribeVpcs"] == 2 and reads["CreateVpc"] == 2  # one network per region, both roles in it
+    # the NATS rule: nats_cidrs and the compute nodes outside the orchestrator's region, nothing else
+    want = {"192.0.2.0/24"} | public_32s("eu-west-1", "whole")
+    assert nats_sources("us-east-1", "whole") == want and len(want) == 3
+    assert sorted(first["nats_cidrs"]) == sorted(want)
+    orchestrator = live("us-east-1", "whole", "orchestrator")[0]
+    assert first["orchestrator_endpoints"] == [f"nats://{orchestrator['PublicIpAddress']}:4222"]
+    rows = {(r["region"], r["role"]): r for r in first["summary"]}
+    assert set(rows) == {("us-east-1", "orchestrator"), ("us-east-1", "compute"), ("eu-west-1", "compute")}
+    assert rows[("eu-west-1", "compute")]["reasons"]["launch"].startswith("2 missing of count 2")
+    assert {i["role"] for i in first["instances"]} == {"orchestrator", "compute"} and len(first["instances"]) == 5
+
+    aws.reset_calls()
+    again = run_module("spot_cluster", whole())
+    assert not again.failed and not again.changed, again.get("summary")
+    ops = aws.calls()["by_operation"]
+    assert ops["DescribeInstances"] == 2, ops  # one planning pass, the regions' reads shared by the roles
+    assert not {"RunInstances", "TerminateInstances", "AuthorizeSecurityGroupIngress"} & set(ops)
+
+
+def test_a_stale_nats_address_is_revoked_by_a_healthy_heal(aws, run_module):
+    assert not run_module("spot_cluster", whole()).failed
+    group = ec2("us-east-1").describe_security_groups(
+        Filters=[{"Name": "tag:bacalhau:cluster", "Values": ["whole"]}])["SecurityGroups"][0]
+    # an address no run of ours knows of (a node let go by an earlier heal, say)
+    ec2("us-east-1").authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 4222, "ToPort": 4222, "IpRanges": [{"CidrIp": "198.18.0.7/32"}]}])
+    healed = run_module("spot_cluster", whole(mode="heal"))
+    assert not healed.failed, healed.get("msg")
+    assert healed.changed and not healed["launched"] and not healed["terminated"]
+    assert nats_sources("us-east-1", "whole") == {"192.0.2.0/24"} | public_32s("eu-west-1", "whole")
+    assert not run_module("spot_cluster", whole(mode="heal")).changed
+
+
+def test_heal_replaces_the_draining_then_release_lets_them_go_never_below_the_count(aws, run_module):
+    assert not run_module("spot_cluster", whole()).failed
+    draining = live("eu-west-1", "whole", "compute")[0]["InstanceId"]
+    healed = run_module("spot_cluster", whole(mode="heal", drain_instance_ids=[draining]))
+    assert not healed.failed, healed.get("msg")
+    assert len(healed["launched"]) == 1 and not healed["terminated"]
+    assert len(live("eu-west-1", "whole", "compute")) == 3  # make before break
+    row = next(r for r in healed["summary"] if r["region"] == "eu-west-1")
+    assert "replacement(s) for draining nodes" in row["reasons"]["launch"]
+
+    released = run_module("spot_cluster", whole(mode="release", drain_instance_ids=[draining]))
+    assert not released.failed, released.get("msg")
+    assert released["released"] == [draining]
+    assert len(live("eu-west-1", "whole", "compute")) == 2 and draining not in {
+        i["InstanceId"] for i in live("eu-west-1", "whole", "compute")}
+    row = next(r for r in released["summary"] if r["region"] == "eu-west-1")
+    assert row["reasons"]["terminate"].startswith("drained")
+    # nothing left to release: the count holds
+    assert run_module("spot_cluster", whole(mode="release", drain_instance_ids=[]))["released"] == []
+
+
+def test_heal_overflows_in_order_then_returns_home(aws, run_module):
+    args = whole(regions=[{"region": "eu-west-1", "count": 2, "instance_types": ["t3.small"]}],
+                 overflow_regions=[{"region": "us-west-2", "instance_types": ["t3.small"]},
+                                   {"region": "eu-central-1", "instance_types": ["t3.small"]}],
+                 market="spot")
+    aws.capacity_error("eu-west-1", market="spot")
+    created = run_module("spot_cluster", dict(args, allow_partial=True))  # the orchestrator; no room at home
+    assert not created.failed and not created["failed_regions"] == {}, created.get("msg")
+    assert not live("us-west-2", "whole")  # create does not overflow
+    healed = run_module("spot_cluster", dict(args, mode="heal"))
+    assert not healed.failed, healed.get("msg")
+    assert len(live("eu-west-1", "whole", "compute")) == 0
+    over = live("us-west-2", "whole", "compute")
+    assert len(over) == 2 and all(tags(i)["bacalhau:overflow-for"] == "eu-west-1" for i in over)
+    assert not live("eu-central-1", "whole", "compute")
+    # the overflow nodes may reach the orchestrator (us-east-1)
+    assert public_32s("us-west-2", "whole") <= nats_sources("us-east-1", "whole")
+
+    aws.clear_faults()  # home has room again
+    home = run_module("spot_cluster", dict(args, mode="heal"))
+    assert len(live("eu-west-1", "whole", "compute")) == 2 and len(live("us-west-2", "whole", "compute")) == 2
+    assert not home.failed
+    gone = run_module("spot_cluster", dict(args, mode="release"))
+    assert sorted(gone["released"]) == sorted(i["InstanceId"] for i in over)
+    assert not live("us-west-2", "whole", "compute")
+    assert nats_sources("us-east-1", "whole") == {"192.0.2.0/24"} | public_32s("eu-west-1", "whole")
+
+
+def test_heal_swaps_stand_ins_for_spot_and_stand_ins_are_spread_over_zones(aws, run_module):
+    args = whole(regions=[{"region": "eu-west-1", "count": 3, "instance_types": ["t3.small"]}],
+                 market="spot-then-on-demand", allow_partial=True)
+    aws.capacity_error("eu-west-1", market="spot")
+    first = run_module("spot_cluster", args)
+    assert not first.failed, first.get("msg")
+    stand_ins = live("eu-west-1", "whole", "compute")
+    assert len(stand_ins) == 3 and all(tags(i).get(FALLBACK[0]) == FALLBACK[1] for i in stand_ins)
+    assert len({i["Placement"]["AvailabilityZone"] for i in stand_ins}) == 3  # spread, not all in one zone
+
+    aws.clear_faults()
+    healed = run_module("spot_cluster", dict(args, mode="heal"))
+    assert not healed.failed, healed.get("msg")
+    now = live("eu-west-1", "whole", "compute")
+    assert len(now) == 3 and all(i.get("InstanceLifecycle") == "spot" for i in now)
+    assert sorted(next(r for r in healed["summary"] if r["region"] == "eu-west-1")["replaced"]) == \
+        sorted(i["InstanceId"] for i in stand_ins)
+
+
+def test_problems_anywhere_stop_everything_in_the_file_s_words(aws, run_module):
+    bad = whole(regions=[{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"]},
+                         {"region": "eu-west-1", "cout": 3, "instance_types": ["t4g.small"]}],
+                orchestrator={"mode": "managed", "region": "us-east-1", "instance_type": "t3", "market": "on-demand"},
+                overflow_regions=[{"region": "eu-west-1", "count": 1, "instance_types": ["t3.small"]}],
+                ssh_cidrs=["203.0.113.0/33"])
+    result = run_module("spot_cluster", bad)
+    assert result.failed
+    msg = result["msg"]
+    assert msg.startswith("Nothing was created, because: ")
+    assert "cluster_regions[1] (eu-west-1): unknown key 'cout' (did you mean 'count'?)" in msg
+    assert "cluster_orchestrator.instance_type: 't3' is not an instance type name" in msg
+    assert "cluster_overflow_regions[0] (eu-west-1): no 'count'" in msg
+    assert "cluster_overflow_regions[0] (eu-west-1): is a region of cluster_regions" in msg
+    assert msg.count("cluster_ssh_cidrs: '203.0.113.0/33'") == 1
+    assert aws.calls()["total"] == 0
+
+    huge = [{"region": "us-east-1", "count": 100000, "instance_types": ["t3.small"]}]
+    many = run_module("spot_cluster", whole(regions=huge))
+    assert "cluster_regions[0] (us-east-1): count 100000" in many["msg"]
+    assert "100001 nodes" in many["msg"] and "cluster_max_nodes 100" in many["msg"]
+
+    typo = run_module("spot_cluster", whole(orchestrator={"mode": "managed", "region": "us-esat-1",
+                                                          "instance_type": "t3.small"}))
+    assert typo.failed and "cluster_orchestrator.region (us-esat-1): unknown region" in typo["msg"], typo["msg"]
+    assert "regions[0]" not in typo["msg"]
+    assert not live("us-east-1", "whole") and not live("eu-west-1", "whole")
+
+
+def test_the_cap_counts_the_orchestrator(aws, run_module):
+    result = run_module("spot_cluster", whole(max_nodes=4))  # 4 compute + 1 orchestrator
+    assert result.failed and "5 nodes" in result["msg"] and "cluster_max_nodes 4" in result["msg"]
+    assert not live("us-east-1", "whole")
