@@ -88,6 +88,21 @@ def test_installed_version_is_not_fetched_again(env):
     assert http_log(env)[seen:] == []
 
 
+def test_check_mode_downloads_nothing_onto_the_node(env):
+    env.ssh("testhost3", "sudo rm -f /usr/local/bin/bacalhau")
+    seen = len(http_log(env))
+    res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3", "--check")
+    assert "testhost3: would fetch and verify bacalhau_v1.9.3_linux_amd64.tar.gz" in re.sub(r"\s+", " ", res.output), \
+        res.output[-3000:]
+    assert not [line for line in http_log(env)[seen:] if line.startswith(env.ip("testhost3") + " ")]
+    assert env.ssh("testhost3", "test -e /usr/local/bin/bacalhau && echo there || echo absent").strip() == "absent"
+    assert env.ssh("testhost3", f"sudo test -e {STAGE} && echo left || echo gone").strip() == "gone"
+    # and for real (the next tests want the binary back)
+    res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3")
+    assert res.returncode == 0, res.output[-4000:]
+    assert installed_version(env, "testhost3") == "v1.9.3"
+
+
 def test_flat_layout_alone_is_found(env):
     env.ssh("testhost3", "sudo rm -f /usr/local/bin/bacalhau")
     seen = len(http_log(env))

@@ -89,6 +89,10 @@ def run_table(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _bytes(x: float) -> str:
+    return f"{x / 1e6:.2f} MB" if x >= 1e6 else f"{x / 1e3:.0f} kB"
+
+
 def _f2(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -126,8 +130,8 @@ def release_table(runs: dict[int, dict[str, Any]]) -> list[str]:
         if not c:
             continue
         arch = c["archive_bytes"].get("amd64")
-        lines.append(f"| {n} | {c['release_source']} | {arch / 1e6:.1f} MB | {c['ssh_bytes_per_node'] / 1e6:.2f} MB "
-                     f"({c['ssh_bytes_max'] / 1e6:.2f}) | {c['release_bytes_per_node'] / 1e6:.2f} MB | "
+        lines.append(f"| {n} | {c['release_source']} | {_bytes(arch)} | {_bytes(c['ssh_bytes_per_node'])} "
+                     f"({_bytes(c['ssh_bytes_max'])}) | {_bytes(c['release_bytes_per_node'])} | "
                      f"{_f2(c['controller_cpu_s_per_node'])} ({_f2(c['configuration_controller_cpu_s_per_node'])}) | "
                      f"{c['configuration_s']:.1f} |"
                      if arch is not None else f"| {n} | {c['release_source']} | ? | - | - | - | - |")
