@@ -151,6 +151,20 @@ def test_controller_mode_copies_the_binary_it_verified(env):
     assert installed_version(env, "testhost3") == "v1.9.3"
 
 
+def test_controller_mode_reads_a_file_url(env):
+    """A release tree on the controller's disk (file://), flat: found by stat, not by HTTP."""
+    env.ssh("testhost3", "sudo rm -f /usr/local/bin/bacalhau")
+    cache = env.token_file.parent / "cache-file-url"
+    shutil.rmtree(cache, ignore_errors=True)
+    seen = len(http_log(env))
+    res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3",
+                       "-e", "bacalhau_node_release_source=controller", "-e", f"bacalhau_node_cache_dir={cache}",
+                       "-e", f"bacalhau_node_release_url=file://{env.token_file.parent / 'release' / 'flat'}")
+    assert res.returncode == 0, res.output[-4000:]
+    assert http_log(env)[seen:] == []
+    assert installed_version(env, "testhost3") == "v1.9.3"
+
+
 @pytest.mark.parametrize("version", ["v1.6.0", "v1.5.2"])
 def test_too_old_version_is_refused_with_the_reason(env, version):
     res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3",
