@@ -4,7 +4,7 @@
 
 1. the AWS emulator (``tests/emulator``) on loopback;
 2. Linux test hosts (``tests/hosts/testhosts.sh``: systemd-nspawn machines with sshd on a
-   private bridge) and the stand-in Bacalhau release served on loopback (``tests/roles/env.sh``);
+   private bridge) and the stand-in Bacalhau release served on that bridge (``tests/roles/env.sh``);
 3. the binding: the emulator's address pool is set to the test hosts' addresses, so every
    instance the emulator launches gets one of them as its public IP. The unchanged
    ``playbooks/create.yml``, the aws_ec2 inventory and SSH then reach a real machine. moto's
