@@ -407,7 +407,8 @@ def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[
     tags = _tags(emulator, OVERFLOW["region"], overflow)
     if tags.get("bacalhau:overflow-for") != HOME_REGION or tags.get("bacalhau:role") != "compute":
         raise SystemExit(f"sandbox: the overflow node {overflow} is not tagged as overflow for {HOME_REGION}: {tags}")
-    if f"{HOME_REGION}: " not in spilled.stdout or " - SHORT: " not in spilled.stdout:
+    # heal.yml's rows are "<region> <role>: ..." (spot_cluster's summary, one row per region and role)
+    if not re.search(rf"^\s*{HOME_REGION} compute: ", spilled.stdout, re.M) or " - SHORT: " not in spilled.stdout:
         raise SystemExit(f"sandbox: heal.yml did not say that {HOME_REGION} is short")
     _check_heal(spilled.stdout, configured=overflow)
     _check_connected(orch_ip, bac, computes, addresses, {overflow})
