@@ -96,7 +96,10 @@ def _run_module(name: str, args: dict[str, Any], check_mode: bool = False, diff:
 
 
 @pytest.fixture
-def run_module(aws):
+def run_module(aws, tmp_path, monkeypatch):
+    # what spot_cluster keeps on the controller (the pool history) is the test's alone
+    (tmp_path / "home").mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return _run_module
 
 
