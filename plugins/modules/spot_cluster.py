@@ -179,6 +179,8 @@ options:
         on the controller (every instance's pool, life and why it ended, from every read) and rank pools by expected
         cost with it (formula in C(docs/spot_cluster.md)). Check mode reads the file but never writes it.
       - A missing, corrupt or unwritable file is a warning, never a failure.
+      - With O(state=absent) the instances it terminates are first recorded as ended by this collection; the
+        file is kept (C(destroy.yml) removes it only with C(-e destroy_forget_history=true)).
     type: bool
     default: true
     version_added: 0.2.0
