@@ -173,6 +173,26 @@ options:
       - Minutes (V(30)), or a duration such as V(90s), V(30m), V(2h). V(0) turns the cool-down off. Default 30 minutes.
     type: raw
     version_added: 0.2.0
+  rebalance:
+    description:
+      - With O(orchestrator) and O(mode=heal), C(cluster_rebalance) - move running spot compute nodes to a pool of
+        their region that holds (not cooling down, placement score not low) and is at least C(min_saving) (a
+        fraction, default V(0.2)) cheaper by expected cost, at most C(max_moves) (default V(2)) per run. Off when
+        omitted.
+      - Make before break - a moved node drains (RV(drain_instance_ids)), heal launches its replacement, and the
+        C(mode=release) call terminates it once the replacement runs (C(heal.yml) configures it first).
+      - Never a node in O(busy_instance_ids) unless C(move_busy=true). Hysteresis - the pools' mean prices over the
+        last 6 hours (one C(DescribeSpotPriceHistory) per region), nodes younger than an hour stay, and nothing moves
+        back into a pool a node was moved out of within 6 hours. RV(rebalance) lists the moves and why others stay.
+    type: raw
+    version_added: 0.2.0
+  busy_instance_ids:
+    description:
+      - With O(rebalance), the compute nodes running a job (an execution not in a terminal state, as the orchestrator
+        says); O(rebalance) does not move them unless C(move_busy=true).
+    type: list
+    elements: str
+    version_added: 0.2.0
   pool_history:
     description:
       - With O(orchestrator), keep the cluster's pool history in C(~/.config/bacalhau.aws_spot/<cluster>/pool-history.json)
@@ -670,6 +690,11 @@ mode:
   description: O(mode).
   returned: with O(orchestrator)
   type: str
+rebalance:
+  description: With O(rebalance) - C(moves) (each with C(instance_id), C(from), C(to), expected prices, C(saving)),
+    C(kept) (each node not moved and why) and C(settings).
+  returned: with O(rebalance)
+  type: dict
 pool_history:
   description:
     - The pool history of this run - C(path), C(kept) (O(pool_history)), C(written) (false in check mode),
@@ -718,6 +743,8 @@ ARGUMENT_SPEC = dict(
     joined_instance_ids=dict(type="list", elements="str"),
     pool_cooldown=dict(type="raw"),
     pool_history=dict(type="bool", default=True),
+    rebalance=dict(type="raw"),
+    busy_instance_ids=dict(type="list", elements="str"),
     market=dict(type="str", choices=list(cluster_spec.MARKETS), default="spot"),
     ssh_public_key=dict(type="str", no_log=False),
     ssh_cidrs=dict(type="list", elements="str", default=[]),

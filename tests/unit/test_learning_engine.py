@@ -5,6 +5,7 @@ the controller, and the module's own account of every pool (verdict and why).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from pathlib import Path
@@ -173,3 +174,56 @@ def test_the_cost_cap_chooses_pools_and_never_sets_a_max_price(aws, run_module):
     assert requests  # and none of them carried a MaxPrice (the module never sets one from the cap)
     for i in live(REGION, "capped", "compute"):
         assert i.get("InstanceLifecycle") == "spot"
+
+
+def _prices_from(aws, moment, cheap_zone, dear_zone):
+    """From ``moment`` on (emulated time), one zone's t3.small at 0.010 and the other's at 0.020."""
+    at = moment.isoformat()
+    aws.set_market(spot_prices=[
+        {"region": REGION, "availability_zone": cheap_zone, "instance_type": "t3.small", "price": 0.010, "from": at},
+        {"region": REGION, "availability_zone": dear_zone, "instance_type": "t3.small", "price": 0.020, "from": at}])
+
+
+def _emulated_now(aws):
+    return datetime.datetime.fromisoformat(aws.clock()["now"])
+
+
+def test_rebalance_moves_make_before_break_past_the_threshold_and_does_not_flap(aws, run_module):
+    aws.spot_price(REGION, price=0.05, instance_type="t3.small")  # the other zones: never worth it
+    aws.placement_score(REGION, SCORE)
+    aws.on_demand_price("t3.small", 0.0208)
+    _prices_from(aws, _emulated_now(aws) - datetime.timedelta(days=1), CHEAP, STEADY)
+    move = {"min_saving": 0.2, "max_moves": 2}
+    assert not run_module("spot_cluster", cluster("mover")).failed
+    [node] = [i["InstanceId"] for i in live(REGION, "mover", "compute")]
+    assert zones_of("mover") == [CHEAP]
+
+    # the pools swap prices, and stay so for 7 hours: the other pool is 50% cheaper, also on average
+    _prices_from(aws, _emulated_now(aws) + datetime.timedelta(minutes=1), STEADY, CHEAP)
+    aws.advance(7 * 3600)
+    busy = run_module("spot_cluster", cluster("mover", mode="heal", rebalance=move, busy_instance_ids=[node]))
+    assert not busy.failed, busy.get("msg")
+    assert busy["rebalance"]["moves"] == [] and "runs a job" in busy["rebalance"]["kept"][0]["why"]
+    assert zones_of("mover") == [CHEAP]
+
+    heal = run_module("spot_cluster", cluster("mover", mode="heal", rebalance=move))
+    assert not heal.failed, heal.get("msg")
+    [moved] = heal["rebalance"]["moves"]
+    assert moved["instance_id"] == node and moved["to"]["availability_zone"] == STEADY and moved["saving"] >= 0.2
+    # make before break: the replacement runs beside the node, which only drains
+    assert zones_of("mover") == [CHEAP, STEADY] and node in heal["drain_instance_ids"]
+    released = run_module("spot_cluster", cluster("mover", mode="release", drain_instance_ids=heal["drain_instance_ids"]))
+    assert not released.failed, released.get("msg")
+    assert released["released"] == [node] and zones_of("mover") == [STEADY]
+    again = run_module("spot_cluster", cluster("mover"))
+    assert records("mover")[node]["release_reason"] == "moved" and not again.failed
+
+    # prices alternate: the first pool is cheap again now, and again the other a little later
+    for hours in (1, 2):
+        cheap, dear = (CHEAP, STEADY) if hours == 1 else (STEADY, CHEAP)
+        _prices_from(aws, _emulated_now(aws) + datetime.timedelta(minutes=1), cheap, dear)
+        aws.advance(3600)
+        flap = run_module("spot_cluster", cluster("mover", mode="heal", rebalance=move))
+        assert not flap.failed, flap.get("msg")
+        assert flap["rebalance"]["moves"] == [], flap["rebalance"]
+        assert zones_of("mover") == [STEADY]

@@ -46,6 +46,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc im
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import rebalance
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import cost_report
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement.pools import pool_price as capacity_pool_price
 
 ROLES = ("orchestrator", "compute")
@@ -62,6 +64,8 @@ class Cluster:
     nats: list[str] = dataclasses.field(default_factory=list)
     check_mode: bool = False
     learn: Any = None  # _cluster.learning.Learning: the pool history of this run
+    moves: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)  # cluster_rebalance's plan
+    moving_out: dict[str, set] = dataclasses.field(default_factory=dict)  # region -> pools nodes move out of
 
     def each(self):
         """(region, role, spec, plan), the orchestrator first, then the compute regions in the file's order."""
@@ -220,6 +224,54 @@ def _learn(cluster: Cluster) -> None:
     cluster.learn.observe(seen, answered)
 
 
+def _rebalance(module: Any, cluster: Cluster) -> bool:
+    """heal with cluster_rebalance: which spot compute nodes move to a cheaper pool that holds
+    (``_placement.rebalance``: never into a cooling pool, never a busy node unless move_busy,
+    hysteresis by the pools' mean prices). A moved node drains: heal launches its replacement,
+    the release call terminates it once the replacement runs (make before break)."""
+    desc, learn = cluster.desc, cluster.learn
+    nodes: dict[str, list[rebalance.Node]] = {}
+    for region, plans in cluster.plans.items():
+        plan_ = plans.get("compute")
+        if plan_ is None or not plan_.placement.ranked:
+            continue
+        for i in plan_.in_scope:
+            if i["InstanceId"] in desc.drain or i.get("State", {}).get("Name") != "running":
+                continue
+            key = (i.get("InstanceType"), i.get("Placement", {}).get("AvailabilityZone"))
+            nodes.setdefault(region, []).append(rebalance.Node(
+                instance_id=i["InstanceId"], region=region, zone=key[1], instance_type=key[0],
+                launch_time=i.get("LaunchTime"), price=(plan_.reads.prices or {}).get(key),
+                busy=i["InstanceId"] in desc.busy, market="spot" if i.get("InstanceLifecycle") == "spot" else "on-demand",
+                zone_score=plan_.placement.zone_scores.get(key[1])))
+    if not nodes:
+        return False
+    types = {r: [p.pool.instance_type for p in cluster.plans[r]["compute"].placement.ranked] for r in nodes}
+    means, errors = cost_report.read_mean_prices({r: cluster.plans[r]["compute"].clients.ec2 for r in nodes}, types,
+                                                 learn.now)
+    for region, exc in errors.items():
+        module.warn(f"cluster_rebalance: no price history in {region} ({error_text(exc)}); nothing moves there this run")
+    moved: list[str] = []
+    for region, found in nodes.items():
+        plan_ = cluster.plans[region]["compute"]
+        if region in errors:
+            continue
+        decided = rebalance.plan(found, plan_.placement.ranked, learn.history, learn.now, mean_prices=means,
+                                 **desc.rebalance)
+        cluster.moves.setdefault("moves", []).extend(m.as_dict() for m in decided.moves)
+        cluster.moves.setdefault("kept", []).extend(dict(k, region=region) for k in decided.kept)
+        for move in decided.moves:
+            moved.append(move.instance_id)
+            cluster.moving_out.setdefault(region, set()).add(move.source)
+    if not moved:
+        return False
+    desc.drain |= set(moved)
+    cluster.specs["compute"].drain_instance_ids = sorted(desc.drain)
+    if not cluster.check_mode:
+        learn.release(moved, rebalance.MOVED)  # before any termination: a killed run still knows they were ours
+    return True
+
+
 def _plan_worst(cluster: Cluster) -> float:
     return sum(region_place.cost_of(spec, plan_, own=True)["worst_case"] for _r, _role, spec, plan_ in cluster.each())
 
@@ -309,6 +361,14 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
         except AwsSpotError as exc:
             errors[region] = AwsSpotError(f"{desc.where(region, role)}: {exc.message}")
     _fail(desc, errors)
+    if desc.mode == "heal" and desc.rebalance is not None and _rebalance(module, cluster):
+        for (region, role), count in _counts(cluster).items():  # the moved nodes drain: their replacements come first
+            plan_ = cluster.plans.get(region, {}).get(role)
+            if plan_ is not None and role == "compute":
+                region_plan.recount(cluster.specs[role], plan_, count)
+                region_place.place(cluster.specs[role], plan_, cluster.scores, learn=cluster.learn)
+                for source in cluster.moving_out.get(region, set()):
+                    learning.leave_out(plan_.placement, source, "a node is moved out of it this run (cluster_rebalance)")
     if cluster.scores.get("errors"):
         for _region, _role, _spec, plan_ in cluster.each():
             plan_.placement.notes.append("spot placement scores unavailable (" + "; ".join(cluster.scores["errors"])[:300] + ")")
@@ -423,6 +483,9 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
                                "written": cluster.learn.enabled and not cluster.check_mode,
                                "records": len(cluster.learn.history.records),
                                "now": cluster.learn.now.isoformat(), "warnings": list(cluster.learn.warnings)}
+    if desc.rebalance is not None:
+        out["rebalance"] = {"moves": cluster.moves.get("moves", []), "kept": cluster.moves.get("kept", []),
+                            "settings": dict(desc.rebalance)}
     return out
 
 
