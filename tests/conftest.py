@@ -123,7 +123,7 @@ def playbook_env(emulator: Emulator) -> dict[str, str]:
 def playbook(aws, tmp_path):
     """Run ``ansible-playbook`` with the emulator's environment; returns CompletedProcess."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)  # run_module's HOME too, when a test uses both
 
     def _run(path: str | Path, *args: str, extra_vars: dict[str, Any] | None = None,
              check: bool = False, timeout: int = 600, cwd: Path = REPO,
