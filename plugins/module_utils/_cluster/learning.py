@@ -115,13 +115,6 @@ class Learning:
         return ranked
 
 
-def release_reason(plan_: Any, instance_id: str, drain: Iterable[str]) -> str:
-    """Why the engine terminates one of its instances, as the history keeps it."""
-    if instance_id in set(drain):
-        return "drained"
-    return "scale-down"
-
-
 def chosen_keys(launches: list[capacity.Launch]) -> set[tuple[str, str, str]]:
     """The pools the plan's launches try first (one per launch)."""
     return {ec.key_of(launch.pools[0]) for launch in launches if launch.pools}
