@@ -282,7 +282,7 @@ def _fit_cap(cluster: Cluster) -> None:
     cap = cluster.desc.max_hourly_cost
     if cap is None:
         return
-    for _ in range(200):  # bounded: each round leaves one pool out
+    for _round in range(200):  # bounded: each round leaves one pool out
         if _plan_worst(cluster) <= cap:
             return
         dearest = None
