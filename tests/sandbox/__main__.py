@@ -26,7 +26,9 @@
    faults for all its types) and its node is interrupted: ``heal.yml`` puts the replacement in the
    overflow region us-west-2 (tagged ``bacalhau:overflow-for=eu-west-1``, smoke job); eu-west-1
    recovers: ``heal.yml`` launches a node there (smoke job), then terminates the overflow node.
-   One test host stays spare for heal.yml's make-before-break. Then ``playbooks/destroy.yml``;
+   One test host stays spare for heal.yml's make-before-break. ``status.yml -e status_format=json``
+   then shows what the cluster cost per pool and in total, its interruptions counted (issue 21).
+   Then ``playbooks/destroy.yml``;
 6. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
 """
 from __future__ import annotations
@@ -300,7 +302,8 @@ Clean up with:
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
               "healthy, no secret in a -vvv run, compute nodes joined over TLS, every compute node ran the smoke job, "
               "your first job printed its output, a node without Docker named, a running job's node interrupted and "
-              "stopped in time, the job ended by Bacalhau's rules, healed: replaced, spilled over, back home, destroyed.")
+              "stopped in time, the job ended by Bacalhau's rules, healed: replaced, spilled over, back home, "
+              "the cost report, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
@@ -423,6 +426,24 @@ def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[
     _check_heal(home.stdout, configured=back, terminated=overflow)
     _check_connected(orch_ip, bac, computes, addresses, {back})
     print(f"{back} runs in {HOME_REGION} again; the overflow node {overflow} was terminated once {back} had joined")
+
+    _cost_report(book, extra, env, interrupted={victim, replacement})
+
+
+def _cost_report(book: list[str], extra: list[str], env: dict[str, str], interrupted: set[str]) -> None:
+    """status.yml after the spot life: what the cluster cost, per pool and in total, from its pool history
+    (issue 21), as a table and as JSON."""
+    say("ansible-playbook playbooks/status.yml -e status_format=json: what the cluster cost, per pool")
+    out = STATE / "status.json"
+    status = run(book + ["playbooks/status.yml", *extra, "-e", "status_format=json", "-e", f"status_file={out}"],
+                 env=env, capture=True)
+    report = json.loads(out.read_text())["cost"]
+    total = report["total"]
+    if total["interruptions"] < len(interrupted) or total["node_hours"] <= 0 or total["paid_usd"] is None:
+        raise SystemExit(f"sandbox: the cost report does not show the {len(interrupted)} interruptions: {total}")
+    if "What the cluster cost" not in status.stdout:
+        raise SystemExit("sandbox: status.yml did not show what the cluster cost")
+    print(json.dumps(total, indent=1))
 
 
 def _poll(what, done, timeout: float, step: float = 0.5):
