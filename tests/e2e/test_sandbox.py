@@ -59,7 +59,8 @@ def test_sandbox_end_to_end(tmp_path):
     assert re.search(r"^  execution e-\S+ on \S+: Failed: Execution stop requested because node has disappeared$",
                      out, re.M), out[-6000:]
     assert f"{victim}: terminated (Server.SpotInstanceTermination)" in out
-    assert re.search(r"^\s*Disconnected nodes: n-\S+", out, re.M), "status.yml must show the disconnected node"
+    # (named by its instance-id label, as bacalhau_nodes names nodes since the nodes branch)
+    assert re.search(rf"^\s*Disconnected nodes: .*{re.escape(victim)}", out, re.M), "status.yml must show the disconnected node"
     heals = re.findall(r"^\s*Configured and proven with the smoke job: (i-\S+)$", out, re.M)
     assert len(heals) == 3, heals  # replaced, spilled over, back home: one new node each time
     assert re.search(rf"^{re.escape(heals[1])} runs in us-west-2, tagged bacalhau:overflow-for=eu-west-1$", out, re.M)
