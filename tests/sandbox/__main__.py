@@ -496,7 +496,7 @@ def _autoheal_life(emulator: Emulator, cluster_vars: Path, release_vars: Path, e
     _hosts_back(hosts)
     # ansible-rulebook's -e: one variables file, without @ (the cluster's and the release's), and the line
     # that names it for the heal (docs/heal.md, "Autoheal")
-    variables = dict(json.loads(cluster_vars.read_text()), **(yaml.safe_load(release_vars.read_text()) or {}))
+    variables = dict(yaml.safe_load(cluster_vars.read_text()), **(yaml.safe_load(release_vars.read_text()) or {}))
     rulebook_vars = STATE / "autoheal-cluster.yml"
     variables.update(cluster_file=str(rulebook_vars), autoheal_tick_seconds=3600)
     rulebook_vars.write_text(json.dumps(variables, indent=2) + "\n")
