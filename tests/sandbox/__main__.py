@@ -450,6 +450,8 @@ _PHASE_STARTS = (
 def _heal_phases(output: str) -> tuple[dict[str, float], float | None]:
     """heal.yml's phases (seconds) from profile_tasks' lines, and the heal's first task's wall-clock time."""
     play, task, marks, wall = "", "", [], None
+    # the heal's lines come as a YAML list in the rulebook's log, long ones folded: unfold them
+    output = re.sub(r"\n[ \t]+(?![ \t]*- )", " ", output)
     for line in output.splitlines():
         banner = _BANNER.search(line)
         if banner:
@@ -582,6 +584,9 @@ def _autoheal_life(emulator: Emulator, cluster_vars: Path, release_vars: Path, e
         except subprocess.TimeoutExpired:
             os.killpg(rulebook.pid, 9)
             rulebook.wait(30)
+    kept = REPO / "build" / "sandbox" / "autoheal-rulebook.log"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(log, kept)
     leaked_here = leaked(log.read_text(), {"the API key": [key]})
     if leaked_here:
         raise SystemExit(f"sandbox: the rulebook printed {', '.join(leaked_here)} (log {log})")
