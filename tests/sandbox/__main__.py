@@ -570,7 +570,7 @@ def _autoheal_life(emulator: Emulator, cluster_vars: Path, release_vars: Path, e
         if not again:
             raise SystemExit(f"sandbox: job {job_id} was not placed again: {json.dumps(replaced)[-2000:]}")
         _check_connected(orch_ip, bac, computes, addresses, {replacement})
-        phases, heal_wall = _heal_phases(said)
+        phases, heal_wall = _heal_phases(said[delivered.start():])  # the notice's heal, not the tick's before it
         if heal_wall is not None:
             phases = {"event_delivery": heal_wall - wall_notice, **phases}
         print(f"autoheal: notice -> replacement {replacement} launched {t_launched - t_notice:.1f} s, CONNECTED and "
