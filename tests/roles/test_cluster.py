@@ -83,7 +83,10 @@ def test_bad_signature_fails_naming_host_and_archive_and_installs_nothing(env):
     bad_cache = env.token_file.parent / "cache-bad"
     res = env.playbook("cluster.yml", "-e", "orchestrator_hosts=none", "-e", "compute_hosts=testhost3",
                        "-e", f"bacalhau_node_release_url={env.vars.read_text().split('release_url: ')[1].split()[0][:-len('good')]}bad",
-                       "-e", f"bacalhau_node_cache_dir={bad_cache}")
+                       "-e", f"bacalhau_node_cache_dir={bad_cache}",
+                       # the controller's cache is what this test looks at (the nodes' own fetch,
+                       # the default, has its test in test_release.py)
+                       "-e", "bacalhau_node_release_source=controller")
     assert res.returncode != 0
     assert re.search(r"testhost3: BAD SIGNATURE: the Bacalhau release archive\s+bacalhau_v1\.9\.3_linux_amd64\.tar\.gz",
                      res.output), res.output[-3000:]

@@ -4,7 +4,7 @@
 
 1. the AWS emulator (``tests/emulator``) on loopback;
 2. Linux test hosts (``tests/hosts/testhosts.sh``: systemd-nspawn machines with sshd on a
-   private bridge) and the stand-in Bacalhau release served on loopback (``tests/roles/env.sh``);
+   private bridge) and the stand-in Bacalhau release served on that bridge (``tests/roles/env.sh``);
 3. the binding: the emulator's address pool is set to the test hosts' addresses, so every
    instance the emulator launches gets one of them as its public IP. The unchanged
    ``playbooks/create.yml``, the aws_ec2 inventory and SSH then reach a real machine. moto's
@@ -381,9 +381,10 @@ def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[
 
     say("ansible-playbook playbooks/status.yml: the orchestrator lists the reclaimed node as disconnected")
     status = run(book + ["playbooks/status.yml", *extra], env=env, capture=True)
-    # (bacalhau_nodes names the nodes by their instance-id label, and the node id when they have none)
-    if not re.search(rf"^\s*Disconnected nodes: .*{re.escape(victim)}", status.stdout, re.M) or \
-            not re.search(rf"of which without an instance: .*{re.escape(victim)}", status.stdout):
+    # bacalhau_nodes names a node by its instance id when it has one (_bacalhau/nodes.py name())
+    named = f"(?:{re.escape(node)}|{re.escape(victim)})"
+    if not re.search(rf"^\s*Disconnected nodes: .*{named}", status.stdout, re.M) or \
+            not re.search(rf"of which without an instance: .*{named}", status.stdout):
         raise SystemExit(f"sandbox: status.yml does not show {node} disconnected, its instance gone")
     if not re.search(rf"Spot interruptions seen: .*{victim}", status.stdout):
         raise SystemExit(f"sandbox: status.yml does not report the interruption of {victim}")
@@ -392,7 +393,7 @@ def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[
     _hosts_back(hosts)
     healed = run(heal, env=env, capture=True)
     replacement = _one_new(emulator, HOME_REGION, {victim}, healed.stdout)
-    _check_heal(healed.stdout, configured=replacement, forgotten=victim)
+    _check_heal(healed.stdout, configured=replacement, forgotten=victim)  # named by its instance id (bacalhau_nodes gone)
     _check_connected(orch_ip, bac, computes, addresses, {replacement})
 
     say(f"{HOME_REGION} goes dry (no capacity for any type), and its node is interrupted")

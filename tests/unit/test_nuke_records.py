@@ -121,5 +121,7 @@ def test_a_record_drives_discovery_and_deletion():
 def test_the_event_path_types_say_already_gone_in_the_engines_words():
     from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import events as _nuke_events
 
-    assert _nuke_events.ALREADY_GONE == _nuke_delete.ALREADY_GONE
-    assert _nuke_delete.PREPARE["event_rules"] is _nuke_events.remove_rule_targets  # targets go before the rule
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._deletion import context as _nuke_context
+
+    assert _nuke_events.ALREADY_GONE == _nuke_context.ALREADY_GONE
+    assert _nuke_detach.PREPARE["event_rules"] is _nuke_events.remove_rule_targets  # targets go before the rule

@@ -43,7 +43,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events.path imp
     name_prefix,
 )
 
-# the words of delete.ALREADY_GONE (a test keeps them the same; delete.py imports this module)
+# the words of context.ALREADY_GONE (a test keeps them the same; context.py imports this module through spec.py)
 ALREADY_GONE = "already gone"
 _LOCK = threading.Lock()
 

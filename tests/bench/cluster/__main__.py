@@ -14,6 +14,14 @@ For each N of ``--hosts`` (default 3,9), as the sandbox (tests/sandbox) does it:
 4. ``playbooks/destroy.yml``, then everything down (always), the inventory file and the token
    directory removed.
 
+Meanwhile iptables counts, per test host, the bytes this machine sends it over SSH (everything
+Ansible sends: modules, and in ``--release-source controller`` the binary) and the bytes the
+stand-in release server sends it (what the node downloads itself); tests/roles/traffic.py. The
+report's release table has, per node: those bytes, the controller's CPU-seconds (ansible-playbook's
+tree and its SSH connection masters, sampled), and the configuration phase's time.
+``--release-source`` (node, the roles' default, or controller) and ``--release-size`` (real: the
+stand-in archive has the size of Bacalhau's; small: tens of kB) choose what is measured.
+
 The report (phases, shares, CPU, API calls, growth from the smallest N to the largest, the tasks
 that grew) goes to build/bench/cluster_time.md and .json. A benchmark, not a test: nothing in
 it fails on a time.
@@ -45,6 +53,7 @@ CALLBACKS = REPO / "tests" / "bench" / "callback_plugins"
 os.environ.setdefault("BACALHAU_SANDBOX_STATE", "/tmp/bacalhau-bench-cluster")
 
 from tests.bench.cluster import phases, report  # noqa: E402
+from tests.roles.traffic import Traffic  # noqa: E402
 
 
 def _sandbox():
@@ -203,9 +212,11 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
         if leftover.exists():
             raise SystemExit(f"bench-cluster: {leftover} exists (another run of cluster {args.cluster}?); "
                              "remove it or pick another --cluster")
-    result: dict[str, Any] = {"hosts": hosts}
+    result: dict[str, Any] = {"hosts": hosts, "release_source": args.release_source, "release_size": args.release_size}
     emulator = None
+    traffic = None
     tools_env = sandbox.env_for_tools()
+    tools_env["BACALHAU_STANDIN_RELEASE_SIZE"] = args.release_size
     try:
         say(f"N={hosts}: the AWS emulator, {hosts} test hosts and the stand-in release")
         emulator = Emulator.start()
@@ -234,7 +245,15 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
         env.update({"ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS), "ANSIBLE_CALLBACKS_ENABLED": "play_timer",
                     "BACALHAU_PLAY_TIMER_FILE": str(events_file), "ANSIBLE_FORCE_COLOR": "0"})
         book = [str(Path(sys.executable).parent / "ansible-playbook")]
-        extra = ["-e", f"@{cluster_vars}", "-e", f"@{release_vars}"]
+        extra = ["-e", f"@{cluster_vars}", "-e", f"@{release_vars}",
+                 "-e", f"bacalhau_node_release_source={args.release_source}"]
+        if args.release_tree != "good":  # e.g. flat, for roles that know only the flat layout (before)
+            url = re.search(r"^bacalhau_node_release_url: (\S+)$", release_vars.read_text(), re.M).group(1)
+            extra += ["-e", f"bacalhau_node_release_url={url.rsplit('/', 1)[0]}/{args.release_tree}"]
+        archives = sorted((sandbox.ROLES_DIR / "release" / "flat").glob("bacalhau_*_linux_*.tar.gz"))
+        result["archive_bytes"] = {a.name.rsplit("_", 1)[-1].split(".")[0]: a.stat().st_size for a in archives}
+        traffic = Traffic({f"node{i + 1}": ip for i, ip in enumerate(addresses)}, int(tools_env.get("BACALHAU_STANDIN_PORT", "18799")),
+                          f"bench-cluster-{os.getpid()}")
 
         say(f"N={hosts}: ansible-playbook playbooks/create.yml, timed")
         emulator.reset_calls()
@@ -252,6 +271,7 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
         sampler.start()
         time.sleep(2 * args.sample_interval)  # a sample or two before the start
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        traffic.open()
         log = logs / f"{tag}-create.log"
         cmd = book + ["playbooks/create.yml", *extra]
         print("$ " + " ".join(cmd) + f"   > {log}", flush=True)
@@ -262,6 +282,8 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
             rc = proc.wait(timeout=3600)
             end = time.monotonic()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result["traffic"] = traffic.read()
+        traffic.close()
         time.sleep(args.sample_interval)
         samples = sampler.stop()
         calls = emulator.calls()
@@ -283,12 +305,13 @@ def measure(hosts: int, args: argparse.Namespace, logs: Path, tag: str) -> dict[
         result["destroy_rc"] = drc
         return result
     finally:
+        if traffic is not None:
+            traffic.close()
         say(f"N={hosts}: down: test hosts, release server, emulator")
         subprocess.run([str(REPO / "tests/roles/env.sh"), "down"], cwd=REPO, env=tools_env, check=False,
                        stdout=subprocess.DEVNULL)
         if emulator is not None:
             emulator.stop()
-        inventory_file.unlink(missing_ok=True)
         shutil.rmtree(token_dir, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
 
@@ -335,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-interval", type=float, default=0.5, help="CPU sampling interval, s (default 0.5)")
     parser.add_argument("--commit", help="the commit being measured, when this tree is an export (git archive), "
                                          "not a git checkout (default: git rev-parse HEAD)")
+    parser.add_argument("--release-source", choices=("node", "controller"), default="node",
+                        help="bacalhau_node_release_source for the run: node (each node fetches the release, the "
+                             "roles' default) or controller (the controller downloads it and copies the binary)")
+    parser.add_argument("--release-size", choices=("real", "small"), default="real",
+                        help="the stand-in release: real (each archive the size of Bacalhau's) or small (tens of kB)")
+    parser.add_argument("--release-tree", choices=("good", "flat"), default="good",
+                        help="the release server's tree: good (Bacalhau's publish layout, <url>/stable/<tag>/) or "
+                             "flat (<url>/<file> only: for roles from before both layouts were tried)")
     parser.add_argument("--out", default=str(REPO / "build" / "bench"), help="report directory (default build/bench)")
     args = parser.parse_args(argv)
     try:

@@ -89,6 +89,55 @@ def run_table(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _bytes(x: float) -> str:
+    return f"{x / 1e6:.2f} MB" if x >= 1e6 else f"{x / 1e3:.0f} kB"
+
+
+def _f2(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def release_cost(run: dict[str, Any]) -> dict[str, Any] | None:
+    """Per node: the bytes this machine sent it over SSH and the release server sent it (means over
+    the nodes), the controller's CPU-seconds divided by the node count, the configuration phase's s."""
+    traffic = run.get("traffic")
+    if not traffic:
+        return None
+    n = len(traffic)
+    cpu = (run.get("cpu_total") or {}).get("controller_cpu_s")
+    conf_cpu = (run["phases"]["configuration"].get("cpu") or {}).get("controller_cpu_s")
+    return {
+        "nodes": n,
+        "ssh_bytes_per_node": round(sum(t["ssh"] for t in traffic.values()) / n),
+        "ssh_bytes_max": max(t["ssh"] for t in traffic.values()),
+        "release_bytes_per_node": round(sum(t["release"] for t in traffic.values()) / n),
+        "controller_cpu_s_per_node": round(cpu / n, 2) if cpu is not None else None,
+        "configuration_controller_cpu_s_per_node": round(conf_cpu / n, 2) if conf_cpu is not None else None,
+        "configuration_s": run["phases"]["configuration"]["seconds"],
+        "archive_bytes": run.get("archive_bytes", {}),
+        "release_source": run.get("release_source", "?"),
+        "release_size": run.get("release_size", "?"),
+    }
+
+
+def release_table(runs: dict[int, dict[str, Any]]) -> list[str]:
+    lines = ["| N | release source | archive (amd64) | controller -> node over SSH, per node (max) | "
+             "release server -> node, per node | controller CPU-s per node: whole run (configuration phase) | "
+             "configuration phase s |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for n in sorted(runs):
+        c = release_cost(runs[n])
+        if not c:
+            continue
+        arch = c["archive_bytes"].get("amd64")
+        lines.append(f"| {n} | {c['release_source']} | {_bytes(arch)} | {_bytes(c['ssh_bytes_per_node'])} "
+                     f"({_bytes(c['ssh_bytes_max'])}) | {_bytes(c['release_bytes_per_node'])} | "
+                     f"{_f2(c['controller_cpu_s_per_node'])} ({_f2(c['configuration_controller_cpu_s_per_node'])}) | "
+                     f"{c['configuration_s']:.1f} |"
+                     if arch is not None else f"| {n} | {c['release_source']} | ? | - | - | - | - |")
+    return lines
+
+
 def growth_table(runs: dict[int, dict[str, Any]]) -> list[str]:
     ns = sorted(runs)
     lo, hi = ns[0], ns[-1]
@@ -202,6 +251,14 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", "Slowest tasks:", "", "| task | play | s | hosts | retries |", "|---|---|---:|---:|---:|"]
         for t in slowest_tasks(r):
             lines.append(f"| {t['name']} ({t['file']}) | {t['play']} | {t['seconds']:.1f} | {len(t['hosts'])} | {t['retries']} |")
+        lines.append("")
+    if any(runs[n].get("traffic") for n in ns):
+        lines += ["## The release: what each node costs the controller", "",
+                  "Bytes counted by iptables on this machine's OUTPUT chain per test host (tests/roles/traffic.py): "
+                  "TCP to its port 22 (everything Ansible sends it) and from the stand-in release server's port "
+                  "(what the node downloads itself; on AWS that is Bacalhau's server, not the controller). "
+                  "Controller CPU: ansible-playbook's process tree and its SSH connection masters, whole run.", ""]
+        lines += release_table(runs)
         lines.append("")
     if len(ns) > 1:
         lines += [f"## Growth {ns[0]} -> {ns[-1]} hosts", ""]
