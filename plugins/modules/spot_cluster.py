@@ -211,6 +211,21 @@ options:
     type: list
     elements: str
     version_added: 0.2.0
+  autoheal:
+    description:
+      - With O(orchestrator) and O(mode=converge) or O(mode=heal), make the cluster's autoheal event path in every
+        region it uses (the compute regions, O(overflow_regions) and a managed orchestrator's) - an EventBridge rule
+        C(bacalhau-<cluster>-spot-events) for EC2's spot interruption warnings, rebalance recommendations and
+        instances going away, and the SQS queue of that name it sends to (SSE-SQS, an hour's retention, a queue
+        policy for that rule only), tagged as the cluster's. The rulebook C(bacalhau.aws_spot.autoheal) reads
+        them. Check mode says what would be made. RV(event_path) says per region whether the path exists.
+      - V(false) makes no call about it. A path made earlier is left as it is (nothing reads it; its messages
+        expire after an hour) until O(state=absent) (C(destroy.yml)) or the nuke removes it.
+      - A region where the path cannot be made is a warning, not a failure; the instances are healed anyway.
+      - The cluster file's C(cluster_autoheal).
+    type: bool
+    default: true
+    version_added: 0.2.0
   market:
     description:
       - V(spot) (one-time requests, terminated on interruption), V(on-demand), or V(spot-then-on-demand).
@@ -466,6 +481,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+event_path:
+  description:
+    - With O(orchestrator) and O(autoheal=true), in O(mode=converge) and O(mode=heal), the autoheal event path per
+      region (empty otherwise).
+    - The age of the last event comes from C(~/.config/bacalhau.aws_spot/<cluster>/autoheal/last-events.json),
+      which the event source C(bacalhau.aws_spot.spot_events) writes on the host that runs the rulebook; on any
+      other host it is V(null).
+  returned: success
+  type: dict
+  sample:
+    us-east-1: {"exists": true, "rule": true, "rule_enabled": true, "queue": true, "queue_depth": 0,
+                "queue_in_flight": 0, "last_event": "2026-12-06T08:00:00Z", "last_event_kind": "interruption",
+                "last_event_age_seconds": 42, "changed": false, "changes": [], "error": null}
 instances:
   description: The live instances of the role after the run (empty with O(state=absent)).
   returned: always
@@ -767,6 +795,7 @@ ARGUMENT_SPEC = dict(
     extra_hourly_cost=dict(type="float", default=0.0),
     max_nodes=dict(type="int", default=cluster_spec.DEFAULT_MAX_NODES),
     min_placement_score=dict(type="int", default=3),
+    autoheal=dict(type="bool", default=True),
 )
 
 

@@ -49,6 +49,8 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement impor
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import rebalance
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import cost_report
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement.pools import pool_price as capacity_pool_price
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events import cluster as cluster_events
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events import path as event_path
 
 ROLES = ("orchestrator", "compute")
 
@@ -486,7 +488,25 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
     if desc.rebalance is not None:
         out["rebalance"] = {"moves": cluster.moves.get("moves", []), "kept": cluster.moves.get("kept", []),
                             "settings": dict(desc.rebalance)}
+    out["event_path"] = _event_paths(module, cluster)
+    out["changed"] = out["changed"] or any(row["changed"] for row in out["event_path"].values())
     return out
+
+
+def _event_paths(module: Any, cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """autoheal: the event path in every region the cluster uses (compute, overflow, the
+    orchestrator's), in converge and heal; ``{}`` with ``autoheal: false`` or in release."""
+    if not module.params.get("autoheal", True) or cluster.desc.mode == "release":
+        return {}
+    spec = cluster.specs["compute"]
+    regions = list(cluster.plans)
+    rows = cluster_events.ensure_all(lambda r: event_path.clients(module, r), spec.cluster_name, regions,
+                                     spec.tags, cluster.check_mode)
+    broken = [f"{r}: {row['error']}" for r, row in rows.items() if row["error"]]
+    if broken:
+        module.warn("spot_cluster could not make the autoheal event path in " + "; ".join(broken)
+                    + ". The cluster is healed without it; run again, or heal.yml from cron until it is there.")
+    return rows
 
 
 def run(module: Any, desc: ClusterDesc) -> dict[str, Any]:
