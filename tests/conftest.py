@@ -96,7 +96,10 @@ def _run_module(name: str, args: dict[str, Any], check_mode: bool = False, diff:
 
 
 @pytest.fixture
-def run_module(aws):
+def run_module(aws, tmp_path, monkeypatch):
+    # what spot_cluster keeps on the controller (the pool history) is the test's alone
+    (tmp_path / "home").mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return _run_module
 
 
@@ -120,7 +123,7 @@ def playbook_env(emulator: Emulator) -> dict[str, str]:
 def playbook(aws, tmp_path):
     """Run ``ansible-playbook`` with the emulator's environment; returns CompletedProcess."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)  # run_module's HOME too, when a test uses both
 
     def _run(path: str | Path, *args: str, extra_vars: dict[str, Any] | None = None,
              check: bool = False, timeout: int = 600, cwd: Path = REPO,

@@ -104,6 +104,14 @@ options:
     description:
       - The cluster's name, written in the message the orchestrator keeps with an approval or deletion.
     type: str
+  busy:
+    description:
+      - Also say which compute nodes run a job now (RV(busy)) - every job not in a terminal state and its executions
+        (one call for the jobs, one per such job), an execution holding its node from its accepted bid until it has
+        published. Used by C(heal.yml) for C(cluster_rebalance), which does not move busy nodes. Needs C(read:job).
+    type: bool
+    default: false
+    version_added: 0.2.0
   refusal_hint:
     description:
       - What to do when the API refuses the key (a 401), in the words of the caller (which variable gives it).
@@ -203,6 +211,12 @@ disconnected:
   returned: always
   type: list
   elements: str
+busy:
+  description: With O(busy), the compute nodes that run an execution now, by instance id (the node id when it has
+    no instance label).
+  returned: with O(busy)
+  type: list
+  elements: str
 gone:
   description: C(DISCONNECTED) compute nodes labelled with an instance id that is not in O(instance_ids), as read
     before this run's deletions (so, with O(forget_gone), the ones it forgot or would forget).
@@ -283,6 +297,7 @@ def main() -> None:
         journal_unit=dict(type="str"),
         nats_port=dict(type="int", default=4222),
         cluster_name=dict(type="str"),
+        busy=dict(type="bool", default=False),
         refusal_hint=dict(type="str", default="give the cluster's API key (cluster_api_key_file)"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -126,6 +126,9 @@ options:
         description:
           - Highest spot price to pay, in USD per instance-hour (for example V("0.05")). Default is the
             on-demand price (AWS's default). Only with O(market=spot).
+          - AWS advises against it - a max price makes interruptions more frequent (an instance is taken back
+            whenever the spot price rises above it). For a budget use O(max_hourly_cost) (C(cluster_max_hourly_cost)),
+            which is applied when choosing pools and never turned into a max price.
         type: str
       nats_cidrs:
         description:
@@ -163,12 +166,65 @@ options:
     choices: [converge, heal, release]
     default: converge
     version_added: 0.2.0
+  pool_cooldown:
+    description:
+      - With O(orchestrator), C(cluster_pool_cooldown) - a pool (region, zone, instance type) that took back one of
+        the cluster's nodes less than this long ago gets no new node while another pool holds (it is tried last).
+      - Minutes (V(30)), or a duration such as V(90s), V(30m), V(2h). V(0) turns the cool-down off. Default 30 minutes.
+    type: raw
+    version_added: 0.2.0
+  rebalance:
+    description:
+      - With O(orchestrator) and O(mode=heal), C(cluster_rebalance) - move running spot compute nodes to a pool of
+        their region that holds (not cooling down, placement score not low) and is at least C(min_saving) (a
+        fraction, default V(0.2)) cheaper by expected cost, at most C(max_moves) (default V(2)) per run. Off when
+        omitted.
+      - Make before break - a moved node drains (RV(drain_instance_ids)), heal launches its replacement, and the
+        C(mode=release) call terminates it once the replacement runs (C(heal.yml) configures it first).
+      - Never a node in O(busy_instance_ids) unless C(move_busy=true). Hysteresis - the pools' mean prices over the
+        last 6 hours (one C(DescribeSpotPriceHistory) per region), nodes younger than an hour stay, and nothing moves
+        back into a pool a node was moved out of within 6 hours. RV(rebalance) lists the moves and why others stay.
+    type: raw
+    version_added: 0.2.0
+  busy_instance_ids:
+    description:
+      - With O(rebalance), the compute nodes running a job (an execution not in a terminal state, as the orchestrator
+        says); O(rebalance) does not move them unless C(move_busy=true).
+    type: list
+    elements: str
+    version_added: 0.2.0
+  pool_history:
+    description:
+      - With O(orchestrator), keep the cluster's pool history in C(~/.config/bacalhau.aws_spot/<cluster>/pool-history.json)
+        on the controller (every instance's pool, life and why it ended, from every read) and rank pools by expected
+        cost with it (formula in C(docs/spot_cluster.md)). Check mode reads the file but never writes it.
+      - A missing, corrupt or unwritable file is a warning, never a failure.
+      - With O(state=absent) the instances it terminates are first recorded as ended by this collection; the
+        file is kept (C(destroy.yml) removes it only with C(-e destroy_forget_history=true)).
+    type: bool
+    default: true
+    version_added: 0.2.0
   joined_instance_ids:
     description:
       - With O(orchestrator), the instance ids of the compute nodes the orchestrator has as connected; RV(to_configure)
         then lists the running compute nodes not among them (else the ones this run launched).
     type: list
     elements: str
+    version_added: 0.2.0
+  autoheal:
+    description:
+      - With O(orchestrator) and O(mode=converge) or O(mode=heal), make the cluster's autoheal event path in every
+        region it uses (the compute regions, O(overflow_regions) and a managed orchestrator's) - an EventBridge rule
+        C(bacalhau-<cluster>-spot-events) for EC2's spot interruption warnings, rebalance recommendations and
+        instances going away, and the SQS queue of that name it sends to (SSE-SQS, an hour's retention, a queue
+        policy for that rule only), tagged as the cluster's. The rulebook C(bacalhau.aws_spot.autoheal) reads
+        them. Check mode says what would be made. RV(event_path) says per region whether the path exists.
+      - V(false) makes no call about it. A path made earlier is left as it is (nothing reads it; its messages
+        expire after an hour) until O(state=absent) (C(destroy.yml)) or the nuke removes it.
+      - A region where the path cannot be made is a warning, not a failure; the instances are healed anyway.
+      - The cluster file's C(cluster_autoheal).
+    type: bool
+    default: true
     version_added: 0.2.0
   market:
     description:
@@ -425,6 +481,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+event_path:
+  description:
+    - With O(orchestrator) and O(autoheal=true), in O(mode=converge) and O(mode=heal), the autoheal event path per
+      region (empty otherwise).
+    - The age of the last event comes from C(~/.config/bacalhau.aws_spot/<cluster>/autoheal/last-events.json),
+      which the event source C(bacalhau.aws_spot.spot_events) writes on the host that runs the rulebook; on any
+      other host it is V(null).
+  returned: success
+  type: dict
+  sample:
+    us-east-1: {"exists": true, "rule": true, "rule_enabled": true, "queue": true, "queue_depth": 0,
+                "queue_in_flight": 0, "last_event": "2026-12-06T08:00:00Z", "last_event_kind": "interruption",
+                "last_event_age_seconds": 42, "changed": false, "changes": [], "error": null}
 instances:
   description: The live instances of the role after the run (empty with O(state=absent)).
   returned: always
@@ -649,6 +718,20 @@ mode:
   description: O(mode).
   returned: with O(orchestrator)
   type: str
+rebalance:
+  description: With O(rebalance) - C(moves) (each with C(instance_id), C(from), C(to), expected prices, C(saving)),
+    C(kept) (each node not moved and why) and C(settings).
+  returned: with O(rebalance)
+  type: dict
+pool_history:
+  description:
+    - The pool history of this run - C(path), C(kept) (O(pool_history)), C(written) (false in check mode),
+      C(records), C(now) (EC2's time of the read) and C(warnings). Every pool considered, with its C(verdict)
+      (C(chosen), C(candidate), C(avoided), C(last resort)) and C(why), is in each row's C(placement.pools).
+  returned: with O(orchestrator)
+  type: dict
+  sample: {"path": "/home/me/.config/bacalhau.aws_spot/demo/pool-history.json", "kept": true, "written": true,
+           "records": 4, "now": "2026-12-06T09:00:00+00:00", "warnings": []}
 failed_regions:
   description: Region name -> why it could not be filled (only with failures). With O(orchestrator), C(<region> <role>).
   returned: always
@@ -686,6 +769,10 @@ ARGUMENT_SPEC = dict(
     overflow_regions=dict(type="list", elements="dict"),
     mode=dict(type="str", choices=list(cluster_desc.MODES), default="converge"),
     joined_instance_ids=dict(type="list", elements="str"),
+    pool_cooldown=dict(type="raw"),
+    pool_history=dict(type="bool", default=True),
+    rebalance=dict(type="raw"),
+    busy_instance_ids=dict(type="list", elements="str"),
     market=dict(type="str", choices=list(cluster_spec.MARKETS), default="spot"),
     ssh_public_key=dict(type="str", no_log=False),
     ssh_cidrs=dict(type="list", elements="str", default=[]),
@@ -708,6 +795,7 @@ ARGUMENT_SPEC = dict(
     extra_hourly_cost=dict(type="float", default=0.0),
     max_nodes=dict(type="int", default=cluster_spec.DEFAULT_MAX_NODES),
     min_placement_score=dict(type="int", default=3),
+    autoheal=dict(type="bool", default=True),
 )
 
 

@@ -42,6 +42,20 @@ options:
         the instances are known). On-demand instances are not priced.
     type: bool
     default: false
+  cost_report:
+    description:
+      - Also say what the cluster cost, per pool (region, zone, instance type, market) and in total - node-hours,
+        what was paid (the spot price history over each instance's life; the on-demand price for on-demand nodes,
+        the orchestrator included), the on-demand equivalent, the saving, interruptions and the mean time to
+        interruption - in RV(cost_report) and RV(cost_table).
+      - The lives come from the cluster's pool history on the controller
+        (C(~/.config/bacalhau.aws_spot/<cluster_name>/pool-history.json), kept by M(bacalhau.aws_spot.spot_cluster)),
+        merged with what this read sees; the file is read, never written. The formula is in C(docs/spot_cluster.md).
+      - One C(DescribeSpotPriceHistory) per spot pool per window (its first launch to its last end), all at once, and
+        the Price List service for on-demand prices (cached on the controller).
+    type: bool
+    default: false
+    version_added: 0.2.0
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -171,6 +185,16 @@ regions:
   type: dict
   sample:
     us-east-1: {region: us-east-1, running: {compute: 2, orchestrator: 1}, instances: 3, ended: 0, estimated_hourly_cost: 0.0124}
+cost_report:
+  description: With O(cost_report), what the cluster cost - C(pools) (one row per pool and market) and C(total), each
+    with C(node_hours), C(paid_usd), C(on_demand_usd), C(saving_usd), C(saving) (a fraction), C(interruptions),
+    C(rebalances), C(mean_time_to_interruption_hours), C(unpriced); and C(since), C(until), C(notes).
+  returned: with O(cost_report)
+  type: dict
+cost_table:
+  description: With O(cost_report), RV(cost_report) as a text table (for a C(debug) message).
+  returned: with O(cost_report)
+  type: str
 estimated_hourly_cost:
   description: With O(estimate_cost), USD per hour of the running spot instances at the current spot prices; null
     when a price is unknown or O(estimate_cost=false).
@@ -197,6 +221,7 @@ def main() -> None:
         regions=dict(type="list", elements="str", required=True),
         role=dict(type="str", choices=["compute", "orchestrator"]),
         estimate_cost=dict(type="bool", default=False),
+        cost_report=dict(type="bool", default=False),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     regions = [r for r in module.params["regions"] if r]
@@ -204,7 +229,7 @@ def main() -> None:
         module.fail_json(msg="regions is empty: list the regions to read, for example [us-east-1].")
     try:
         result = read(module, module.params["cluster_name"], regions, role=module.params["role"],
-                      estimate_cost=module.params["estimate_cost"])
+                      estimate_cost=module.params["estimate_cost"], with_cost_report=module.params["cost_report"])
     except AwsSpotError as exc:
         module.fail_json(msg=str(exc), **exc.details)
     except (BotoCoreError, ClientError) as exc:  # pylint: disable=duplicate-except

@@ -59,13 +59,22 @@ def test_sandbox_end_to_end(tmp_path):
     assert re.search(r"^  execution e-\S+ on \S+: Failed: Execution stop requested because node has disappeared$",
                      out, re.M), out[-6000:]
     assert f"{victim}: terminated (Server.SpotInstanceTermination)" in out
-    # (named by its instance-id label, as bacalhau_nodes names nodes)
+    # (named by its instance-id label, as bacalhau_nodes names nodes since the nodes branch)
     assert re.search(rf"^\s*Disconnected nodes: .*{re.escape(victim)}", out, re.M), "status.yml must show the disconnected node"
     heals = re.findall(r"^\s*Configured and proven with the smoke job: (i-\S+)$", out, re.M)
     assert len(heals) == 3, heals  # replaced, spilled over, back home: one new node each time
     assert re.search(rf"^{re.escape(heals[1])} runs in us-west-2, tagged bacalhau:overflow-for=eu-west-1$", out, re.M)
     assert re.search(rf"^{re.escape(heals[2])} runs in eu-west-1 again; the overflow node {re.escape(heals[1])} "
                      rf"was terminated once {re.escape(heals[2])} had joined$", out, re.M), out[-6000:]
+    # the rulebook in the background, nobody running heal.yml: the replacement proven before the reclaim
+    # (skipped, saying so, where ansible-rulebook or Java is missing: make setup, tests/hosts/install-deps.sh)
+    auto = re.search(r"^autoheal: notice -> replacement (i-\S+) launched ([0-9.]+) s, CONNECTED and APPROVED "
+                     r"([0-9.]+) s, past its smoke job ([0-9.]+) s \(reclaim at (\d+) s\); job j-\S+ placed again",
+                     out, re.M)
+    if "autoheal: skipped" not in out:
+        assert auto, out[-6000:]
+        assert float(auto.group(2)) < float(auto.group(3)) <= float(auto.group(4)) < float(auto.group(5)), auto.group(0)
+        assert re.search(r"^autoheal: the heal's phases \(s\): event_delivery ", out, re.M), out[-6000:]
     # every compute node connected, both regions, Bacalhau alive on every node
     assert "us-east-1" in out and "eu-west-1" in out
     # nothing left: no nspawn machine, no registry, no netns, no bridge

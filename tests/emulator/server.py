@@ -90,6 +90,7 @@ retries such a launch without a stable ``ClientToken`` launches twice.
 """
 from __future__ import annotations
 
+import email.utils
 import io
 import json
 import os
@@ -116,7 +117,7 @@ from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
 from moto.moto_api._internal import moto_api_backend  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from moto.ssm.models import Parameter, ParameterDict  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
+from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from . import market  # noqa: E402  (the spot market's answers)
 
 from . import events as ec2_events  # noqa: E402  (EC2's events through EventBridge)
@@ -162,6 +163,16 @@ DROP_MODES = ("reset", "internal_error")
 
 
 # --------------------------------------------------------------------------- seeding
+class _EmulatedDate(WSGIRequestHandler):
+    """Answers carry the emulated time in their ``Date`` header, as AWS's carry AWS's time (the
+    engine takes it as "now" for the pool history; clock.py)."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return email.utils.format_datetime(CLOCK.now(), usegmt=True)
+
+
 def _patch_moto() -> None:
     """Teach moto's EC2 and SSM backends about Canonical's images, once."""
     if getattr(AmiBackend, "_bacalhau_seeded", False):
@@ -940,7 +951,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, on_ready: Callable[[str], None
     # being read, and calls sent together are logged (and answered) as if sent apart.
     sys.setswitchinterval(0.0005)
     app = make_app()
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=_EmulatedDate)
     url = f"http://{host}:{server.server_port}"
     if on_ready:
         on_ready(url)

@@ -69,6 +69,14 @@ def cluster_resources(region: str, cluster: str = "it-demo") -> int:
             + len(client.describe_key_pairs(Filters=f)["KeyPairs"]))
 
 
+def event_path(region: str, cluster: str = "it-demo") -> tuple[bool, bool]:
+    """(rule, queue) of the cluster's autoheal event path in ``region`` (cluster_autoheal, default true)."""
+    name = f"bacalhau-{cluster}-spot-events"
+    rules = boto3.client("events", region_name=region).list_rules(NamePrefix=name)["Rules"]
+    queues = boto3.client("sqs", region_name=region).list_queues(QueueNamePrefix=name).get("QueueUrls", [])
+    return any(r["Name"] == name for r in rules), any(u.endswith("/" + name) for u in queues)
+
+
 def role(instance: dict) -> str:
     return {t["Key"]: t["Value"] for t in instance["Tags"]}["bacalhau:role"]
 
@@ -84,6 +92,8 @@ def test_create_rerun_destroy(playbook, aws, ssh_key):
     # the orchestrator is on-demand, the compute nodes spot
     assert {role(i): i.get("InstanceLifecycle", "on-demand") for i in east} == {
         "orchestrator": "on-demand", "compute": "spot"}
+    # the autoheal event path in every region the cluster uses
+    assert event_path("us-east-1") == (True, True) and event_path("eu-west-1") == (True, True)
 
     again = playbook(CREATE, extra_vars=variables)
     assert again.returncode == 0, again.stdout[-4000:]
@@ -102,12 +112,16 @@ def test_create_rerun_destroy(playbook, aws, ssh_key):
     assert cluster_resources("us-east-1") == 0 and cluster_resources("eu-west-1") == 0
     assert len(instances("us-east-1", "it-other")) == 1
     assert cluster_resources("us-east-1", "it-other") > 1
+    # destroy took the event path away too, and left the other cluster's
+    assert event_path("us-east-1") == (False, False) and event_path("eu-west-1") == (False, False)
+    assert event_path("us-east-1", "it-other") == (True, True)
 
 
 def test_check_mode_and_bad_input_create_nothing(playbook, aws, ssh_key):
     check = playbook(CREATE, extra_vars=cluster_vars(ssh_key), check=True)
     assert check.returncode == 0, check.stdout[-4000:]
     assert cluster_resources("us-east-1") == 0 and cluster_resources("eu-west-1") == 0
+    assert event_path("us-east-1") == (False, False) and event_path("eu-west-1") == (False, False)
 
     bad = playbook(CREATE, extra_vars=cluster_vars(ssh_key, cluster_regions=[
         {"region": "eu-west-1", "count": 1, "instance_types": ["t4g.small", "t9.nonsense"]}]))

@@ -77,7 +77,12 @@ def test_playbooks_run_from_the_installed_collection(playbook, aws, ssh_key, ins
     destroyed = run("destroy", "-e", "cluster_name=it-installed")
     assert destroyed.returncode == 0, destroyed.stdout[-4000:]
     assert cluster_resources("us-east-1", "it-installed") == 0 and cluster_resources("eu-west-1", "it-installed") == 0
-    assert not inventory.parent.exists(), "destroy.yml removes the cluster's directory"
+    # destroy.yml keeps the pool history for the next cluster of the name (issue 21), and nothing else
+    left = sorted(p.name for p in inventory.parent.iterdir()) if inventory.parent.exists() else []
+    assert left in ([], ["pool-history.json"]), f"destroy.yml leaves only the pool history: {left}"
+    forgot = run("destroy", "-e", "cluster_name=it-installed", "-e", "destroy_forget_history=true")
+    assert forgot.returncode == 0, forgot.stdout[-4000:]
+    assert not inventory.parent.exists(), "destroy.yml -e destroy_forget_history=true removes the cluster's directory"
 
     nuked = run("nuke")
     assert nuked.returncode == 0, nuked.stdout[-4000:]

@@ -26,7 +26,9 @@
    faults for all its types) and its node is interrupted: ``heal.yml`` puts the replacement in the
    overflow region us-west-2 (tagged ``bacalhau:overflow-for=eu-west-1``, smoke job); eu-west-1
    recovers: ``heal.yml`` launches a node there (smoke job), then terminates the overflow node.
-   One test host stays spare for heal.yml's make-before-break. Then ``playbooks/destroy.yml``;
+   One test host stays spare for heal.yml's make-before-break. ``status.yml -e status_format=json``
+   then shows what the cluster cost per pool and in total, its interruptions counted (issue 21).
+   Then ``playbooks/destroy.yml``;
 6. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
 """
 from __future__ import annotations
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=4,
                         help="test hosts: 1 orchestrator + N-2 compute nodes + 1 spare (for heal.yml's replacements)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster up (prints how to clean up)")
+    parser.add_argument("--skip-spot-life", action="store_true",
+                        help="leave out the spot life by heal.yml (replaced, spilled over, back home): straight to autoheal")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("sandbox: run as root (the test hosts are systemd-nspawn machines in network namespaces)")
@@ -274,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         say("ansible-playbook playbooks/status.yml")
         run(book + ["playbooks/status.yml", *extra], env=env)
 
-        _spot_life(emulator, book, extra, env, addresses, orch_ip, key, args.hosts)
+        if not args.skip_spot_life:
+            _spot_life(emulator, book, extra, env, addresses, orch_ip, key, args.hosts)
+        _autoheal_life(emulator, cluster_vars, release_vars, env, addresses, orch_ip, key, args.hosts)
 
         del first
         if args.keep:
@@ -300,7 +306,8 @@ Clean up with:
         print(f"\nsandbox: done in {time.monotonic() - started:.0f} s: cluster created, unchanged on re-run, "
               "healthy, no secret in a -vvv run, compute nodes joined over TLS, every compute node ran the smoke job, "
               "your first job printed its output, a node without Docker named, a running job's node interrupted and "
-              "stopped in time, the job ended by Bacalhau's rules, healed: replaced, spilled over, back home, destroyed.")
+              "stopped in time, the job ended by Bacalhau's rules, healed: replaced, spilled over, back home, "
+              "the cost report, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
@@ -423,6 +430,189 @@ def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[
     _check_heal(home.stdout, configured=back, terminated=overflow)
     _check_connected(orch_ip, bac, computes, addresses, {back})
     print(f"{back} runs in {HOME_REGION} again; the overflow node {overflow} was terminated once {back} had joined")
+
+    _cost_report(book, extra, env, interrupted={victim, replacement})
+
+
+def _cost_report(book: list[str], extra: list[str], env: dict[str, str], interrupted: set[str]) -> None:
+    """status.yml after the spot life: what the cluster cost, per pool and in total, from its pool history
+    (issue 21), as a table and as JSON."""
+    say("ansible-playbook playbooks/status.yml -e status_format=json: what the cluster cost, per pool")
+    out = STATE / "status.json"
+    status = run(book + ["playbooks/status.yml", *extra, "-e", "status_format=json", "-e", f"status_file={out}"],
+                 env=env, capture=True)
+    report = json.loads(out.read_text())["cost"]
+    total = report["total"]
+    if total["interruptions"] < len(interrupted) or total["node_hours"] <= 0 or total["paid_usd"] is None:
+        raise SystemExit(f"sandbox: the cost report does not show the {len(interrupted)} interruptions: {total}")
+    if "What the cluster cost" not in status.stdout:
+        raise SystemExit("sandbox: status.yml did not show what the cluster cost")
+    print(json.dumps(total, indent=1))
+
+
+# --------------------------------------------------------------------------- autoheal (issue 20)
+RULEBOOK = os.environ.get("BACALHAU_RULEBOOK") or shutil.which("ansible-rulebook") or \
+    shutil.which("ansible-rulebook", path=str(Path(sys.executable).parent))
+AUTOHEAL_NOTICE_SECONDS = 120  # EC2's own two minutes: the replacement must be proven before the reclaim
+# profile_tasks' line after each task banner: "Sunday 06 December 2026  08:55:01 +0000 (0:00:01.234)       0:00:05.678 ****"
+_PROFILE = re.compile(r"(\d{2} \w+ \d{4}\s+\d{2}:\d{2}:\d{2}) [+-]\d{4} \(\d+:\d+:[\d.]+\)\s+(\d+):(\d+):([\d.]+)")
+_BANNER = re.compile(r"(PLAY|TASK) \[([^\]]*)\]")
+# heal.yml's phases: each starts with the first task of the play (or the task) named
+_PHASE_STARTS = (
+    ("reads", None),
+    ("launch", ("TASK", "Replace, spill over")),
+    ("inventory", ("TASK", "Hand the nodes to configure")),
+    ("ssh_wait", ("PLAY", "Wait until every node answers over SSH")),
+    ("configuration", ("PLAY", "Install and start the")),
+    ("joined", ("PLAY", "Check that every compute node is connected")),
+    ("smoke_job", ("PLAY", "Prove the cluster runs jobs")),
+    ("after", ("PLAY", "Ask every node whether Bacalhau is alive")),
+)
+
+
+def _heal_phases(output: str) -> tuple[dict[str, float], float | None]:
+    """heal.yml's phases (seconds) from profile_tasks' lines, and the heal's first task's wall-clock time."""
+    play, task, marks, wall = "", "", [], None
+    # the heal's lines come as a YAML list in the rulebook's log, long ones folded: unfold them
+    output = re.sub(r"\n[ \t]+(?![ \t]*- )", " ", output)
+    for line in output.splitlines():
+        banner = _BANNER.search(line)
+        if banner:
+            if banner.group(1) == "PLAY":
+                play = banner.group(2)
+            else:
+                task = banner.group(2)
+            continue
+        stamp = _PROFILE.search(line)
+        if stamp:
+            elapsed = int(stamp.group(2)) * 3600 + int(stamp.group(3)) * 60 + float(stamp.group(4))
+            marks.append((play, task, elapsed))
+            if wall is None and play.startswith("Heal - read the cluster"):
+                wall = time.mktime(time.strptime(stamp.group(1), "%d %B %Y %H:%M:%S")) - time.timezone - elapsed
+    starts: list[tuple[str, float]] = []
+    for name, where in _PHASE_STARTS:
+        if where is None:
+            starts.append((name, 0.0))
+            continue
+        kind, prefix = where
+        hit = next((t for p, k, t in marks if (p if kind == "PLAY" else k).startswith(prefix)
+                    and (not starts or t >= starts[-1][1])), None)
+        if hit is not None:
+            starts.append((name, hit))
+    return {name: nxt - at for (name, at), (_n, nxt) in zip(starts, starts[1:]) if name != "after"}, wall
+
+
+def _autoheal_life(emulator: Emulator, cluster_vars: Path, release_vars: Path, env: dict[str, str],
+                   addresses: list[str], orch_ip: str, key: str, hosts: int) -> None:
+    """The rulebook bacalhau.aws_spot.autoheal in the background, nobody running heal.yml: a job runs on a
+    compute node when its two-minute notice comes; the rulebook's heal launches, configures and proves the
+    replacement before the reclaim, and Bacalhau places the job again. Timed, by phase."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    if not RULEBOOK or not shutil.which("java"):
+        print("\nautoheal: skipped (ansible-rulebook 1.3.2 and Java 17 are not installed: make setup, "
+              "tests/hosts/install-deps.sh)", flush=True)
+        return
+    bac = f"BACALHAU_API_KEY={key} bacalhau"
+    computes = _compute_count(hosts)
+    # the overflow node heal.yml let go: its test host powers off (seconds); then every host comes back
+    live = len([i for r in REGIONS for i in _live_instances(emulator, r)])
+    _poll(lambda: sum(_answers(a) for a in addresses), lambda up: up <= live, 60, 1)
+    _hosts_back(hosts)
+    # ansible-rulebook's -e: one variables file, without @ (the cluster's and the release's), and the line
+    # that names it for the heal (docs/heal.md, "Autoheal")
+    variables = dict(yaml.safe_load(cluster_vars.read_text()), **(yaml.safe_load(release_vars.read_text()) or {}))
+    rulebook_vars = STATE / "autoheal-cluster.yml"
+    variables.update(cluster_file=str(rulebook_vars), autoheal_tick_seconds=3600)
+    rulebook_vars.write_text(json.dumps(variables, indent=2) + "\n")
+    log = STATE / "autoheal-rulebook.log"
+    rb_env = dict(env, ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
+    say("ansible-rulebook -r bacalhau.aws_spot.autoheal in the background; nobody runs heal.yml from here on")
+    print(f"$ {RULEBOOK} -r bacalhau.aws_spot.autoheal -e {rulebook_vars} -i inventory/localhost.yml  (log: {log})")
+    with open(log, "w", encoding="utf-8") as out:
+        rulebook = subprocess.Popen([RULEBOOK, "-r", "bacalhau.aws_spot.autoheal", "-e", str(rulebook_vars),
+                                     "-i", str(REPO / "inventory" / "localhost.yml"), "--print-events"],
+                                    cwd=REPO, env=rb_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        started = time.monotonic()
+        said = _poll(log.read_text, lambda t: f"Heal of cluster {CLUSTER}" in t or rulebook.poll() is not None, 300, 1)
+        if f"Heal of cluster {CLUSTER}" not in said:
+            raise SystemExit(f"sandbox: the rulebook's first tick did not heal: {said[-4000:]}")
+        print(f"the rulebook's tick at start healed the (healthy) cluster in {time.monotonic() - started:.0f} s")
+
+        say("A job runs on a compute node when EC2's two-minute notice comes for it")
+        submitted = _ssh(orch_ip, f"{bac} docker run --id-only --wait=false {LOCAL_IMAGE} -- sh -c 'sleep 90'", addresses)
+        job_id = submitted.stdout.strip()
+        if submitted.returncode != 0 or not job_id.startswith("j-"):
+            raise SystemExit(f"sandbox: the job was not submitted ({submitted.returncode}): {submitted.stderr}")
+        running = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
+                        lambda j: any(_state(e) == "Running" for e in _executions(j)), 60)
+        first = next((e for e in _executions(running) if _state(e) == "Running"), None)
+        if first is None:
+            raise SystemExit(f"sandbox: job {job_id} did not start: {json.dumps(running)[-2000:]}")
+        nodes = _nodes(orch_ip, bac, addresses)
+        victim = (nodes[first["NodeID"]]["Info"].get("Labels") or {}).get("instance-id")
+        region = next(r for r in REGIONS if victim in _live_instances(emulator, r, "compute"))
+        before = set(_live_instances(emulator, region, "compute"))
+        print(f"job {job_id}: runs on {victim} ({region}, node {first['NodeID']})")
+        t_notice, wall_notice = time.monotonic(), time.time()
+        print(json.dumps(emulator.interrupt(region, [victim], notice_seconds=AUTOHEAL_NOTICE_SECONDS)))
+
+        def new_ones() -> set[str]:
+            return set(_live_instances(emulator, region, "compute")) - before
+
+        launched = _poll(new_ones, bool, AUTOHEAL_NOTICE_SECONDS, 0.5)
+        t_launched = time.monotonic()
+        if not launched:
+            raise SystemExit(f"sandbox: the rulebook launched no replacement for {victim}: {log.read_text()[-4000:]}")
+        [replacement] = sorted(launched)
+
+        def joined() -> bool:
+            return any((n["Info"].get("Labels") or {}).get("instance-id") == replacement
+                       and n["ConnectionState"]["Status"] == "CONNECTED"
+                       and n.get("Membership") == "APPROVED" for n in _nodes(orch_ip, bac, addresses).values())
+
+        _poll(joined, bool, AUTOHEAL_NOTICE_SECONDS, 1)
+        t_joined = time.monotonic()
+        proven = f"Configured and proven with the smoke job: {replacement}"
+        said = _poll(log.read_text, lambda t: proven in t, AUTOHEAL_NOTICE_SECONDS, 0.5)
+        t_proven = time.monotonic()
+        if proven not in said:
+            raise SystemExit(f"sandbox: the rulebook's heal did not prove {replacement}: {said[-4000:]}")
+        delivered = re.search(rf"instances to drain: {re.escape(victim)}", said)
+        if not delivered:
+            raise SystemExit(f"sandbox: the notice for {victim} did not reach the heal: {said[-4000:]}")
+        reclaim_at = t_notice + AUTOHEAL_NOTICE_SECONDS
+        if t_proven >= reclaim_at:
+            raise SystemExit(f"sandbox: {replacement} was proven {t_proven - t_notice:.0f} s after the notice, "
+                             f"after the reclaim ({AUTOHEAL_NOTICE_SECONDS} s)")
+        replaced = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
+                         lambda j: any(e["NodeID"] != first["NodeID"] and _state(e) in ("Running", "Completed")
+                                       for e in _executions(j)), 120, 2)
+        again = [e for e in _executions(replaced) if e["NodeID"] != first["NodeID"] and _state(e) in ("Running", "Completed")]
+        if not again:
+            raise SystemExit(f"sandbox: job {job_id} was not placed again: {json.dumps(replaced)[-2000:]}")
+        _check_connected(orch_ip, bac, computes, addresses, {replacement})
+        phases, heal_wall = _heal_phases(said[delivered.start():])  # the notice's heal, not the tick's before it
+        if heal_wall is not None:
+            phases = {"event_delivery": heal_wall - wall_notice, **phases}
+        print(f"autoheal: notice -> replacement {replacement} launched {t_launched - t_notice:.1f} s, CONNECTED and "
+              f"APPROVED {t_joined - t_notice:.1f} s, past its smoke job {t_proven - t_notice:.1f} s (reclaim at "
+              f"{AUTOHEAL_NOTICE_SECONDS} s); job {job_id} placed again on {again[0]['NodeID']}")
+        print("autoheal: the heal's phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+    finally:
+        os.killpg(rulebook.pid, 15)
+        try:
+            rulebook.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(rulebook.pid, 9)
+            rulebook.wait(30)
+    kept = REPO / "build" / "sandbox" / "autoheal-rulebook.log"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(log, kept)
+    leaked_here = leaked(log.read_text(), {"the API key": [key]})
+    if leaked_here:
+        raise SystemExit(f"sandbox: the rulebook printed {', '.join(leaked_here)} (log {log})")
 
 
 def _poll(what, done, timeout: float, step: float = 0.5):

@@ -29,7 +29,7 @@ if "spot_events" not in sys.modules:
 
 REGIONS = ["us-east-1", "eu-west-1"]
 FAST = {"wait_seconds": 1, "backoff_seconds": 0.05, "backoff_max_seconds": 0.3, "resolve_seconds": 0.3,
-        "tick_seconds": 0}
+        "tick_seconds": 0, "state_dir": ""}  # "": no last-events.json (one test below asks for it)
 
 
 def make_path(cluster: str = "alpha", region: str = "us-east-1") -> dict:
@@ -89,7 +89,7 @@ def queue_depth(url: str, region: str = "us-east-1") -> int:
     return sum(int(v) for v in attributes["Attributes"].values())
 
 
-def test_events_of_every_region_arrive_normalised_and_foreign_instances_are_dropped(aws):
+def test_events_of_every_region_arrive_normalised_and_foreign_instances_are_dropped(aws, tmp_path):
     east, west = make_path("alpha", "us-east-1"), make_path("alpha", "eu-west-1")
     [ours_east] = launch("us-east-1", "alpha")
     [ours_west] = launch("eu-west-1", "alpha")
@@ -103,7 +103,7 @@ def test_events_of_every_region_arrive_normalised_and_foreign_instances_are_drop
     def done(got: list[dict]) -> bool:  # ours put, and every message (the foreign ones too) deleted
         return len(got) >= 4 and queue_depth(east["queue_url"]) == 0 and queue_depth(west["queue_url"], "eu-west-1") == 0
 
-    got = spot(run_source({"cluster_name": "alpha", "regions": REGIONS}, act, done))
+    got = spot(run_source({"cluster_name": "alpha", "regions": REGIONS, "state_dir": str(tmp_path)}, act, done))
     assert sorted((e["region"], e["instance_id"], e["kind"], e["state"] or "") for e in got) == sorted([
         ("us-east-1", ours_east, "interruption", ""),
         ("us-east-1", ours_east, "state", "shutting-down"),
@@ -115,6 +115,11 @@ def test_events_of_every_region_arrive_normalised_and_foreign_instances_are_drop
     assert warning["event_id"] and warning["time"].endswith("Z")
     # every message was deleted, the foreign ones too
     assert queue_depth(east["queue_url"]) == 0 and queue_depth(west["queue_url"], "eu-west-1") == 0
+    # the last event of each region is noted for status.yml (only the cluster's, not the foreign ones)
+    noted = json.loads((tmp_path / "last-events.json").read_text())
+    assert set(noted) == {"us-east-1", "eu-west-1"}
+    assert noted["eu-west-1"]["kind"] == "rebalance" and noted["eu-west-1"]["instance_id"] == ours_west
+    assert noted["us-east-1"]["instance_id"] == ours_east and noted["us-east-1"]["time"].endswith("Z")
 
 
 def test_duplicates_are_dropped(aws):

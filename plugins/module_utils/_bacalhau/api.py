@@ -124,6 +124,21 @@ class BacalhauAPI:
     def job(self, job_id: str) -> dict:
         return (self.call("GET", f"/api/v1/orchestrator/jobs/{job_id}") or {}).get("Job") or {}
 
+    def jobs(self) -> list[dict]:
+        """Every job of every namespace (GET /api/v1/orchestrator/jobs?namespace=*, pkg/publicapi/endpoint/
+        orchestrator/endpoint.go listJobs), following NextToken."""
+        items: list[dict] = []
+        token = ""
+        while True:
+            path = "/api/v1/orchestrator/jobs?namespace=*&limit=1000"
+            if token:
+                path += f"&next_token={token}"
+            page = self.call("GET", path) or {}
+            items.extend(page.get("Items") or [])
+            token = page.get("NextToken") or ""
+            if not token:
+                return items
+
     def executions(self, job_id: str) -> list[dict]:
         items: list[dict] = []
         token = ""

@@ -150,6 +150,7 @@ class Nodes:
         self.forgotten: list[str] = []
         self.nodes: list[dict] = []
         self.gone: list[str] = []
+        self.busy: list[str] = []
         self.wanted: list[str] = []
         self.api_error = ""
 
@@ -243,6 +244,9 @@ class Nodes:
             self.read(deadline)
             if p.get("instance_ids") is not None:
                 self.gone = [n["instance_id"] for n in gone_nodes(self.nodes, p["instance_ids"])]
+            if p.get("busy"):
+                by_node = {n["node_id"]: n["instance_id"] or n["node_id"] for n in self.nodes}
+                self.busy = sorted({by_node.get(i, i) for i in busy_node_ids(self.api.jobs(), self.api.executions)})
             if p.get("forget") or p["forget_gone"]:
                 self.forget()
                 if self.forgotten and not self.check_mode:
@@ -273,6 +277,8 @@ class Nodes:
                     for n in view if name(n) not in forgotten]
         classes = classify(view, ids)
         classes["gone"] = self.gone
+        if self.p.get("busy"):
+            classes["busy"] = self.busy
         return {"changed": bool(self.approved or self.forgotten), "nodes": self.nodes, **classes,
                 "approved": self.approved, "forgotten": self.forgotten, "missing": missing, "causes": {}}
 
@@ -294,6 +300,31 @@ class Nodes:
         api = f" (its API did not answer: {self.api_error})" if self.api_error else ""
         return result, (f"{len(missing)} node(s){of} not CONNECTED and APPROVED on the orchestrator "
                         f"({self.p['api_url']}){after}{api}: {lines}")
+
+
+# pkg/models/execution.go (v1.9.3): ExecutionStateType has no text marshaller, so JSON carries the iota
+# integers; an execution holds its node from its bid being accepted until it has published.
+# AskForBidAccepted 3, BidAccepted 5, Running 6, Publishing 7; DesiredState Stopped 2.
+HOLDS_NODE = (3, 5, 6, 7)
+HOLDS_NODE_NAMES = ("AskForBidAccepted", "BidAccepted", "Running", "Publishing")
+DESIRED_STOPPED = (2, "Stopped")
+JOB_TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def busy_node_ids(jobs: list[dict], executions_of: Callable[[str], list[dict]]) -> list[str]:
+    """The node ids that run an execution now: of every job not in a terminal state, the executions whose
+    compute state holds the node and that are not asked to stop."""
+    out: set[str] = set()
+    for job in jobs:
+        if ((job.get("State") or {}).get("StateType")) in JOB_TERMINAL:
+            continue
+        for execution in executions_of(job.get("ID") or ""):
+            state = (execution.get("ComputeState") or {}).get("StateType")
+            desired = (execution.get("DesiredState") or {}).get("StateType")
+            if (state in HOLDS_NODE or state in HOLDS_NODE_NAMES) and desired not in DESIRED_STOPPED:
+                if execution.get("NodeID"):
+                    out.add(execution["NodeID"])
+    return sorted(out)
 
 
 def where(node: dict | None) -> str:

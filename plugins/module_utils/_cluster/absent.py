@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import learning
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import ROLE_KEY
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import enabled_region_names
@@ -134,6 +135,18 @@ def absent(module: Any, spec: ClusterSpec) -> dict[str, Any]:
             res["changed"] = bool(plan.doomed)
             regions[name] = res
     else:
+        _release(module, spec, plans)
         regions, errors = run_per_region(plans, lambda r: apply_absent(spec, plans[r]))
         raise_all(errors, acting=True)
     return summary(spec, plans, regions)
+
+
+def _release(module: Any, spec: ClusterSpec, plans: dict[str, RegionPlan]) -> None:
+    """The pool history (kept after a destroy, for the next cluster of the name) learns what the
+    instances' ends are, and that these terminations are ours, before they happen."""
+    if (module.params.get("pool_history") is False or not spec.cluster_name
+            or not any(plan.to_terminate for plan in plans.values())):
+        return
+    learn = learning.Learning(spec.cluster_name, warn=module.warn)
+    learn.observe({r: plan.reads.instances for r, plan in plans.items()})
+    learn.release([i["InstanceId"] for plan in plans.values() for i in plan.to_terminate], "destroy")

@@ -35,6 +35,8 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
             result["changed"] = True
         if plan.to_terminate:
             ids = [i["InstanceId"] for i in plan.to_terminate]
+            if plan.release is not None:
+                plan.release(ids, "drained" if set(ids) <= set(spec.drain_instance_ids or []) else "scale-down")
             inst.terminate(ec2, ids)
             result["changed"] = True
             result["terminated"] = ids
@@ -159,6 +161,8 @@ def _break(spec: ClusterSpec, plan: RegionPlan, replacing: int) -> list[str]:
 
     ids = [i["InstanceId"] for i in sorted(plan.fallback_now, key=stamp)[:replacing]]
     if ids:
+        if plan.release is not None:
+            plan.release(ids, "replaced-fallback")
         inst.terminate(plan.clients.ec2, ids)
         if spec.wait:
             inst.wait_terminated(plan.clients.ec2, ids, spec.wait_timeout)

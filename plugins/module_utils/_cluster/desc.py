@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import expected_cost as _expected_cost
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import rebalance as _rebalance
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import spec as _spec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
@@ -50,6 +52,10 @@ class ClusterDesc:
     max_nodes: int = _spec.DEFAULT_MAX_NODES
     max_hourly_cost: float | None = None
     joined: set[str] | None = None  # the compute nodes the orchestrator has (None: not known)
+    pool_cooldown: Any = None  # datetime.timedelta (cluster_pool_cooldown); None: the default
+    pool_history: bool = True  # keep and use the pool history (_cluster.learning)
+    rebalance: dict[str, Any] | None = None  # cluster_rebalance (_placement.rebalance.parse_settings); None: off
+    busy: set[str] = field(default_factory=set)  # compute nodes running a job (not moved unless move_busy)
 
     @property
     def home(self) -> dict[str, int]:
@@ -199,13 +205,17 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
         parts = f"{counted - managed} compute" + (", 1 orchestrator" if managed else "")
         problems.append(f"the cluster would have {counted} nodes ({parts}), more than cluster_max_nodes "
                         f"{max_nodes}. Fix the counts, or raise cluster_max_nodes if that many is meant")
+    cooldown = _expected_cost.parse_cooldown(params.get("pool_cooldown"), "cluster_pool_cooldown", problems)
+    rebalance = _rebalance.parse_settings(params.get("rebalance"), "cluster_rebalance", problems)
     problems = list(dict.fromkeys(problems))
     if problems or compute is None:
         raise AwsSpotError(LEAD + "; ".join(problems), details={"problems": problems})
     return ClusterDesc(compute=compute, orchestrator=orchestrator, endpoints=endpoints, overflow=overflow, mode=mode,
                        drain=set(compute.drain_instance_ids), max_nodes=max_nodes, max_hourly_cost=max_cost,
                        joined=None if params.get("joined_instance_ids") is None else
-                       {str(i) for i in params["joined_instance_ids"]})
+                       {str(i) for i in params["joined_instance_ids"]},
+                       pool_cooldown=cooldown, pool_history=params.get("pool_history") is not False,
+                       rebalance=rebalance, busy={str(i) for i in params.get("busy_instance_ids") or []})
 
 
 def region_names(params: dict[str, Any]) -> list[dict[str, str]]:

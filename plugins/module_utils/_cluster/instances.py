@@ -31,6 +31,7 @@ Scale down
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import uuid
 from typing import Any
@@ -96,6 +97,35 @@ def describe_cluster_instances(ec2: Any, cluster: str) -> list[dict[str, Any]]:
     filters = managed_filters(cluster) + [{"Name": "instance-state-name", "Values": list(NOT_GONE_STATES)}]
     found = _paginate_instances(ec2, Filters=filters)
     return [i for i in found if is_managed(tags_of(i), cluster)]
+
+
+def describe_cluster_instances_seen(ec2: Any, cluster: str) -> tuple[list[dict[str, Any]], Any]:
+    """Every instance of the cluster here that EC2 still lists, in any state (the terminated
+    ones for about an hour, with their ``StateReason``: the pool history's evidence), and the
+    time EC2 answered (its ``Date`` header, a datetime or None): one call. What counts as live
+    is unchanged: callers keep :data:`NOT_GONE_STATES` for the plan."""
+    answered: list[Any] = []
+
+    def _date(http_response: Any = None, parsed: Any = None, **_kwargs: Any) -> None:
+        headers = ((parsed or {}).get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+        if headers.get("date"):
+            answered.append(headers["date"])
+
+    events = getattr(getattr(ec2, "meta", None), "events", None)
+    if events is not None:
+        events.register("after-call.ec2.DescribeInstances", _date, unique_id="bacalhau-aws-spot-date")
+    try:
+        found = _paginate_instances(ec2, Filters=managed_filters(cluster))
+    finally:
+        if events is not None:
+            events.unregister("after-call.ec2.DescribeInstances", unique_id="bacalhau-aws-spot-date")
+    when = None
+    if answered:
+        try:
+            when = email.utils.parsedate_to_datetime(answered[-1])
+        except (TypeError, ValueError):
+            when = None
+    return [i for i in found if is_managed(tags_of(i), cluster)], when
 
 
 def describe_instances_by_id(ec2: Any, instance_ids: list[str]) -> list[dict[str, Any]]:

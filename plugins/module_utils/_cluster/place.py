@@ -14,6 +14,7 @@ except ImportError:
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import learning
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import error_text
@@ -21,8 +22,10 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec im
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.plan import RegionPlan
 
 
-def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
-    """Rank the region's pools and split its launches over zones (``_capacity``; no AWS call)."""
+def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any], learn: Any = None) -> None:
+    """Rank the region's pools and split its launches over zones (``_capacity``; no AWS call).
+    ``learn`` (``_cluster.learning.Learning``): rank spot pools again by expected cost with the
+    pool history; pools cooling down are tried last and get no planned launch while another holds."""
     region = plan.spec
     if not plan.placement.pairs:
         return
@@ -51,6 +54,11 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
         plan.placement.fallback_pools = capacity.rank_pools(pools, by=by, market="on-demand", **order)
         pools = [p for p in pools if p.spot_price is not None or plan.reads.prices is None]
     plan.placement.pools = capacity.rank_pools(pools, by=by, market=market, **order)
+    plan.placement.ranked = []
+    if learn is not None and market == "spot" and plan.placement.pools:
+        plan.placement.ranked = learn.rerank(plan.placement.pools, market, by, type_order=region.instance_types or None,
+                                             zone_order=region.availability_zones)
+        plan.placement.pools = [r.pool for r in plan.placement.ranked]
     if spec.market != "spot-then-on-demand" and not plan.placement.pools:
         raise AwsSpotError(
             f"no spot price for any of {', '.join(plan.reads.types)} in {', '.join(zones)}: AWS sells no spot capacity "
@@ -76,8 +84,15 @@ def place(spec: ClusterSpec, plan: RegionPlan, scores: dict[str, Any]) -> None:
             zone = i.get("Placement", {}).get("AvailabilityZone")
             existing[zone] = existing.get(zone, 0) + 1
     spot_count = 0 if plan.placement.skip_spot else plan.to_launch + plan.to_replace
-    plan.placement.launches = capacity.assign(plan.placement.pools, spot_count, existing, spec.availability_zone_strategy,
-                                              spec.min_placement_score) if plan.placement.pools else []
+
+    def reassign() -> list[capacity.Launch]:
+        choose = [r.pool for r in plan.placement.ranked if not r.avoided] if plan.placement.ranked else plan.placement.pools
+        choose = [p for p in choose if p in plan.placement.pools] or plan.placement.pools
+        return capacity.assign(choose, spot_count, existing, spec.availability_zone_strategy,
+                               spec.min_placement_score) if choose else []
+
+    plan.placement.reassign = reassign
+    plan.placement.launches = reassign()
     if spec.market == "spot-then-on-demand":
         plan.to_fallback = capacity.fallback_count(plan.to_launch, region.on_demand_max, len(plan.fallback_now))
 
@@ -121,7 +136,7 @@ def placement_view(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         "from_requirements": plan.spec.instance_requirements is not None,
         "region_score": plan.placement.region_score,
         "zone_scores": dict(sorted(plan.placement.zone_scores.items())),
-        "pools": [p.as_dict() for p in plan.placement.pools],
+        "pools": learning.pools_view(plan.placement) or [p.as_dict() for p in plan.placement.pools],
         "excluded": list(plan.placement.excluded),
         "launches": [launch.as_dict() for launch in plan.placement.launches],
         "on_demand_fallback": {"now": len(plan.fallback_now), "may_launch": plan.to_fallback,

@@ -81,6 +81,8 @@ class RegionReads:
 
     net: network.Network
     instances: list[dict[str, Any]]  # the cluster's, every role, not terminated
+    seen: list[dict[str, Any]] = field(default_factory=list)  # the cluster's, any state EC2 still lists (history)
+    answered_at: Any = None  # when EC2 answered the instances' read (its Date header), or None
     zones: list[str] = field(default_factory=list)
     zone_ids: dict[str, str] = field(default_factory=dict)  # zone id -> zone name
     types: list[str] = field(default_factory=list)  # instance_types, or what instance_requirements resolved to
@@ -107,6 +109,8 @@ class Placement:
     skip_spot: bool = False  # spot-then-on-demand in a region whose spot score is low
     cost: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    ranked: list[Any] = field(default_factory=list)  # _placement.expected_cost.Ranked: every pool, verdict and why
+    reassign: Any = None  # () -> launches over the choosable pools (the cost cap leaves pools out)
 
 
 @dataclass
@@ -127,6 +131,8 @@ class RegionPlan:
     network_changes: list[str] = field(default_factory=list)
     delete_network: bool = False
     doomed: list[Resource] = field(default_factory=list)  # state=absent: what the nuke's engine deletes
+    # (instance ids, reason) -> None: told before each of our own terminations (the pool history)
+    release: Any = None
 
 
 def default_client(module: Any) -> Any:
@@ -201,16 +207,18 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
     (zones, zone_ids), resolved, offered, net, instances, root_device, prices, found = concurrently(
         (clients.shared, "zones", capacity_reads.zones_and_ids, ec2), (_resolve,), (_offered, wanted),
         (clients.shared, "network", network.find, ec2, spec, region.region, []),
-        (clients.shared, "instances", inst.describe_cluster_instances, ec2, spec.cluster_name),
+        (clients.shared, "instances", inst.describe_cluster_instances_seen, ec2, spec.cluster_name),
         (_root_device,), (_prices, wanted), (_requirements,),
     )
     net.zones = zones
+    seen, answered_at = instances
+    instances = [i for i in seen if i.get("State", {}).get("Name") in inst.NOT_GONE_STATES]
     unknown_zones = [z for z in region.availability_zones or [] if z not in zones]
     if unknown_zones:
         raise AwsSpotError(f"availability zone(s) {', '.join(unknown_zones)} do not exist or are not available "
                            f"in {region.region}; available: {', '.join(zones)}", region.region)
     plan = RegionPlan(spec=region, clients=clients,
-                      reads=RegionReads(net=net, instances=instances, root_device=root_device, prices=prices,
+                      reads=RegionReads(net=net, instances=instances, seen=seen, answered_at=answered_at, root_device=root_device, prices=prices,
                                         zones=zones, zone_ids=zone_ids))
     if req is not None and (region.count > 0 or region.standby):
         images = (resolved or {}).get("images") or {}

@@ -39,12 +39,18 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.result 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.result import why
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import build
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import learning
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import LEAD
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.desc import ClusterDesc
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import cost as pricing_caps
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import reads as capacity_reads
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import rebalance
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import cost_report
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement.pools import pool_price as capacity_pool_price
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events import cluster as cluster_events
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events import path as event_path
 
 ROLES = ("orchestrator", "compute")
 
@@ -59,6 +65,9 @@ class Cluster:
     scores: dict[str, Any] = dataclasses.field(default_factory=dict)
     nats: list[str] = dataclasses.field(default_factory=list)
     check_mode: bool = False
+    learn: Any = None  # _cluster.learning.Learning: the pool history of this run
+    moves: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)  # cluster_rebalance's plan
+    moving_out: dict[str, set] = dataclasses.field(default_factory=dict)  # region -> pools nodes move out of
 
     def each(self):
         """(region, role, spec, plan), the orchestrator first, then the compute regions in the file's order."""
@@ -204,9 +213,106 @@ def _set_nats(cluster: Cluster, cidrs: list[str]) -> None:
                     plan.network_changes = network.pending_changes(spec, plan.reads.net)
 
 
+def _learn(cluster: Cluster) -> None:
+    """The pool history of this run: what every region's read saw (any state), at EC2's time; and
+    each plan told before our own terminations."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    answered = []
+    for region, plans in cluster.plans.items():
+        for plan_ in plans.values():
+            seen[region] = plan_.reads.seen
+            answered.append(plan_.reads.answered_at)
+            plan_.release = cluster.learn.release
+    cluster.learn.observe(seen, answered)
+
+
+def _rebalance(module: Any, cluster: Cluster) -> bool:
+    """heal with cluster_rebalance: which spot compute nodes move to a cheaper pool that holds
+    (``_placement.rebalance``: never into a cooling pool, never a busy node unless move_busy,
+    hysteresis by the pools' mean prices). A moved node drains: heal launches its replacement,
+    the release call terminates it once the replacement runs (make before break)."""
+    desc, learn = cluster.desc, cluster.learn
+    nodes: dict[str, list[rebalance.Node]] = {}
+    for region, plans in cluster.plans.items():
+        plan_ = plans.get("compute")
+        if plan_ is None or not plan_.placement.ranked:
+            continue
+        for i in plan_.in_scope:
+            if i["InstanceId"] in desc.drain or i.get("State", {}).get("Name") != "running":
+                continue
+            key = (i.get("InstanceType"), i.get("Placement", {}).get("AvailabilityZone"))
+            nodes.setdefault(region, []).append(rebalance.Node(
+                instance_id=i["InstanceId"], region=region, zone=key[1], instance_type=key[0],
+                launch_time=i.get("LaunchTime"), price=(plan_.reads.prices or {}).get(key),
+                busy=i["InstanceId"] in desc.busy, market="spot" if i.get("InstanceLifecycle") == "spot" else "on-demand",
+                zone_score=plan_.placement.zone_scores.get(key[1])))
+    if not nodes:
+        return False
+    types = {r: [p.pool.instance_type for p in cluster.plans[r]["compute"].placement.ranked] for r in nodes}
+    means, errors = cost_report.read_mean_prices({r: cluster.plans[r]["compute"].clients.ec2 for r in nodes}, types,
+                                                 learn.now)
+    for region, exc in errors.items():
+        module.warn(f"cluster_rebalance: no price history in {region} ({error_text(exc)}); nothing moves there this run")
+    moved: list[str] = []
+    for region, found in nodes.items():
+        plan_ = cluster.plans[region]["compute"]
+        if region in errors:
+            continue
+        decided = rebalance.plan(found, plan_.placement.ranked, learn.history, learn.now, mean_prices=means,
+                                 **desc.rebalance)
+        cluster.moves.setdefault("moves", []).extend(m.as_dict() for m in decided.moves)
+        cluster.moves.setdefault("kept", []).extend(dict(k, region=region) for k in decided.kept)
+        for move in decided.moves:
+            moved.append(move.instance_id)
+            cluster.moving_out.setdefault(region, set()).add(move.source)
+    if not moved:
+        return False
+    desc.drain |= set(moved)
+    cluster.specs["compute"].drain_instance_ids = sorted(desc.drain)
+    if not cluster.check_mode:
+        learn.release(moved, rebalance.MOVED)  # before any termination: a killed run still knows they were ours
+    return True
+
+
+def _plan_worst(cluster: Cluster) -> float:
+    return sum(region_place.cost_of(spec, plan_, own=True)["worst_case"] for _r, _role, spec, plan_ in cluster.each())
+
+
+def _fit_cap(cluster: Cluster) -> None:
+    """cluster_max_hourly_cost when choosing pools: while the plan's worst case breaks the cap, the
+    dearest pool a launch could use is left out, as long as a cheaper one stays in its region."""
+    cap = cluster.desc.max_hourly_cost
+    if cap is None:
+        return
+    for _round in range(200):  # bounded: each round leaves one pool out
+        if _plan_worst(cluster) <= cap:
+            return
+        dearest = None
+        for _region, _role, spec, plan_ in cluster.each():
+            if not plan_.placement.launches or len(plan_.placement.pools) < 2:
+                continue
+            market = "on-demand" if spec.market == "on-demand" else "spot"
+            priced = [(capacity_pool_price(p, market), p) for p in plan_.placement.pools]
+            priced = [(price, p) for price, p in priced if price is not None]
+            if len(priced) < 2:
+                continue
+            price, pool = max(priced, key=lambda pp: pp[0])
+            if price > min(pp[0] for pp in priced) and (dearest is None or price > dearest[0]):
+                dearest = (price, pool, plan_)
+        if dearest is None:
+            return
+        price, pool, plan_ = dearest
+        learning.leave_out(plan_.placement, (pool.region, pool.zone, pool.instance_type),
+                           f"at {price:.4f} USD/h it would break cluster_max_hourly_cost {cap:g} while a cheaper "
+                           "pool holds")
+        plan_.placement.notes.append(f"{pool.instance_type}/{pool.zone} left out: at {price:.4f} USD/h it would "
+                                     f"break cluster_max_hourly_cost {cap:g}")
+
+
 def _limits(cluster: Cluster) -> dict[str, Any]:
     """cluster_max_nodes and cluster_max_hourly_cost over both roles, before anything is created."""
     desc = cluster.desc
+    _fit_cap(cluster)
     parts: dict[str, int] = {}
     expected = worst = 0.0
     unknown = 0
@@ -236,8 +342,12 @@ def _limits(cluster: Cluster) -> dict[str, Any]:
 
 def plan(module: Any, desc: ClusterDesc) -> Cluster:
     """Read, count, place and check the whole cluster; nothing is changed."""
-    cluster = Cluster(desc=desc, specs=_specs(desc))
+    cluster = Cluster(desc=desc, specs=_specs(desc), check_mode=bool(module.check_mode))
     _read(module, cluster)
+    cluster.learn = learning.Learning(desc.compute.cluster_name, enabled=desc.pool_history,
+                                      cooldown=desc.pool_cooldown, check_mode=bool(module.check_mode),
+                                      warn=module.warn)
+    _learn(cluster)
     for (region, role), count in _counts(cluster).items():
         plan_ = cluster.plans.get(region, {}).get(role)
         if plan_ is not None:
@@ -249,10 +359,18 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
     errors: dict[str, BaseException] = {}
     for region, role, spec, plan_ in cluster.each():
         try:
-            region_place.place(spec, plan_, cluster.scores)
+            region_place.place(spec, plan_, cluster.scores, learn=cluster.learn)
         except AwsSpotError as exc:
             errors[region] = AwsSpotError(f"{desc.where(region, role)}: {exc.message}")
     _fail(desc, errors)
+    if desc.mode == "heal" and desc.rebalance is not None and _rebalance(module, cluster):
+        for (region, role), count in _counts(cluster).items():  # the moved nodes drain: their replacements come first
+            plan_ = cluster.plans.get(region, {}).get(role)
+            if plan_ is not None and role == "compute":
+                region_plan.recount(cluster.specs[role], plan_, count)
+                region_place.place(cluster.specs[role], plan_, cluster.scores, learn=cluster.learn)
+                for source in cluster.moving_out.get(region, set()):
+                    learning.leave_out(plan_.placement, source, "a node is moved out of it this run (cluster_rebalance)")
     if cluster.scores.get("errors"):
         for _region, _role, _spec, plan_ in cluster.each():
             plan_.placement.notes.append("spot placement scores unavailable (" + "; ".join(cluster.scores["errors"])[:300] + ")")
@@ -303,7 +421,7 @@ def _overflow(cluster: Cluster, results: dict[tuple[str, str], dict[str, Any]]) 
         short = ",".join(counts.short_regions(desc.home, now, desc.drain))
         tagged = dataclasses.replace(spec, instance_tags={**spec.instance_tags, OVERFLOW_KEY: short})
         region_plan.recount(tagged, plan_, want)
-        region_place.place(tagged, plan_, cluster.scores)
+        region_place.place(tagged, plan_, cluster.scores, learn=cluster.learn)
         result = region_apply.apply_present(tagged, plan_)
         result["reasons"] = why(desc, "compute", plan_, overflow_for=short)
         results[(name, "compute")] = result
@@ -361,7 +479,34 @@ def apply(module: Any, cluster: Cluster) -> dict[str, Any]:
             _overflow(cluster, results)
         if desc.orchestrator is not None:
             _sync_nats(cluster, results)
-    return cluster_summary(cluster, results)
+    out = cluster_summary(cluster, results)
+    if cluster.learn is not None:
+        out["pool_history"] = {"path": cluster.learn.path, "kept": cluster.learn.enabled,
+                               "written": cluster.learn.enabled and not cluster.check_mode,
+                               "records": len(cluster.learn.history.records),
+                               "now": cluster.learn.now.isoformat(), "warnings": list(cluster.learn.warnings)}
+    if desc.rebalance is not None:
+        out["rebalance"] = {"moves": cluster.moves.get("moves", []), "kept": cluster.moves.get("kept", []),
+                            "settings": dict(desc.rebalance)}
+    out["event_path"] = _event_paths(module, cluster)
+    out["changed"] = out["changed"] or any(row["changed"] for row in out["event_path"].values())
+    return out
+
+
+def _event_paths(module: Any, cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """autoheal: the event path in every region the cluster uses (compute, overflow, the
+    orchestrator's), in converge and heal; ``{}`` with ``autoheal: false`` or in release."""
+    if not module.params.get("autoheal", True) or cluster.desc.mode == "release":
+        return {}
+    spec = cluster.specs["compute"]
+    regions = list(cluster.plans)
+    rows = cluster_events.ensure_all(lambda r: event_path.clients(module, r), spec.cluster_name, regions,
+                                     spec.tags, cluster.check_mode)
+    broken = [f"{r}: {row['error']}" for r, row in rows.items() if row["error"]]
+    if broken:
+        module.warn("spot_cluster could not make the autoheal event path in " + "; ".join(broken)
+                    + ". The cluster is healed without it; run again, or heal.yml from cron until it is there.")
+    return rows
 
 
 def run(module: Any, desc: ClusterDesc) -> dict[str, Any]:

@@ -44,6 +44,9 @@ Arguments:
   dedupe_size: how many event ids are remembered (default 4096)
   profile: an AWS profile (default: boto3's usual chain: environment, files, instance role)
   endpoint_url: an endpoint for every AWS call (default: boto3's, AWS_ENDPOINT_URL)
+  state_dir: where the last event of each region is noted, for status.yml's "age of the last
+    event" (default ~/.config/bacalhau.aws_spot/<cluster>/autoheal, beside the autoheal
+    runner's locks; the file last-events.json, read by _events/cluster.py; "" notes nothing)
 
 Needs (``docs/iam-policy.json``): ``sqs:GetQueueUrl``, ``sqs:ReceiveMessage``,
 ``sqs:DeleteMessage`` on the queues, ``ec2:DescribeInstances``.
@@ -63,7 +66,9 @@ import collections
 import concurrent.futures
 import json
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
 from typing import Any
@@ -160,6 +165,8 @@ class Settings:
         self.dedupe_size = int(args.get("dedupe_size", 4096))
         self.profile = args.get("profile") or None
         self.endpoint_url = args.get("endpoint_url") or None
+        default_dir = os.path.join(os.path.expanduser("~"), ".config", "bacalhau.aws_spot", self.cluster_name, "autoheal")
+        self.state_dir = str(args["state_dir"]) if args.get("state_dir") is not None else default_dir
 
 
 class Backoff:
@@ -391,11 +398,42 @@ class RegionReader:
                 # on ansible-rulebook's queue first; only then is the message deleted
                 asyncio.run_coroutine_threadsafe(self.queue.put(event), self.loop).result(timeout=PUT_TIMEOUT)
                 self.recent.add(spot["event_id"])
+                note_last_event(self.settings.state_dir, spot["region"] or self.region, spot)
         try:
             sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         except botocore.exceptions.ClientError as exc:
             # it comes back after the visibility timeout, and is then dropped as a duplicate
             LOGGER.warning("bacalhau.aws_spot.spot_events: %s: could not delete a message (%s)", self.region, exc)
+
+
+_NOTE_LOCK = threading.Lock()
+
+
+def note_last_event(directory: str, region: str, spot: dict[str, Any]) -> None:
+    """``directory/last-events.json``: ``{region: {"time", "received", "kind", "instance_id"}}``, written
+    whole and atomically (the format ``plugins/module_utils/_events/cluster.py`` reads for status.yml).
+    Never raises: the age shown by status is a nicety, the event is not."""
+    if not directory:
+        return
+    path = os.path.join(directory, "last-events.json")
+    with _NOTE_LOCK:  # one thread per region
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = json.load(handle)
+            except (OSError, ValueError):
+                data = {}
+            if not isinstance(data, dict):
+                data = {}
+            data[region] = {"time": spot.get("time"), "received": _now(), "kind": spot.get("kind"),
+                            "instance_id": spot.get("instance_id")}
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".last-events.")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, sort_keys=True)
+            os.replace(tmp, path)
+        except OSError as exc:
+            LOGGER.debug("spot_events: could not note the last event in %s (%s)", path, exc)
 
 
 async def ticks(queue: asyncio.Queue, settings: Settings) -> None:
