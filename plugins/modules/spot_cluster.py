@@ -727,7 +727,7 @@ pool_history:
   description:
     - The pool history of this run - C(path), C(kept) (O(pool_history)), C(written) (false in check mode),
       C(records), C(now) (EC2's time of the read) and C(warnings). Every pool considered, with its C(verdict)
-      (C(chosen), C(candidate), C(avoided), C(last resort)) and C(why), is in each row's C(placement.pools).
+      (C(chosen), C(candidate), C(avoided), C(last resort), C(tried)) and C(why), is in each row's C(placement.pools).
   returned: with O(orchestrator)
   type: dict
   sample: {"path": "/home/me/.config/bacalhau.aws_spot/demo/pool-history.json", "kept": true, "written": true,

@@ -227,3 +227,23 @@ def test_rebalance_moves_make_before_break_past_the_threshold_and_does_not_flap(
         assert not flap.failed, flap.get("msg")
         assert flap["rebalance"]["moves"] == [], flap["rebalance"]
         assert zones_of("mover") == [STEADY]
+
+
+def test_a_cooling_pool_is_the_last_resort_before_overflow(aws, run_module):
+    # "not chosen for new nodes while another pool holds": when the other pools turn out to have no
+    # room, the cooling pool is tried last in its region, before the cluster spills over elsewhere
+    market(aws, steady_price=0.0150)
+    two = [{"region": REGION, "count": 1, "instance_types": ["t3.small"], "availability_zones": [CHEAP, STEADY]}]
+    first = run_module("spot_cluster", cluster("last", regions=two))
+    assert not first.failed, first.get("msg")
+    assert zones_of("last") == [CHEAP]
+    [taken] = interrupt_the_node(aws, "last")
+    aws.capacity_error(REGION, availability_zone=STEADY, market="spot")
+
+    heal = run_module("spot_cluster", cluster("last", regions=two, mode="heal"))
+    assert not heal.failed, heal.get("msg")
+    row = next(r for r in heal["summary"] if r["role"] == "compute")
+    attempts = [(a["availability_zone"], a["error_code"]) for a in row["attempts"]]
+    assert attempts == [(STEADY, "InsufficientInstanceCapacity"), (CHEAP, None)]  # the steady pool first
+    assert zones_of("last") == [CHEAP]
+    assert pools_of(heal)[CHEAP]["verdict"] == "chosen" and "last resort" in pools_of(heal)[CHEAP]["why"]

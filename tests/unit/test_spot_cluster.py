@@ -603,3 +603,22 @@ def test_drain_instance_ids_go_first_and_instance_tags_stay_off_the_network(aws,
     # without drain_instance_ids the newest would go; with it, the one named does
     shrunk = run_module("spot_cluster", {"cluster_name": "drain", "regions": regions, "drain_instance_ids": [oldest]})
     assert shrunk["regions"]["eu-west-1"]["terminated"] == [oldest], shrunk["regions"]["eu-west-1"]
+
+
+
+def test_spread_single_node_falls_back_to_another_zone(aws, run_module):
+    # one node, spread: its launch group is the best zone's pools only; when that zone turns out to
+    # have no room (the scores said it would), the node goes to another zone of the region, not to
+    # overflow or nowhere: zone fallback holds for a single node too
+    aws.placement_score("us-east-1", 8)
+    aws.spot_price("us-east-1", price=0.010, availability_zone="us-east-1a", instance_type="t3.small")
+    aws.spot_price("us-east-1", price=0.015, availability_zone="us-east-1b", instance_type="t3.small")
+    aws.capacity_error("us-east-1", availability_zone="us-east-1a", market="spot")
+    args = cluster(regions=[{"region": "us-east-1", "count": 1, "instance_types": ["t3.small"],
+                             "availability_zones": ["us-east-1a", "us-east-1b"]}],
+                   availability_zone_strategy="spread")
+    result = run_module("spot_cluster", args)
+    assert not result.failed, result.get("msg")
+    tried = [(a["instance_type"], a["availability_zone"], a["error_code"]) for a in result["regions"]["us-east-1"]["attempts"]]
+    assert tried == [("t3.small", "us-east-1a", "InsufficientInstanceCapacity"), ("t3.small", "us-east-1b", None)]
+    assert [i["Placement"]["AvailabilityZone"] for i in live("us-east-1", "demo")] == ["us-east-1b"]

@@ -12,6 +12,7 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import learning
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import build
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
@@ -62,6 +63,7 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
             finish_network = None
             launched, attempts, stand_ins, replacing = outcome["launch"]
             result["attempts"] = attempts
+            learning.launched_into((result.get("placement") or {}).get("pools") or [], attempts)
             new_ids = [i["InstanceId"] for i in launched]
             result["launched"] = new_ids
             result["on_demand_fallback"] = [i["InstanceId"] for i in stand_ins]

@@ -308,11 +308,14 @@ def launch_over(
     launched = [i for got, _attempts in answers for i in got]
     attempts = [a for _got, tried in answers for a in tried]
     short = missing - len(launched)
-    if short > 0 and len(groups) > 1:  # the zones that had room take the rest, as a packed launch would
-        spent = {(a["instance_type"], a["availability_zone"]) for a in attempts
-                 if a["error_code"] or a["launched"] < a["requested"]}
-        quota = {a["instance_type"] for a in attempts if a["error_code"] in QUOTA_ERRORS}
-        rest = [p for p in pairs if p not in spent and p[0] not in quota]
+    # what the groups could not launch goes over every other pair, in rank order, as a packed launch
+    # would: the zones that had room, then the pools kept for last (cooling down), before the cluster
+    # spills over to another region. One node's group is one zone: this is its zone fallback.
+    spent = {(a["instance_type"], a["availability_zone"]) for a in attempts
+             if a["error_code"] or a["launched"] < a["requested"]}
+    quota = {a["instance_type"] for a in attempts if a["error_code"] in QUOTA_ERRORS}
+    rest = [p for p in pairs if p not in spent and p[0] not in quota]
+    if short > 0 and rest:
         got, tried = launch(ec2, spec, region, rest, images, subnets, group_id, short, root_device, market, extra_tags)
         launched += got
         attempts += tried

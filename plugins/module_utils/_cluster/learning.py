@@ -128,6 +128,24 @@ def pools_view(placement: Any) -> list[dict[str, Any]] | None:
     return [r.as_dict() for r in ec.mark_chosen(ranked, chosen_keys(placement.launches))]
 
 
+def launched_into(pools: list[dict[str, Any]], attempts: list[dict[str, Any]], market: str = "spot") -> None:
+    """The result's pools (``pools_view``) after the launch: a pool that got nodes is ``chosen``
+    (a pool avoided or planned as the last resort that got them says it was the last resort:
+    the pools ranked before it had no room); a planned pool that got none says why."""
+    got = {(a["instance_type"], a["availability_zone"]) for a in attempts
+           if a.get("launched") and a.get("market", market) == market}
+    failed = {(a["instance_type"], a["availability_zone"]): a.get("error_code") for a in attempts
+              if a.get("error_code") and a.get("market", market) == market}
+    for pool in pools:
+        key = (pool.get("instance_type"), pool.get("availability_zone"))
+        if key in got and pool.get("verdict") != "chosen":
+            pool["why"] = f"used as the last resort: the pools ranked before it had no room; {pool.get('why', '')}"
+            pool["verdict"] = "chosen"
+        elif key in failed and pool.get("verdict") == "chosen":
+            pool["verdict"] = "tried"
+            pool["why"] = f"chosen, but AWS refused the launch ({failed[key]}); {pool.get('why', '')}"
+
+
 def leave_out(placement: Any, key: tuple[str, str, str], why: str) -> None:
     """Leave one pool out of a region's choice (the cost cap), saying why, and place again."""
     for entry in placement.ranked or []:

@@ -86,7 +86,7 @@ class Ranked:
     cooling_until: datetime.datetime | None
     avoided: bool = False
     rank: int = 0
-    verdict: str = "candidate"  # candidate | avoided | last resort | chosen
+    verdict: str = "candidate"  # candidate | avoided | last resort | chosen | tried (refused at launch)
     why: str = ""
     notes: list[str] = field(default_factory=list)
 
