@@ -108,6 +108,17 @@ def test_heal_replaces_the_draining_then_release_lets_them_go_never_below_the_co
     assert run_module("spot_cluster", whole(mode="release", drain_instance_ids=[]))["released"] == []
 
 
+
+def test_a_drain_heal_with_room_at_home_launches_nothing_in_overflow(aws, run_module):
+    # the replacement of a draining node lands at home: the overflow region is for what home cannot hold
+    args = whole(overflow_regions=[{"region": "us-west-2", "instance_types": ["t3.small"]}])
+    assert not run_module("spot_cluster", args).failed
+    draining = live("eu-west-1", "whole", "compute")[0]["InstanceId"]
+    healed = run_module("spot_cluster", dict(args, mode="heal", drain_instance_ids=[draining]))
+    assert not healed.failed, healed.get("msg")
+    assert len(healed["launched"]) == 1 and not live("us-west-2", "whole")
+    assert all(r["region"] != "us-west-2" or not r["launched"] for r in healed["summary"])
+
 def test_heal_overflows_in_order_then_returns_home(aws, run_module):
     args = whole(regions=[{"region": "eu-west-1", "count": 2, "instance_types": ["t3.small"]}],
                  overflow_regions=[{"region": "us-west-2", "instance_types": ["t3.small"]},

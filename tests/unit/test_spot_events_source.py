@@ -103,7 +103,8 @@ def test_events_of_every_region_arrive_normalised_and_foreign_instances_are_drop
     def done(got: list[dict]) -> bool:  # ours put, and every message (the foreign ones too) deleted
         return len(got) >= 4 and queue_depth(east["queue_url"]) == 0 and queue_depth(west["queue_url"], "eu-west-1") == 0
 
-    got = spot(run_source({"cluster_name": "alpha", "regions": REGIONS, "state_dir": str(tmp_path)}, act, done))
+    got = spot(run_source({"cluster_name": "alpha", "regions": REGIONS, "state_dir": str(tmp_path),
+                           "cluster_file": "/srv/alpha.yml"}, act, done))
     assert sorted((e["region"], e["instance_id"], e["kind"], e["state"] or "") for e in got) == sorted([
         ("us-east-1", ours_east, "interruption", ""),
         ("us-east-1", ours_east, "state", "shutting-down"),
@@ -113,6 +114,7 @@ def test_events_of_every_region_arrive_normalised_and_foreign_instances_are_drop
     warning = next(e for e in got if e["kind"] == "interruption")
     assert warning["cluster"] == "alpha" and warning["instance_action"] == "terminate"
     assert warning["event_id"] and warning["time"].endswith("Z")
+    assert {e["cluster_file"] for e in got} == {"/srv/alpha.yml"}  # what the rulebook hands the heal
     # every message was deleted, the foreign ones too
     assert queue_depth(east["queue_url"]) == 0 and queue_depth(west["queue_url"], "eu-west-1") == 0
     # the last event of each region is noted for status.yml (only the cluster's, not the foreign ones)
@@ -149,6 +151,7 @@ def test_ticks(aws):
                      lambda got: len(got) >= 3)
     assert {e["bacalhau_spot"]["kind"] for e in got} == {"tick"}
     assert got[0]["bacalhau_spot"]["cluster"] == "alpha"
+    assert "cluster_file" in got[0]["bacalhau_spot"]
     none = run_source({"cluster_name": "alpha", "regions": ["us-east-1"], "tick_seconds": 30,
                        "tick_at_start": False}, lambda: time.sleep(1), lambda got: True)
     assert none == []
@@ -292,3 +295,16 @@ def test_recent_is_bounded():
         recent.add(key)
     assert not recent.seen("a") and all(recent.seen(k) for k in "bcd")
     assert threading.active_count() >= 1
+
+
+def test_the_cluster_file_is_the_one_ansible_rulebook_was_started_with():
+    # ansible-rulebook hands its -e variables to no playbook: the source names the file for the heal
+    find = spot_events.rulebook_vars_file
+    assert find(["ansible-rulebook", "-r", "bacalhau.aws_spot.autoheal", "-e", "my-cluster.yml", "-i", "l.yml"],
+                "/home/ops") == "/home/ops/my-cluster.yml"
+    assert find(["ansible-rulebook", "--vars", "/etc/c.yml"], "/") == "/etc/c.yml"
+    assert find(["ansible-rulebook", "--vars=c.yml"], "/srv") == "/srv/c.yml"
+    assert find(["ansible-rulebook", "-ec.yml"], "/srv") == "/srv/c.yml"
+    assert find(["ansible-rulebook", "-r", "x", "-E", "AWS_PROFILE"], "/srv") == ""  # none: "" (an EDA controller)
+    given = spot_events.Settings({"cluster_name": "a", "regions": ["us-east-1"], "cluster_file": "/srv/a.yml"})
+    assert given.cluster_file == "/srv/a.yml"  # the rulebook's variables name it: that one

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 try:
     import botocore.exceptions
@@ -255,7 +255,8 @@ def plan_present(spec: ClusterSpec, region: RegionSpec, clients: Clients) -> Reg
 
 def recount(spec: ClusterSpec, plan: RegionPlan, count: int) -> None:
     """What the region's plan does to hold ``count`` live instances of the role (no AWS call)."""
-    plan.spec.count = count
+    # a copy: the region's spec is the cluster file's (ClusterDesc.home reads its count), never the plan's
+    plan.spec = replace(plan.spec, count=count)
     plan.to_launch = max(0, count - len(plan.in_scope))
     plan.to_terminate = inst.surplus(plan.in_scope, plan.spec, plan.reads.zones, count, types=plan.reads.types,
                                      drain=spec.drain_instance_ids)

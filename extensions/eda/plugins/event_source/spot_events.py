@@ -10,7 +10,7 @@ event per EC2 event on ansible-rulebook's queue::
 
     {"bacalhau_spot": {"kind": "interruption" | "rebalance" | "state", "cluster": "demo",
                        "instance_id": "i-...", "region": "us-east-1", "state": "terminated" | null,
-                       "time": "2026-12-06T08:00:00Z", "event_id": "..."}}
+                       "time": "2026-12-06T08:00:00Z", "event_id": "...", "cluster_file": "/abs/my-cluster.yml"}}
 
 and every ``tick_seconds`` a ``{"bacalhau_spot": {"kind": "tick", "cluster": "demo", "time": ...}}``
 (also one at start when ``tick_at_start``), the backstop for anything lost.
@@ -44,6 +44,11 @@ Arguments:
   dedupe_size: how many event ids are remembered (default 4096)
   profile: an AWS profile (default: boto3's usual chain: environment, files, instance role)
   endpoint_url: an endpoint for every AWS call (default: boto3's, AWS_ENDPOINT_URL)
+  cluster_file: the cluster file the heal reads (default: the variables file ansible-rulebook was
+    started with, its ``-e``/``--vars``, as an absolute path; "" when it was started without one,
+    as under an EDA controller). Every event carries it as ``cluster_file``: ansible-rulebook
+    hands its own variables to no playbook it runs, so the rulebook passes the file's path on and
+    the heal reads the file itself
   state_dir: where the last event of each region is noted, for status.yml's "age of the last
     event" (default ~/.config/bacalhau.aws_spot/<cluster>/autoheal, beside the autoheal
     runner's locks; the file last-events.json, read by _events/cluster.py; "" notes nothing)
@@ -68,6 +73,7 @@ import json
 import logging
 import os
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -147,6 +153,20 @@ def cluster_region_names(args: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def rulebook_vars_file(argv: list[str], cwd: str) -> str:
+    """The variables file of ansible-rulebook's command line (``-e FILE``, ``-eFILE``, ``--vars FILE``,
+    ``--vars=FILE``; the source runs in ansible-rulebook's own process), absolute; "" when none."""
+    found = ""
+    for index, arg in enumerate(argv[1:], 1):
+        if arg in ("-e", "--vars") and index + 1 < len(argv):
+            found = argv[index + 1]
+        elif arg.startswith("--vars="):
+            found = arg.split("=", 1)[1]
+        elif arg.startswith("-e") and len(arg) > 2 and not arg.startswith("--"):
+            found = arg[2:]
+    return os.path.abspath(os.path.join(cwd, found)) if found else ""
+
+
 class Settings:
     def __init__(self, args: dict[str, Any]) -> None:
         self.cluster_name = str(args.get("cluster_name") or "").strip()
@@ -167,6 +187,7 @@ class Settings:
         self.endpoint_url = args.get("endpoint_url") or None
         default_dir = os.path.join(os.path.expanduser("~"), ".config", "bacalhau.aws_spot", self.cluster_name, "autoheal")
         self.state_dir = str(args["state_dir"]) if args.get("state_dir") is not None else default_dir
+        self.cluster_file = str(args.get("cluster_file") or "").strip() or rulebook_vars_file(sys.argv, os.getcwd())
 
 
 class Backoff:
@@ -395,6 +416,7 @@ class RegionReader:
                              self.settings.cluster_name)
                 self.recent.add(spot["event_id"])
             else:
+                spot["cluster_file"] = self.settings.cluster_file
                 # on ansible-rulebook's queue first; only then is the message deleted
                 asyncio.run_coroutine_threadsafe(self.queue.put(event), self.loop).result(timeout=PUT_TIMEOUT)
                 self.recent.add(spot["event_id"])
@@ -440,10 +462,15 @@ async def ticks(queue: asyncio.Queue, settings: Settings) -> None:
     if settings.tick_seconds <= 0:
         return
     if settings.tick_at_start:
-        await queue.put({"bacalhau_spot": {"kind": "tick", "cluster": settings.cluster_name, "time": _now()}})
+        await queue.put(tick(settings))
     while True:
         await asyncio.sleep(settings.tick_seconds)
-        await queue.put({"bacalhau_spot": {"kind": "tick", "cluster": settings.cluster_name, "time": _now()}})
+        await queue.put(tick(settings))
+
+
+def tick(settings: Settings) -> dict[str, Any]:
+    return {"bacalhau_spot": {"kind": "tick", "cluster": settings.cluster_name, "time": _now(),
+                              "cluster_file": settings.cluster_file}}
 
 
 async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
@@ -474,8 +501,6 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     # by hand: python spot_events.py CLUSTER REGION... prints the events
-    import sys
-
     class _Printer:
         async def put(self, event: dict[str, Any]) -> None:
             print(json.dumps(event), flush=True)
