@@ -20,7 +20,8 @@ In ``DIR`` (the cluster's ``~/.config/bacalhau.aws_spot/<cluster>/autoheal``, mo
    (``running.json``: a killed rulebook's heal is finished by the next event or tick). Nothing
    left: a heal that started after the request took it ("coalesced"). Otherwise it runs the
    heal once for all of them, with ``[-e @<vars-file>] -e @<variables> -e {"heal_drain_instance_ids":
-   [...]}`` (the union of their instances to drain; the variables from standard input in a 0600
+   [...], "heal_interrupted_instance_ids": [...]}`` (the union of their instances to drain, and of
+   those EC2 sent an interruption warning for; the variables from standard input in a 0600
    file, removed after);
 4. a heal that succeeds clears ``running.json``; one that fails leaves it, so the next event
    or tick runs it again with the same instances.
@@ -89,6 +90,11 @@ def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def interrupted_ids(requests: list[dict[str, Any]]) -> list[str]:
+    """Of the instances to drain, those EC2 sent an interruption warning for, once each."""
+    return list(dict.fromkeys(i for request in requests for i in request.get("interrupted") or []))
+
+
 def drain_ids(requests: list[dict[str, Any]]) -> list[str]:
     """Every instance to drain of ``requests``, once each, in the order asked."""
     return list(dict.fromkeys(i for request in requests for i in request.get("drain") or []))
@@ -103,10 +109,10 @@ class Runner:
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
-    def request(self, drain: list[str]) -> None:
+    def request(self, drain: list[str], interrupted: list[str] | None = None) -> None:
         with locked(self.path("queue.lock")):
             pending = _read(self.path(PENDING))
-            pending.append({"drain": drain, "at": time.time()})
+            pending.append({"drain": drain, "interrupted": list(interrupted or []), "at": time.time()})
             _write(self.path(PENDING), pending)
 
     def take(self) -> list[dict[str, Any]]:
@@ -123,8 +129,9 @@ class Runner:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path(RUNNING))
 
-    def run(self, drain: list[str], command: list[str], variables: dict[str, Any]) -> int:
-        self.request(drain)
+    def run(self, drain: list[str], command: list[str], variables: dict[str, Any],
+            interrupted: list[str] | None = None) -> int:
+        self.request(drain, interrupted)
         with locked(self.path("waiter.lock"), blocking=False) as waiter:
             if not waiter:
                 print("autoheal: a heal is running and another waits for it; this request goes with that one",
@@ -140,20 +147,22 @@ class Runner:
             ids = drain_ids(taken)
             print(f"autoheal: healing for {len(taken)} request(s); instances to drain: {', '.join(ids) or 'none'}",
                   flush=True)
-            rc = self.heal(command, variables, ids)
+            rc = self.heal(command, variables, ids, interrupted_ids(taken))
             if rc == 0:
                 self.done()
             else:
                 print(f"autoheal: the heal failed (exit {rc}); the next event or tick runs it again", flush=True)
             return rc
 
-    def heal(self, command: list[str], variables: dict[str, Any], ids: list[str]) -> int:
+    def heal(self, command: list[str], variables: dict[str, Any], ids: list[str],
+             interrupted: list[str] | None = None) -> int:
         fd, vars_file = tempfile.mkstemp(prefix="vars-", suffix=".json", dir=self.dir)  # 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(variables, handle)
             given = ["-e", f"@{self.vars_file}"] if self.vars_file else []
-            full = list(command) + given + ["-e", f"@{vars_file}", "-e", json.dumps({"heal_drain_instance_ids": ids})]
+            asked = {"heal_drain_instance_ids": ids, "heal_interrupted_instance_ids": list(interrupted or [])}
+            full = list(command) + given + ["-e", f"@{vars_file}", "-e", json.dumps(asked)]
             return subprocess.call(full, env=child_environment())  # its output goes straight to ours
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -169,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--drain", default="", help="instances to drain, comma-separated")
+    parser.add_argument("--interrupted", default="",
+                        help="of those, the ones EC2 sent an interruption warning for, comma-separated")
     parser.add_argument("--vars-file", default="", help="the cluster file, given to the heal first")
     parser.add_argument("--no-stdin", action="store_true", help="no variables on standard input")
     args = parser.parse_args(argv[:split])
     command = argv[split + 1:]
     variables = {} if args.no_stdin else json.loads(sys.stdin.read() or "{}")
     drain = [i.strip() for i in args.drain.split(",") if i.strip()]
-    return Runner(args.state_dir, args.vars_file).run(drain, command, variables)
+    interrupted = [i.strip() for i in args.interrupted.split(",") if i.strip()]
+    return Runner(args.state_dir, args.vars_file).run(drain, command, variables, interrupted)
 
 
 if __name__ == "__main__":

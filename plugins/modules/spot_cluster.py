@@ -350,6 +350,17 @@ options:
     type: list
     elements: str
     version_added: 0.2.0
+  interrupted_instance_ids:
+    description:
+      - Of O(drain_instance_ids), the instances EC2 sent a spot interruption warning for (the others had a rebalance
+        recommendation). When they are let go (make before break, before EC2 reclaims them) the pool history records
+        them as spot interruptions, so their pools cool down (O(pool_cooldown)) as if EC2 had taken them; the other
+        drained nodes are recorded as rebalance recommendations acted on.
+      - C(playbooks/heal.yml) passes the nodes whose spot watcher logged a notice, and those the autoheal rulebook
+        got an interruption warning for.
+    type: list
+    elements: str
+    default: []
   allow_partial:
     description:
       - When a region cannot be filled (no capacity in any zone or type), report it in RV(regions) and
@@ -708,6 +719,11 @@ drain_instance_ids:
   returned: with O(orchestrator)
   type: list
   elements: str
+interrupted_instance_ids:
+  description: O(interrupted_instance_ids) that are among O(drain_instance_ids), as used.
+  returned: with O(orchestrator)
+  type: list
+  elements: str
 to_configure:
   description: Compute nodes to set Bacalhau up on - running, not draining, and not in O(joined_instance_ids)
     (without it, the ones launched by this run). Empty in check mode.
@@ -788,6 +804,7 @@ ARGUMENT_SPEC = dict(
     allow_partial=dict(type="bool", default=False),
     instance_tags=dict(type="dict"),
     drain_instance_ids=dict(type="list", elements="str"),
+    interrupted_instance_ids=dict(type="list", elements="str", default=[]),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=600),
     availability_zone_strategy=dict(type="str", choices=list(cluster_spec.STRATEGIES), default="spread"),

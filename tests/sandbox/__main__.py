@@ -27,9 +27,15 @@
    overflow region us-west-2 (tagged ``bacalhau:overflow-for=eu-west-1``, smoke job); eu-west-1
    recovers: ``heal.yml`` launches a node there (smoke job), then terminates the overflow node.
    One test host stays spare for heal.yml's make-before-break. ``status.yml -e status_format=json``
-   then shows what the cluster cost per pool and in total, its interruptions counted (issue 21).
-   Then ``playbooks/destroy.yml``;
-6. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
+   then shows what the cluster cost per pool and in total, its interruptions counted (issue 21);
+6. the self-healing life (issue 20; needs ansible-rulebook and Java 17): the rulebook
+   ``bacalhau.aws_spot.autoheal`` in the background, nobody running ``heal.yml``: a job runs on a node
+   when its two-minute notice comes; the replacement is launched, CONNECTED, APPROVED and past its
+   smoke job before the reclaim, and Bacalhau places the job again (timed, by phase); eu-west-1 goes
+   dry and its node gets a notice: the rulebook spills over to us-west-2 on its own; eu-west-1
+   recovers and the rulebook's tick brings the node home and lets the overflow node go. Then
+   ``status.yml`` shows the cost report again, with every interruption, and ``playbooks/destroy.yml``;
+7. teardown of everything it started (``--keep`` leaves it all up and prints how to clean up).
 """
 from __future__ import annotations
 
@@ -278,9 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         say("ansible-playbook playbooks/status.yml")
         run(book + ["playbooks/status.yml", *extra], env=env)
 
+        interrupted: set[str] = set()
         if not args.skip_spot_life:
-            _spot_life(emulator, book, extra, env, addresses, orch_ip, key, args.hosts)
-        _autoheal_life(emulator, cluster_vars, release_vars, env, addresses, orch_ip, key, args.hosts)
+            interrupted |= _spot_life(emulator, book, extra, env, addresses, orch_ip, key, args.hosts)
+        interrupted |= _autoheal_life(emulator, cluster_vars, release_vars, env, addresses, orch_ip, key, args.hosts)
+        _cost_report(book, extra, env, interrupted)
 
         del first
         if args.keep:
@@ -307,7 +315,8 @@ Clean up with:
               "healthy, no secret in a -vvv run, compute nodes joined over TLS, every compute node ran the smoke job, "
               "your first job printed its output, a node without Docker named, a running job's node interrupted and "
               "stopped in time, the job ended by Bacalhau's rules, healed: replaced, spilled over, back home, "
-              "the cost report, destroyed.")
+              "healed by the rulebook: a notice's replacement proven before the reclaim, spilled over and "
+              "back home on a tick, the cost report, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
@@ -315,7 +324,7 @@ Clean up with:
 
 
 def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[str, str], addresses: list[str],
-               orch_ip: str, key: str, hosts: int) -> None:
+               orch_ip: str, key: str, hosts: int) -> set[str]:
     """The spot life of a node in HOME_REGION: a notice while a job runs on it, then heal.yml
     replaces it, spills it over to the overflow region while its home is dry, and brings it home."""
     bac = f"BACALHAU_API_KEY={key} bacalhau"
@@ -431,12 +440,13 @@ def _spot_life(emulator: Emulator, book: list[str], extra: list[str], env: dict[
     _check_connected(orch_ip, bac, computes, addresses, {back})
     print(f"{back} runs in {HOME_REGION} again; the overflow node {overflow} was terminated once {back} had joined")
 
-    _cost_report(book, extra, env, interrupted={victim, replacement})
+    return {victim, replacement}
 
 
 def _cost_report(book: list[str], extra: list[str], env: dict[str, str], interrupted: set[str]) -> None:
     """status.yml after the spot life: what the cluster cost, per pool and in total, from its pool history
-    (issue 21), as a table and as JSON."""
+    (issue 21), as a table and as JSON; every interruption of the sandbox counted (those the autoheal
+    rulebook's heal let go after their warning too)."""
     say("ansible-playbook playbooks/status.yml -e status_format=json: what the cluster cost, per pool")
     out = STATE / "status.json"
     status = run(book + ["playbooks/status.yml", *extra, "-e", "status_format=json", "-e", f"status_file={out}"],
@@ -503,116 +513,273 @@ def _heal_phases(output: str) -> tuple[dict[str, float], float | None]:
 
 
 def _autoheal_life(emulator: Emulator, cluster_vars: Path, release_vars: Path, env: dict[str, str],
-                   addresses: list[str], orch_ip: str, key: str, hosts: int) -> None:
+                   addresses: list[str], orch_ip: str, key: str, hosts: int) -> set[str]:
     """The rulebook bacalhau.aws_spot.autoheal in the background, nobody running heal.yml: a job runs on a
     compute node when its two-minute notice comes; the rulebook's heal launches, configures and proves the
-    replacement before the reclaim, and Bacalhau places the job again. Timed, by phase."""
+    replacement before the reclaim, and Bacalhau places the job again. Then HOME_REGION goes dry and its
+    node gets a notice: the rulebook spills it over to the overflow region; HOME_REGION recovers and the
+    rulebook's tick brings the node home. Timed, by phase."""
     import yaml  # pylint: disable=import-outside-toplevel
 
     if not RULEBOOK or not shutil.which("java"):
         print("\nautoheal: skipped (ansible-rulebook 1.3.2 and Java 17 are not installed: make setup, "
               "tests/hosts/install-deps.sh)", flush=True)
-        return
+        return set()
     bac = f"BACALHAU_API_KEY={key} bacalhau"
     computes = _compute_count(hosts)
-    # the overflow node heal.yml let go: its test host powers off (seconds); then every host comes back
-    live = len([i for r in REGIONS for i in _live_instances(emulator, r)])
-    _poll(lambda: sum(_answers(a) for a in addresses), lambda up: up <= live, 60, 1)
-    _hosts_back(hosts)
-    # ansible-rulebook's -e: one variables file, without @ (the cluster's and the release's), and the line
-    # that names it for the heal (docs/heal.md, "Autoheal")
+    _settle_hosts(emulator, addresses, hosts)
+    # ansible-rulebook's -e: one variables file, without @ (here the cluster's and the release's in one);
+    # the source names it on every event for the heal to read (docs/heal.md, "Autoheal")
     variables = dict(yaml.safe_load(cluster_vars.read_text()), **(yaml.safe_load(release_vars.read_text()) or {}))
     rulebook_vars = STATE / "autoheal-cluster.yml"
-    variables.update(cluster_file=str(rulebook_vars), autoheal_tick_seconds=3600)
-    rulebook_vars.write_text(json.dumps(variables, indent=2) + "\n")
-    log = STATE / "autoheal-rulebook.log"
-    rb_env = dict(env, ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
+    rulebook_vars.write_text(json.dumps(dict(variables, autoheal_tick_seconds=3600), indent=2) + "\n")
     say("ansible-rulebook -r bacalhau.aws_spot.autoheal in the background; nobody runs heal.yml from here on")
-    print(f"$ {RULEBOOK} -r bacalhau.aws_spot.autoheal -e {rulebook_vars} -i inventory/localhost.yml  (log: {log})")
-    with open(log, "w", encoding="utf-8") as out:
-        rulebook = subprocess.Popen([RULEBOOK, "-r", "bacalhau.aws_spot.autoheal", "-e", str(rulebook_vars),
-                                     "-i", str(REPO / "inventory" / "localhost.yml"), "--print-events"],
-                                    cwd=REPO, env=rb_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    rulebook = _Rulebook(rulebook_vars, env, STATE / "autoheal-rulebook.log")
     try:
         started = time.monotonic()
-        said = _poll(log.read_text, lambda t: f"Heal of cluster {CLUSTER}" in t or rulebook.poll() is not None, 300, 1)
+        said = _poll(rulebook.text, lambda t: f"Heal of cluster {CLUSTER}" in t or not rulebook.alive(), 300, 1)
         if f"Heal of cluster {CLUSTER}" not in said:
             raise SystemExit(f"sandbox: the rulebook's first tick did not heal: {said[-4000:]}")
         print(f"the rulebook's tick at start healed the (healthy) cluster in {time.monotonic() - started:.0f} s")
-
-        say("A job runs on a compute node when EC2's two-minute notice comes for it")
-        submitted = _ssh(orch_ip, f"{bac} docker run --id-only --wait=false {LOCAL_IMAGE} -- sh -c 'sleep 90'", addresses)
-        job_id = submitted.stdout.strip()
-        if submitted.returncode != 0 or not job_id.startswith("j-"):
-            raise SystemExit(f"sandbox: the job was not submitted ({submitted.returncode}): {submitted.stderr}")
-        running = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
-                        lambda j: any(_state(e) == "Running" for e in _executions(j)), 60)
-        first = next((e for e in _executions(running) if _state(e) == "Running"), None)
-        if first is None:
-            raise SystemExit(f"sandbox: job {job_id} did not start: {json.dumps(running)[-2000:]}")
-        nodes = _nodes(orch_ip, bac, addresses)
-        victim = (nodes[first["NodeID"]]["Info"].get("Labels") or {}).get("instance-id")
-        region = next(r for r in REGIONS if victim in _live_instances(emulator, r, "compute"))
-        before = set(_live_instances(emulator, region, "compute"))
-        print(f"job {job_id}: runs on {victim} ({region}, node {first['NodeID']})")
-        t_notice, wall_notice = time.monotonic(), time.time()
-        print(json.dumps(emulator.interrupt(region, [victim], notice_seconds=AUTOHEAL_NOTICE_SECONDS)))
-
-        def new_ones() -> set[str]:
-            return set(_live_instances(emulator, region, "compute")) - before
-
-        launched = _poll(new_ones, bool, AUTOHEAL_NOTICE_SECONDS, 0.5)
-        t_launched = time.monotonic()
-        if not launched:
-            raise SystemExit(f"sandbox: the rulebook launched no replacement for {victim}: {log.read_text()[-4000:]}")
-        [replacement] = sorted(launched)
-
-        def joined() -> bool:
-            return any((n["Info"].get("Labels") or {}).get("instance-id") == replacement
-                       and n["ConnectionState"]["Status"] == "CONNECTED"
-                       and n.get("Membership") == "APPROVED" for n in _nodes(orch_ip, bac, addresses).values())
-
-        _poll(joined, bool, AUTOHEAL_NOTICE_SECONDS, 1)
-        t_joined = time.monotonic()
-        proven = f"Configured and proven with the smoke job: {replacement}"
-        said = _poll(log.read_text, lambda t: proven in t, AUTOHEAL_NOTICE_SECONDS, 0.5)
-        t_proven = time.monotonic()
-        if proven not in said:
-            raise SystemExit(f"sandbox: the rulebook's heal did not prove {replacement}: {said[-4000:]}")
-        delivered = re.search(rf"instances to drain: {re.escape(victim)}", said)
-        if not delivered:
-            raise SystemExit(f"sandbox: the notice for {victim} did not reach the heal: {said[-4000:]}")
-        reclaim_at = t_notice + AUTOHEAL_NOTICE_SECONDS
-        if t_proven >= reclaim_at:
-            raise SystemExit(f"sandbox: {replacement} was proven {t_proven - t_notice:.0f} s after the notice, "
-                             f"after the reclaim ({AUTOHEAL_NOTICE_SECONDS} s)")
-        replaced = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
-                         lambda j: any(e["NodeID"] != first["NodeID"] and _state(e) in ("Running", "Completed")
-                                       for e in _executions(j)), 120, 2)
-        again = [e for e in _executions(replaced) if e["NodeID"] != first["NodeID"] and _state(e) in ("Running", "Completed")]
-        if not again:
-            raise SystemExit(f"sandbox: job {job_id} was not placed again: {json.dumps(replaced)[-2000:]}")
-        _check_connected(orch_ip, bac, computes, addresses, {replacement})
-        phases, heal_wall = _heal_phases(said[delivered.start():])  # the notice's heal, not the tick's before it
-        if heal_wall is not None:
-            phases = {"event_delivery": heal_wall - wall_notice, **phases}
-        print(f"autoheal: notice -> replacement {replacement} launched {t_launched - t_notice:.1f} s, CONNECTED and "
-              f"APPROVED {t_joined - t_notice:.1f} s, past its smoke job {t_proven - t_notice:.1f} s (reclaim at "
-              f"{AUTOHEAL_NOTICE_SECONDS} s); job {job_id} placed again on {again[0]['NodeID']}")
-        print("autoheal: the heal's phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+        first = _autoheal_notice(emulator, rulebook, addresses, orch_ip, bac, computes)
+        overflow, reclaim = _autoheal_spill(emulator, rulebook, addresses, orch_ip, bac, computes, hosts)
     finally:
-        os.killpg(rulebook.pid, 15)
+        rulebook.stop()
+
+    # the home step: the rulebook again (started as systemd's Restart=always would), with a 30 s tick
+    rulebook_vars.write_text(json.dumps(dict(variables, autoheal_tick_seconds=30), indent=2) + "\n")
+    say(f"ansible-rulebook again, its tick every 30 s; {HOME_REGION} is still dry")
+    rulebook = _Rulebook(rulebook_vars, env, STATE / "autoheal-rulebook-2.log")
+    try:
+        _autoheal_home(emulator, rulebook, addresses, orch_ip, bac, computes, hosts, overflow, reclaim)
+    finally:
+        rulebook.stop()
+    for log in (STATE / "autoheal-rulebook.log", STATE / "autoheal-rulebook-2.log"):
+        leaked_here = leaked(log.read_text(), {"the API key": [key]})
+        if leaked_here:
+            raise SystemExit(f"sandbox: the rulebook printed {', '.join(leaked_here)} (log {log})")
+    return {first, reclaim[0]}
+
+
+class _Rulebook:
+    """ansible-rulebook -r bacalhau.aws_spot.autoheal in the background, its output in ``log`` (kept in
+    build/sandbox/). stop() ends it and the heals it started, as systemd's KillMode=control-group does
+    (ansible-runner starts each playbook in a session of its own), and waits for the heal lock."""
+
+    def __init__(self, variables: Path, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        rb_env = dict(env, ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
+        print(f"$ {RULEBOOK} -r bacalhau.aws_spot.autoheal -e {variables} -i inventory/localhost.yml  (log: {log})",
+              flush=True)
+        with open(log, "w", encoding="utf-8") as out:
+            self.process = subprocess.Popen(
+                [RULEBOOK, "-r", "bacalhau.aws_spot.autoheal", "-e", str(variables),
+                 "-i", str(REPO / "inventory" / "localhost.yml"), "--print-events"],
+                cwd=REPO, env=rb_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        _kill_group(self.process.pid)
         try:
-            rulebook.wait(90)
+            self.process.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(rulebook.pid, 9)
-            rulebook.wait(30)
-    kept = REPO / "build" / "sandbox" / "autoheal-rulebook.log"
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(log, kept)
-    leaked_here = leaked(log.read_text(), {"the API key": [key]})
-    if leaked_here:
-        raise SystemExit(f"sandbox: the rulebook printed {', '.join(leaked_here)} (log {log})")
+            _kill_group(self.process.pid, 9)
+            self.process.wait(30)
+        state_dir = str(AUTOHEAL_DIR)
+        for pid in Path("/proc").iterdir():  # the heals under way: autoheal_runner.py --state-dir <ours>
+            try:
+                argv = (pid / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"autoheal_runner.py") for a in argv) and state_dir.encode() in argv:
+                try:
+                    group = os.getpgid(int(pid.name))
+                except (ProcessLookupError, ValueError):
+                    continue
+                if group != os.getpgrp():  # never this sandbox's own
+                    _kill_group(group)
+        lock = AUTOHEAL_DIR / "heal.lock"
+        if lock.exists() and not _poll(lambda: _lock_free(lock), bool, 60, 0.5):
+            raise SystemExit("sandbox: a heal still held the autoheal lock 60 s after the rulebook stopped")
+        kept = REPO / "build" / "sandbox" / self.log.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.log, kept)
+
+
+AUTOHEAL_DIR = Path.home() / ".config/bacalhau.aws_spot" / CLUSTER / "autoheal"
+
+
+def _kill_group(pgid: int, sig: int = 15) -> None:
+    if pgid > 1:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _lock_free(path: Path) -> bool:
+    import fcntl  # pylint: disable=import-outside-toplevel
+
+    with open(path, "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def _settle_hosts(emulator: Emulator, addresses: list[str], hosts: int) -> None:
+    """The test hosts of instances let go power off (seconds); then every host is brought back, for the
+    addresses the emulator hands out again."""
+    live = len([i for r in REGIONS for i in _live_instances(emulator, r)])
+    _poll(lambda: sum(_answers(a) for a in addresses), lambda up: up <= live, 60, 1)
+    _hosts_back(hosts)
+
+
+def _autoheal_notice(emulator: Emulator, rulebook: _Rulebook, addresses: list[str], orch_ip: str, bac: str,
+                     computes: int) -> str:
+    """A job runs on a node when its notice comes: the replacement is proven before the reclaim."""
+    say("A job runs on a compute node when EC2's two-minute notice comes for it")
+    submitted = _ssh(orch_ip, f"{bac} docker run --id-only --wait=false {LOCAL_IMAGE} -- sh -c 'sleep 90'", addresses)
+    job_id = submitted.stdout.strip()
+    if submitted.returncode != 0 or not job_id.startswith("j-"):
+        raise SystemExit(f"sandbox: the job was not submitted ({submitted.returncode}): {submitted.stderr}")
+    running = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
+                    lambda j: any(_state(e) == "Running" for e in _executions(j)), 60)
+    first = next((e for e in _executions(running) if _state(e) == "Running"), None)
+    if first is None:
+        raise SystemExit(f"sandbox: job {job_id} did not start: {json.dumps(running)[-2000:]}")
+    nodes = _nodes(orch_ip, bac, addresses)
+    victim = (nodes[first["NodeID"]]["Info"].get("Labels") or {}).get("instance-id")
+    region = next(r for r in REGIONS if victim in _live_instances(emulator, r, "compute"))
+    before = set(_live_instances(emulator, region, "compute"))
+    print(f"job {job_id}: runs on {victim} ({region}, node {first['NodeID']})")
+    t_notice, wall_notice = time.monotonic(), time.time()
+    print(json.dumps(emulator.interrupt(region, [victim], notice_seconds=AUTOHEAL_NOTICE_SECONDS)))
+
+    launched = _poll(lambda: set(_live_instances(emulator, region, "compute")) - before, bool, AUTOHEAL_NOTICE_SECONDS, 0.5)
+    t_launched = time.monotonic()
+    if not launched:
+        raise SystemExit(f"sandbox: the rulebook launched no replacement for {victim}: {rulebook.text()[-4000:]}")
+    [replacement] = sorted(launched)
+
+    def joined() -> bool:
+        return any((n["Info"].get("Labels") or {}).get("instance-id") == replacement
+                   and n["ConnectionState"]["Status"] == "CONNECTED"
+                   and n.get("Membership") == "APPROVED" for n in _nodes(orch_ip, bac, addresses).values())
+
+    _poll(joined, bool, AUTOHEAL_NOTICE_SECONDS, 1)
+    t_joined = time.monotonic()
+    proven = f"Configured and proven with the smoke job: {replacement}"
+    said = _poll(rulebook.text, lambda t: proven in t, AUTOHEAL_NOTICE_SECONDS, 0.5)
+    t_proven = time.monotonic()
+    if proven not in said:
+        raise SystemExit(f"sandbox: the rulebook's heal did not prove {replacement}: {said[-4000:]}")
+    # the heal for the notice names the victim among its instances to drain (with any other request it took along)
+    delivered = re.search(rf"instances to drain: [^\n']*{re.escape(victim)}", said)
+    if not delivered:
+        raise SystemExit(f"sandbox: the notice for {victim} did not reach the heal: {said[-4000:]}")
+    reclaim_at = t_notice + AUTOHEAL_NOTICE_SECONDS
+    if t_proven >= reclaim_at:
+        raise SystemExit(f"sandbox: {replacement} was proven {t_proven - t_notice:.0f} s after the notice, "
+                         f"after the reclaim ({AUTOHEAL_NOTICE_SECONDS} s)")
+    replaced = _poll(lambda: _job(orch_ip, bac, job_id, addresses),
+                     lambda j: any(e["NodeID"] != first["NodeID"] and _state(e) in ("Running", "Completed")
+                                   for e in _executions(j)), 120, 2)
+    again = [e for e in _executions(replaced) if e["NodeID"] != first["NodeID"] and _state(e) in ("Running", "Completed")]
+    if not again:
+        raise SystemExit(f"sandbox: job {job_id} was not placed again: {json.dumps(replaced)[-2000:]}")
+    _check_connected(orch_ip, bac, computes, addresses, {replacement})
+    phases, heal_wall = _heal_phases(said[delivered.start():])  # the notice's heal, not the tick's before it
+    if heal_wall is not None:
+        phases = {"event_delivery": heal_wall - wall_notice, **phases}
+    print(f"autoheal: notice -> replacement {replacement} launched {t_launched - t_notice:.1f} s, CONNECTED and "
+          f"APPROVED {t_joined - t_notice:.1f} s, past its smoke job {t_proven - t_notice:.1f} s (reclaim at "
+          f"{AUTOHEAL_NOTICE_SECONDS} s); job {job_id} placed again on {again[0]['NodeID']}")
+    print("autoheal: the heal's phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+    return victim
+
+
+def _autoheal_spill(emulator: Emulator, rulebook: _Rulebook, addresses: list[str], orch_ip: str, bac: str,
+                    computes: int, hosts: int) -> tuple[str, tuple[str, str, float]]:
+    """HOME_REGION dry, a notice for its node: the rulebook's heal puts the replacement in the overflow
+    region. Returns the overflow node, and (the interrupted node, its address, when it is reclaimed)."""
+    _settle_hosts(emulator, addresses, hosts)  # the address of the node the last heal let go
+    [victim] = _live_instances(emulator, HOME_REGION, "compute")
+    victim_ip = _public_ip(emulator, HOME_REGION, victim)
+    region = OVERFLOW["region"]
+    say(f"{HOME_REGION} goes dry (no capacity for any type) and EC2's notice comes for its node {victim}: "
+        f"the rulebook spills over to {region} on its own")
+    print(json.dumps(emulator.capacity_error(HOME_REGION)))
+    t_notice = time.monotonic()
+    print(json.dumps(emulator.interrupt(HOME_REGION, [victim], notice_seconds=AUTOHEAL_NOTICE_SECONDS)))
+    found = _poll(lambda: _live_instances(emulator, region, "compute"), bool, AUTOHEAL_NOTICE_SECONDS, 0.5)
+    if len(found) != 1:
+        raise SystemExit(f"sandbox: the rulebook did not launch one node in {region}: {found}\n{rulebook.text()[-4000:]}")
+    [overflow] = found
+    t_launched = time.monotonic()
+    tags = _tags(emulator, region, overflow)
+    if tags.get("bacalhau:overflow-for") != HOME_REGION or tags.get("bacalhau:role") != "compute":
+        raise SystemExit(f"sandbox: the overflow node {overflow} is not tagged as overflow for {HOME_REGION}: {tags}")
+    proven = f"Configured and proven with the smoke job: {overflow}"
+    said = _poll(rulebook.text, lambda t: proven in t, 2 * AUTOHEAL_NOTICE_SECONDS, 0.5)
+    t_proven = time.monotonic()
+    if proven not in said:
+        raise SystemExit(f"sandbox: the rulebook's heal did not prove {overflow}: {said[-4000:]}")
+    if _live_instances(emulator, HOME_REGION, "compute") != [victim]:
+        raise SystemExit(f"sandbox: the rulebook launched in {HOME_REGION}, which has no capacity")
+    _check_connected(orch_ip, bac, computes, addresses, {overflow})
+    print(f"autoheal: notice -> {overflow} launched in {region} (tagged bacalhau:overflow-for={HOME_REGION}) "
+          f"{t_launched - t_notice:.1f} s, past its smoke job {t_proven - t_notice:.1f} s (reclaim at "
+          f"{AUTOHEAL_NOTICE_SECONDS} s)")
+    return overflow, (victim, victim_ip, t_notice + AUTOHEAL_NOTICE_SECONDS)
+
+
+def _autoheal_home(emulator: Emulator, rulebook: _Rulebook, addresses: list[str], orch_ip: str, bac: str,
+                   computes: int, hosts: int, overflow: str, reclaim: tuple[str, str, float]) -> None:
+    """HOME_REGION recovers; the rulebook's tick brings the node home, then lets the overflow node go."""
+    victim, victim_ip, reclaim_at = reclaim
+    _reclaimed(emulator, HOME_REGION, victim, victim_ip, max(0.0, reclaim_at - time.monotonic()) + 60)
+    _hosts_back(hosts)
+    # the reclaim's events run heals too: let them end while the region is still dry, so that what
+    # brings the node home is a tick
+    _poll(lambda: (AUTOHEAL_DIR / "heal.lock").exists() and _lock_free(AUTOHEAL_DIR / "heal.lock")
+          and "'kind': 'state'" in rulebook.text(), bool, 120, 1)
+    time.sleep(3)
+    _poll(lambda: _lock_free(AUTOHEAL_DIR / "heal.lock"), bool, 180, 1)
+    say(f"{HOME_REGION} recovers; nobody runs heal.yml: the rulebook's next tick brings the node home")
+    print(json.dumps(emulator.clear_faults()))
+    t_clear = time.monotonic()
+    events = re.compile(r"'kind': '(?:state|interruption|rebalance)'")
+    events_before = len(events.findall(rulebook.text()))
+    found = _poll(lambda: _live_instances(emulator, HOME_REGION, "compute"), bool, 120, 0.5)
+    if len(found) != 1:
+        raise SystemExit(f"sandbox: the rulebook did not launch one node in {HOME_REGION}: {found}\n"
+                         f"{rulebook.text()[-4000:]}")
+    [back] = found
+    t_launched = time.monotonic()
+    said = rulebook.text()
+    if len(events.findall(said)) != events_before or "'kind': 'tick'" not in said:
+        raise SystemExit(f"sandbox: {back} was launched after an event, not by a tick: {said[-4000:]}")
+    proven = f"Configured and proven with the smoke job: {back}"
+    said = _poll(rulebook.text, lambda t: proven in t and not _live_instances(emulator, OVERFLOW["region"], "compute"),
+                 240, 1)
+    t_home = time.monotonic()
+    if proven not in said:
+        raise SystemExit(f"sandbox: the rulebook's heal did not prove {back}: {said[-4000:]}")
+    if _live_instances(emulator, OVERFLOW["region"], "compute"):
+        raise SystemExit(f"sandbox: the overflow node {overflow} was not let go once {HOME_REGION} had room")
+    if not re.search(rf"Terminated \(drained, or overflow no longer needed\): [^\n']*{re.escape(overflow)}", said):
+        raise SystemExit(f"sandbox: the rulebook's heal did not say it terminated {overflow}")
+    _check_connected(orch_ip, bac, computes, addresses, {back})
+    print(f"autoheal: {HOME_REGION} had room -> the tick's heal launched {back} there {t_launched - t_clear:.1f} s "
+          f"later, proved it and let the overflow node {overflow} go {t_home - t_clear:.1f} s after")
 
 
 def _poll(what, done, timeout: float, step: float = 0.5):

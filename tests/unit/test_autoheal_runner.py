@@ -24,7 +24,8 @@ given = [args[n + 1] for n, a in enumerate(args) if a == "-e"]
 vars_file = given[-2][1:]
 record = {"pid": os.getpid(), "start": time.time(), "args": args, "files": [g[1:] for g in given[:-2]],
           "vars": json.load(open(vars_file)), "vars_mode": oct(os.stat(vars_file).st_mode & 0o777),
-          "drain": json.loads(given[-1])["heal_drain_instance_ids"]}
+          "drain": json.loads(given[-1])["heal_drain_instance_ids"],
+          "interrupted": json.loads(given[-1])["heal_interrupted_instance_ids"]}
 time.sleep(seconds)
 record["end"] = time.time()
 with open(log, "a") as f:
@@ -41,9 +42,9 @@ def world(tmp_path):
 
 
 def start(world, drain: list[str] = (), seconds: float = 0.0, rc: int = 0,
-          variables: dict | None = None, vars_file: str = "") -> subprocess.Popen:
+          variables: dict | None = None, vars_file: str = "", interrupted: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, str(RUNNER), "--state-dir", str(world["state"]), "--drain", ",".join(drain),
-           "--vars-file", vars_file, "--",
+           "--interrupted", ",".join(interrupted), "--vars-file", vars_file, "--",
            sys.executable, str(world["fake"]), str(world["log"]), str(seconds), str(rc)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -81,6 +82,16 @@ def test_one_heal_at_a_time_and_requests_during_a_heal_join_the_next(world):
     assert said.count("healing for") == 2
     assert "goes with that one" in said or "coalesced" in said
     assert not (world["state"] / "running.json").exists()
+
+
+def test_interruption_warnings_are_told_from_rebalance_recommendations_across_joined_requests(world):
+    first = start(world, ["i-1"], seconds=1.5, interrupted=["i-1"])
+    wait_for(lambda: (world["state"] / "running.json").exists())
+    others = [start(world, ["i-2"], seconds=0.2), start(world, ["i-3"], seconds=0.2, interrupted=["i-3"])]
+    assert [p.wait(30) for p in [first] + others] == [0, 0, 0]
+    done = heals(world)
+    assert [(h["drain"], h["interrupted"]) for h in done][0] == (["i-1"], ["i-1"])
+    assert sorted(done[1]["drain"]) == ["i-2", "i-3"] and done[1]["interrupted"] == ["i-3"]  # i-2: a recommendation
 
 
 def test_the_variables_go_in_a_private_file_never_on_the_command_line(world):

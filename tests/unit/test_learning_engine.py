@@ -247,3 +247,31 @@ def test_a_cooling_pool_is_the_last_resort_before_overflow(aws, run_module):
     assert attempts == [(STEADY, "InsufficientInstanceCapacity"), (CHEAP, None)]  # the steady pool first
     assert zones_of("last") == [CHEAP]
     assert pools_of(heal)[CHEAP]["verdict"] == "chosen" and "last resort" in pools_of(heal)[CHEAP]["why"]
+
+
+def test_an_interruption_warning_cools_its_pool_at_once_and_its_release_counts_as_taken_back(aws, run_module):
+    # the autoheal path: the node is let go after its replacement joined, before EC2's reclaim, so EC2's
+    # own code never says "interrupted"; the warning says it, and its pool must not get the replacement
+    market(aws, steady_price=0.0150)
+    assert not run_module("spot_cluster", cluster("warn")).failed
+    [warned] = [i["InstanceId"] for i in live(REGION, "warn", "compute")]
+    heal = run_module("spot_cluster", cluster("warn", mode="heal", drain_instance_ids=[warned],
+                                              interrupted_instance_ids=[warned]))
+    assert not heal.failed, heal.get("msg")
+    assert zones_of("warn") == [CHEAP, STEADY]  # the replacement is not put where EC2 is taking nodes back
+    assert pools_of(heal)[CHEAP]["verdict"] == "avoided" and warned in pools_of(heal)[CHEAP]["why"]
+    assert heal["interrupted_instance_ids"] == [warned]
+
+    released = run_module("spot_cluster", cluster("warn", mode="release", drain_instance_ids=[warned],
+                                                  interrupted_instance_ids=[warned]))
+    assert released["released"] == [warned]
+    assert records("warn")[warned]["end_reason"] is None  # released: ended once a read sees it gone
+    assert not run_module("spot_cluster", cluster("warn", mode="heal")).failed  # the next read (a tick's heal)
+    assert records("warn")[warned]["end_reason"] == "spot-interruption"  # counted, and its pool cools down
+
+    # a node drained for a rebalance recommendation (no warning): recorded as such
+    [recommended] = [i["InstanceId"] for i in live(REGION, "warn", "compute")]
+    assert not run_module("spot_cluster", cluster("warn", mode="heal", drain_instance_ids=[recommended])).failed
+    run_module("spot_cluster", cluster("warn", mode="release", drain_instance_ids=[recommended]))
+    assert not run_module("spot_cluster", cluster("warn", mode="heal")).failed
+    assert records("warn")[recommended]["end_reason"] == "rebalance"

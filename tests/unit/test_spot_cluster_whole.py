@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import boto3
 
-from tests.unit.test_spot_cluster import KEY, live, tags
+from tests.unit.test_spot_cluster import KEY, live, tags, writes
 
 FALLBACK = ("bacalhau:market", "on-demand-fallback")
 
@@ -118,6 +118,14 @@ def test_a_drain_heal_with_room_at_home_launches_nothing_in_overflow(aws, run_mo
     assert not healed.failed, healed.get("msg")
     assert len(healed["launched"]) == 1 and not live("us-west-2", "whole")
     assert all(r["region"] != "us-west-2" or not r["launched"] for r in healed["summary"])
+
+
+def test_heal_of_a_cluster_that_does_not_exist_makes_nothing(aws, run_module):
+    # a heal from cron or the autoheal rulebook's tick after destroy.yml must not build the cluster again
+    healed = run_module("spot_cluster", whole("gone", mode="heal"))
+    assert healed.failed and "cluster gone does not exist" in healed["msg"] and "create.yml" in healed["msg"]
+    assert writes(aws) == {}
+    assert not live("us-east-1", "gone") and not live("eu-west-1", "gone")
 
 def test_heal_overflows_in_order_then_returns_home(aws, run_module):
     args = whole(regions=[{"region": "eu-west-1", "count": 2, "instance_types": ["t3.small"]}],

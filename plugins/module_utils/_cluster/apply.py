@@ -37,7 +37,8 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
         if plan.to_terminate:
             ids = [i["InstanceId"] for i in plan.to_terminate]
             if plan.release is not None:
-                plan.release(ids, "drained" if set(ids) <= set(spec.drain_instance_ids or []) else "scale-down")
+                for reason, some in release_reasons(ids, spec).items():
+                    plan.release(some, reason)
             inst.terminate(ec2, ids)
             result["changed"] = True
             result["terminated"] = ids
@@ -123,6 +124,18 @@ def apply_present(spec: ClusterSpec, plan: RegionPlan) -> dict[str, Any]:
     except botocore.exceptions.ClientError:
         result["estimated_hourly_cost"] = None
     return result
+
+
+def release_reasons(ids: list[str], spec: ClusterSpec) -> dict[str, list[str]]:
+    """Why each instance is let go, for the pool history: a draining node after EC2's interruption
+    warning (``interrupted_instance_ids``) as a spot interruption, after a rebalance recommendation
+    as ``rebalance``; the rest is a scale-down."""
+    drain, warned = set(spec.drain_instance_ids or []), set(spec.interrupted_instance_ids or [])
+    out: dict[str, list[str]] = {}
+    for iid in ids:
+        reason = ("spot-interruption" if iid in warned else "rebalance") if iid in drain else "scale-down"
+        out.setdefault(reason, []).append(iid)
+    return out
 
 
 def _launch_all(spec: ClusterSpec, plan: RegionPlan, ids: dict[str, Any]) -> tuple[list, list, list, int]:

@@ -136,7 +136,8 @@ def _orchestrator(params: dict[str, Any], raw: Any, problems: list[str]) -> tupl
     entry = {"region": raw["region"], "count": 1, "instance_types": types}
     entry.update({k: raw[k] for k in ("image_id", "availability_zones") if raw.get(k)})
     role = dict(params, role="orchestrator", regions=[entry], market=raw.get("market") or "on-demand",
-                max_nodes=NO_CAP, max_hourly_cost=None, extra_hourly_cost=0.0, drain_instance_ids=None)
+                max_nodes=NO_CAP, max_hourly_cost=None, extra_hourly_cost=0.0, drain_instance_ids=None,
+                interrupted_instance_ids=None)
     return _parsed(role, _orchestrator_words, problems), []
 
 

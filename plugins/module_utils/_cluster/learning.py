@@ -49,6 +49,7 @@ class Learning:
         self.history = ph.History()
         self.now = _utcnow()
         self.warnings: list[str] = []
+        self.warned: dict[tuple[str, str, str], tuple[datetime.datetime, str]] = {}
         self._warn = warn
         self._lock = threading.Lock()
 
@@ -72,6 +73,18 @@ class Learning:
         self.history.observe(seen_by_region, self.now, complete_regions=list(seen_by_region))
         self.history.bound(self.now)
         self.save()
+
+    def warned_of(self, seen_by_region: dict[str, list[dict[str, Any]]], instance_ids: Iterable[str]) -> None:
+        """The pools of the running spot nodes EC2 sent an interruption warning for (``instance_ids``):
+        taken back as of this read, so placement cools them down at once (as Karpenter marks an
+        interrupted offering unavailable), not only once the node has ended."""
+        ids = set(instance_ids)
+        for region, listed in seen_by_region.items():
+            for instance in listed:
+                if instance.get("InstanceId") in ids and instance.get("InstanceLifecycle") == "spot" \
+                        and (instance.get("State") or {}).get("Name") in ("pending", "running"):
+                    key = (region, (instance.get("Placement") or {}).get("AvailabilityZone"), instance.get("InstanceType"))
+                    self.warned[key] = (self.now, instance["InstanceId"])
 
     def save(self) -> None:
         if not self.enabled or self.check_mode:
@@ -98,8 +111,10 @@ class Learning:
         expected cost: the history moves a type's nodes to its steadier zones, never to a type
         you put later."""
         if by == "price" or zone_order:
-            return ec.rerank(pools, self.history, self.now, market=market, by=by, cooldown=self.cooldown)
-        ranked = ec.rerank(pools, self.history, self.now, market=market, by="price", cooldown=self.cooldown)
+            return ec.rerank(pools, self.history, self.now, market=market, by=by, cooldown=self.cooldown,
+                             warned=self.warned)
+        ranked = ec.rerank(pools, self.history, self.now, market=market, by="price", cooldown=self.cooldown,
+                           warned=self.warned)
         types = {t: i for i, t in enumerate(type_order or [])}
         first = {}
         for index, pool in enumerate(pools):

@@ -224,6 +224,8 @@ def _learn(cluster: Cluster) -> None:
             answered.append(plan_.reads.answered_at)
             plan_.release = cluster.learn.release
     cluster.learn.observe(seen, answered)
+    desc = cluster.desc
+    cluster.learn.warned_of(seen, desc.drain & set(desc.compute.interrupted_instance_ids))
 
 
 def _rebalance(module: Any, cluster: Cluster) -> bool:
@@ -340,6 +342,19 @@ def _limits(cluster: Cluster) -> dict[str, Any]:
     return costs
 
 
+def _refuse_to_heal_nothing(cluster: Cluster) -> None:
+    """heal mends a cluster create.yml made; with no VPC and no instance of the cluster in any of its
+    regions (never made, or destroyed: a heal from cron or the autoheal rulebook after destroy.yml)
+    it would build one without its orchestrator. Refuse, before anything is made."""
+    plans = [plan_ for _region, _role, _spec, plan_ in cluster.each()]
+    if any(plan_.reads.net.vpc or plan_.in_scope for plan_ in plans):
+        return
+    name = cluster.desc.compute.cluster_name
+    raise AwsSpotError(f"cluster {name} does not exist: no VPC or instance of it in any of its regions "
+                       f"(never created, or destroyed). heal mends a cluster, it does not make one: run create.yml "
+                       f"to make it; if the autoheal rulebook runs for it, stop it. Nothing was created.")
+
+
 def plan(module: Any, desc: ClusterDesc) -> Cluster:
     """Read, count, place and check the whole cluster; nothing is changed."""
     cluster = Cluster(desc=desc, specs=_specs(desc), check_mode=bool(module.check_mode))
@@ -348,6 +363,8 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
                                       cooldown=desc.pool_cooldown, check_mode=bool(module.check_mode),
                                       warn=module.warn)
     _learn(cluster)
+    if desc.mode == "heal":
+        _refuse_to_heal_nothing(cluster)
     for (region, role), count in _counts(cluster).items():
         plan_ = cluster.plans.get(region, {}).get(role)
         if plan_ is not None:

@@ -156,6 +156,7 @@ def cluster_summary(cluster: Any, results: dict[tuple[str, str], dict[str, Any]]
         "overflow": [f"{v['instance_id']} in {v['region']} (for {v['tags'][OVERFLOW_KEY]})" for v in instances
                      if OVERFLOW_KEY in (v.get("tags") or {})],
         "drain_instance_ids": sorted(desc.drain),
+        "interrupted_instance_ids": sorted(desc.drain & set(desc.compute.interrupted_instance_ids)),
         "to_configure": [] if cluster.check_mode else to_configure,
         "plan_cost": cluster.scores.get("plan_cost"),
         "estimated_hourly_cost": None if any(c is None for c in costs) else round(sum(costs), 6),

@@ -79,6 +79,8 @@ class ClusterSpec:
     allow_partial: bool = False
     instance_tags: dict[str, str] = field(default_factory=dict)  # on what this call launches, not the network
     drain_instance_ids: list[str] = field(default_factory=list)  # terminated first when a region has a surplus
+    # of drain_instance_ids, those EC2 sent an interruption warning for (the others: a rebalance recommendation)
+    interrupted_instance_ids: list[str] = field(default_factory=list)
     ubuntu_release: str = "24.04"
     availability_zone_strategy: str = "spread"
     max_hourly_cost: float | None = None
@@ -375,6 +377,7 @@ def parse(params: dict[str, Any]) -> ClusterSpec:
         allow_partial=bool(params.get("allow_partial", False)),
         instance_tags=instance_tags,
         drain_instance_ids=[str(i) for i in params.get("drain_instance_ids") or []],
+        interrupted_instance_ids=[str(i) for i in params.get("interrupted_instance_ids") or []],
         ubuntu_release=str(params.get("ubuntu_release") or "24.04"),
         availability_zone_strategy=strategy,
         max_hourly_cost=max_cost,

@@ -187,14 +187,21 @@ def rerank(
     by: str = "price",
     cooldown: float | datetime.timedelta | None = None,
     settings: Settings = DEFAULTS,
+    warned: dict[PoolKey, tuple[datetime.datetime, str]] | None = None,
 ) -> list[Ranked]:
     """The pools of ``_placement.pools.rank_pools`` ranked again with the history, each with
-    its verdict and why (see the module docstring)."""
+    its verdict and why (see the module docstring). ``warned``: pools where EC2 has just sent
+    one of the cluster's running nodes an interruption warning (pool -> (when, instance id)):
+    they are being taken back now, so they cool down from then, before the node has ended."""
     now = utc(now)
     if cooldown is not None:
         settings = replace(settings, cooldown=cooldown if isinstance(cooldown, datetime.timedelta)
                            else datetime.timedelta(seconds=float(cooldown)))
     stats = pool_stats(history, now, settings.window)
+    for key, (at, instance_id) in (warned or {}).items():
+        s = stats.get(key, PoolStats())
+        if s.last_taken is None or utc(at) > s.last_taken:
+            stats[key] = replace(s, last_taken=utc(at), last_taken_by=instance_id)
     spot = market != "on-demand"
     entries: list[Ranked] = []
     for pool in pools:

@@ -11,6 +11,9 @@ market, its role, when it was launched, and - once it has ended - when and why:
 ``spot-interruption``
     EC2 took it back: its ``StateReason.Code`` is ``Server.SpotInstanceTermination``
     (or ``Server.SpotInstanceShutdown`` for a stop). AWS's code wins over anything else.
+    It is also the end of a node this collection let go after EC2's interruption warning
+    (make before break: its replacement joined before the reclaim): released with reason
+    ``spot-interruption``.
 ``rebalance``
     this collection ended it because EC2 sent a rebalance recommendation for it (a pool
     at elevated risk): released with reason ``rebalance``.
@@ -86,6 +89,13 @@ UNKNOWN = "unknown"
 END_REASONS = (SPOT_INTERRUPTION, REBALANCE, BY_COLLECTION, BY_SOMEONE_ELSE, UNKNOWN)
 # ends that count against a pool: EC2 took the node back, or warned it would
 TAKEN_BACK = frozenset({SPOT_INTERRUPTION, REBALANCE})
+
+
+def end_reason_of_release(reason: str | None) -> str:
+    """The end reason of an instance this collection let go with ``reason``: a node drained after
+    EC2's interruption warning was taken back by EC2 (it only went a little earlier, after its
+    replacement joined), one drained for a rebalance recommendation too; anything else was ours."""
+    return reason if reason in (SPOT_INTERRUPTION, REBALANCE) else BY_COLLECTION
 ENDED_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 
 _ROLE_KEY = "bacalhau:role"
@@ -159,7 +169,8 @@ class History:
     # -- what the engine tells
     def release(self, instance_ids: Iterable[str], reason: str, now: datetime.datetime) -> None:
         """Announce that this collection is about to terminate these instances, and why
-        (``rebalance`` for a rebalance recommendation acted on; anything else counts as
+        (``spot-interruption`` for a node let go after EC2's interruption warning, before its
+        reclaim; ``rebalance`` for a rebalance recommendation acted on; anything else counts as
         ``by-collection``). Save before terminating, so a killed run still knows."""
         for instance_id in instance_ids:
             self.released.setdefault(instance_id, {"reason": str(reason), "at": iso(now)})
@@ -243,7 +254,7 @@ class History:
         release = self.released.get(instance_id)
         if release is None:
             return None
-        return REBALANCE if release.get("reason") == REBALANCE else BY_COLLECTION
+        return end_reason_of_release(release.get("reason"))
 
     def _record_of(self, region: str, instance: dict[str, Any], now: datetime.datetime,
                    event_end: datetime.datetime | None) -> dict[str, Any]:
@@ -272,14 +283,14 @@ class History:
         if code in INTERRUPTION_CODES:
             reason = SPOT_INTERRUPTION
         elif tags.get(RELEASE_TAG) or release:
-            reason = REBALANCE if (tags.get(RELEASE_TAG) or (release or {}).get("reason")) == REBALANCE else BY_COLLECTION
+            reason = end_reason_of_release(tags.get(RELEASE_TAG) or (release or {}).get("reason"))
         else:
             reason = BY_SOMEONE_ELSE
         end, end_exact = event_end, event_end is not None
         if end is None:
             end = _transition_time(instance)
             end_exact = end is not None
-        if end is None and release is not None and reason != SPOT_INTERRUPTION:
+        if end is None and release is not None and code not in INTERRUPTION_CODES:
             end, end_exact = utc(release["at"]), True
         record.update(end_time=iso(end or now), end_exact=end_exact, end_reason=reason, state_reason=code,
                       release_reason=tags.get(RELEASE_TAG) or (release or {}).get("reason"))
