@@ -471,7 +471,7 @@ _BANNER = re.compile(r"(PLAY|TASK) \[([^\]]*)\]")
 _PHASE_STARTS = (
     ("reads", None),
     ("launch", ("TASK", "Replace, spill over")),
-    ("inventory", ("TASK", "Hand the nodes to configure")),
+    ("inventory", ("TASK", "Add the new nodes to this run")),
     ("ssh_wait", ("PLAY", "Wait until every node answers over SSH")),
     ("configuration", ("PLAY", "Install and start the")),
     ("joined", ("PLAY", "Check that every compute node is connected")),
@@ -483,7 +483,9 @@ _PHASE_STARTS = (
 def _heal_phases(output: str) -> tuple[dict[str, float], float | None]:
     """heal.yml's phases (seconds) from profile_tasks' lines, and the heal's first task's wall-clock time."""
     play, task, marks, wall = "", "", [], None
-    # the heal's lines come as a YAML list in the rulebook's log, long ones folded: unfold them
+    # the heal's lines come as a YAML list in the rulebook's log, coloured (ansible-rulebook's own
+    # colours, whatever ANSIBLE_FORCE_COLOR says), with \r\n, long ones folded: plain, then unfolded
+    output = re.sub(r"\x1b\[[0-9;]*m|\r", "", output)
     output = re.sub(r"\n[ \t]+(?![ \t]*- )", " ", output)
     for line in output.splitlines():
         banner = _BANNER.search(line)
@@ -639,7 +641,17 @@ def _settle_hosts(emulator: Emulator, addresses: list[str], hosts: int) -> None:
     addresses the emulator hands out again."""
     live = len([i for r in REGIONS for i in _live_instances(emulator, r)])
     _poll(lambda: sum(_answers(a) for a in addresses), lambda up: up <= live, 60, 1)
+    # sshd gone is not off: a host is settled when it answers, or its systemd-nspawn has ended
+    # (testhosts.sh counts a host shutting down as up, and would then wait for its sshd in vain)
+    _poll(lambda: [a for a in addresses if _host_running(a) and not _answers(a)], lambda halting: not halting, 90, 1)
     _hosts_back(hosts)
+
+
+def _host_running(address: str) -> bool:
+    """The test host of ``address`` has a systemd-nspawn process (booting, up, or shutting down)."""
+    pid_file = HOSTS_STATE / "hosts" / f"testhost{int(address.rsplit('.', 1)[1]) - 10}" / "pid"
+    pid = pid_file.read_text().strip() if pid_file.exists() else ""
+    return bool(pid and os.path.exists(f"/proc/{pid}"))
 
 
 def _autoheal_notice(emulator: Emulator, rulebook: _Rulebook, addresses: list[str], orch_ip: str, bac: str,
@@ -856,9 +868,7 @@ def _reclaimed(emulator: Emulator, region: str, instance_id: str, address: str, 
         raise SystemExit(f"sandbox: {instance_id} was not reclaimed: {instance['State']} {instance.get('StateReason')}")
     print(f"{instance_id}: terminated ({instance['StateReason']['Code']})")
     # off: sshd gone, then its systemd-nspawn ended (until then testhosts.sh counts it as up)
-    pid_file = HOSTS_STATE / "hosts" / f"testhost{int(address.rsplit('.', 1)[1]) - 10}" / "pid"
-    pid = pid_file.read_text().strip() if pid_file.exists() else ""
-    if _poll(lambda: _answers(address) or bool(pid and os.path.exists(f"/proc/{pid}")), lambda up: not up, 60):
+    if _poll(lambda: _answers(address) or _host_running(address), lambda up: not up, 60):
         raise SystemExit(f"sandbox: the test host {address} of the reclaimed {instance_id} did not power off")
     print(f"test host {address} is off")
 
