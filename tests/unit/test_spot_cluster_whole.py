@@ -126,6 +126,8 @@ def test_heal_of_a_cluster_that_does_not_exist_makes_nothing(aws, run_module):
     assert healed.failed and "cluster gone does not exist" in healed["msg"] and "create.yml" in healed["msg"]
     assert writes(aws) == {}
     assert not live("us-east-1", "gone") and not live("eu-west-1", "gone")
+    planned = run_module("spot_cluster", whole("gone", mode="heal"), check_mode=True)  # status.yml's plan
+    assert not planned.failed and "cluster gone does not exist" in str(planned.get("warnings"))
 
 def test_heal_overflows_in_order_then_returns_home(aws, run_module):
     args = whole(regions=[{"region": "eu-west-1", "count": 2, "instance_types": ["t3.small"]}],

@@ -342,17 +342,22 @@ def _limits(cluster: Cluster) -> dict[str, Any]:
     return costs
 
 
-def _refuse_to_heal_nothing(cluster: Cluster) -> None:
+def _refuse_to_heal_nothing(module: Any, cluster: Cluster) -> None:
     """heal mends a cluster create.yml made; with no VPC and no instance of the cluster in any of its
     regions (never made, or destroyed: a heal from cron or the autoheal rulebook after destroy.yml)
-    it would build one without its orchestrator. Refuse, before anything is made."""
+    it would build one without its orchestrator. Refuse, before anything is made; in check mode
+    (status.yml's plan, heal.yml --check), which makes nothing, say so as a warning."""
     plans = [plan_ for _region, _role, _spec, plan_ in cluster.each()]
     if any(plan_.reads.net.vpc or plan_.in_scope for plan_ in plans):
         return
     name = cluster.desc.compute.cluster_name
-    raise AwsSpotError(f"cluster {name} does not exist: no VPC or instance of it in any of its regions "
-                       f"(never created, or destroyed). heal mends a cluster, it does not make one: run create.yml "
-                       f"to make it; if the autoheal rulebook runs for it, stop it. Nothing was created.")
+    text = (f"cluster {name} does not exist: no VPC or instance of it in any of its regions (never created, or "
+            f"destroyed). heal mends a cluster, it does not make one: run create.yml to make it; if the autoheal "
+            f"rulebook runs for it, stop it.")
+    if module.check_mode:
+        module.warn(text)
+        return
+    raise AwsSpotError(text + " Nothing was created.")
 
 
 def plan(module: Any, desc: ClusterDesc) -> Cluster:
@@ -364,7 +369,7 @@ def plan(module: Any, desc: ClusterDesc) -> Cluster:
                                       warn=module.warn)
     _learn(cluster)
     if desc.mode == "heal":
-        _refuse_to_heal_nothing(cluster)
+        _refuse_to_heal_nothing(module, cluster)
     for (region, role), count in _counts(cluster).items():
         plan_ = cluster.plans.get(region, {}).get(role)
         if plan_ is not None:
