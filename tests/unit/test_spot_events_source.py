@@ -129,7 +129,8 @@ def test_duplicates_are_dropped(aws):
     [instance] = launch("us-east-1", "alpha")
     body = json.dumps({"version": "0", "id": "7c6e0a5e-0000-4000-8000-000000000001",
                        "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2",
-                       "account": "123456789012", "time": "2026-12-06T08:00:00Z", "region": "us-east-1",
+                       "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "region": "us-east-1",
                        "resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance}"],
                        "detail": {"instance-id": instance, "instance-action": "terminate"}})
     sqs = boto3.client("sqs", region_name="us-east-1")
@@ -308,3 +309,15 @@ def test_the_cluster_file_is_the_one_ansible_rulebook_was_started_with():
     assert find(["ansible-rulebook", "-r", "x", "-E", "AWS_PROFILE"], "/srv") == ""  # none: "" (an EDA controller)
     given = spot_events.Settings({"cluster_name": "a", "regions": ["us-east-1"], "cluster_file": "/srv/a.yml"})
     assert given.cluster_file == "/srv/a.yml"  # the rulebook's variables name it: that one
+
+
+def test_an_interruption_warning_older_than_the_reclaim_is_dropped():
+    # a source started after a pause finds warnings whose instances EC2 has reclaimed since: draining
+    # them is moot (the reclaim's own events, and the tick, heal the cluster)
+    now = time.mktime(time.strptime("2026-12-06T08:10:00Z", "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    old = {"kind": "interruption", "time": "2026-12-06T08:00:00Z"}
+    fresh = {"kind": "interruption", "time": "2026-12-06T08:09:30Z"}
+    assert spot_events.stale(old, 180, now) and not spot_events.stale(fresh, 180, now)
+    assert not spot_events.stale({"kind": "state", "time": "2026-12-06T08:00:00Z"}, 180, now)  # the reclaim heals
+    assert not spot_events.stale({"kind": "rebalance", "time": "2026-12-06T08:00:00Z"}, 180, now)
+    assert not spot_events.stale(old, 0, now)  # 0: never

@@ -42,6 +42,9 @@ Arguments:
   resolve_seconds: how often a missing queue is looked up again (default 60)
   backoff_seconds, backoff_max_seconds: the backoff after an error (default 1, 60)
   dedupe_size: how many event ids are remembered (default 4096)
+  stale_seconds: an interruption warning older than this is dropped (default 180): EC2 reclaimed
+    its instance two minutes after it, and the reclaim's own events (and the tick) heal the cluster;
+    a source started after a pause does not run heals to drain instances that are gone
   profile: an AWS profile (default: boto3's usual chain: environment, files, instance role)
   endpoint_url: an endpoint for every AWS call (default: boto3's, AWS_ENDPOINT_URL)
   cluster_file: the cluster file the heal reads (default: the variables file ansible-rulebook was
@@ -183,6 +186,7 @@ class Settings:
         self.backoff_seconds = float(args.get("backoff_seconds", 1))
         self.backoff_max_seconds = float(args.get("backoff_max_seconds", 60))
         self.dedupe_size = int(args.get("dedupe_size", 4096))
+        self.stale_seconds = float(args.get("stale_seconds", 180))
         self.profile = args.get("profile") or None
         self.endpoint_url = args.get("endpoint_url") or None
         default_dir = os.path.join(os.path.expanduser("~"), ".config", "bacalhau.aws_spot", self.cluster_name, "autoheal")
@@ -411,6 +415,11 @@ class RegionReader:
             spot = event["bacalhau_spot"]
             if self.recent.seen(spot["event_id"]):
                 LOGGER.debug("spot_events: duplicate event %s dropped", spot["event_id"])
+            elif stale(spot, self.settings.stale_seconds):
+                LOGGER.info("bacalhau.aws_spot.spot_events: %s: the interruption warning for %s of %s is older than "
+                            "%.0f s (its instance has been reclaimed): dropped", self.region, spot["instance_id"],
+                            spot["time"], self.settings.stale_seconds)
+                self.recent.add(spot["event_id"])
             elif not self.membership.ours(spot["region"] or self.region, spot["instance_id"]):
                 LOGGER.debug("spot_events: %s is not cluster %s's: dropped", spot["instance_id"],
                              self.settings.cluster_name)
@@ -426,6 +435,17 @@ class RegionReader:
         except botocore.exceptions.ClientError as exc:
             # it comes back after the visibility timeout, and is then dropped as a duplicate
             LOGGER.warning("bacalhau.aws_spot.spot_events: %s: could not delete a message (%s)", self.region, exc)
+
+
+def stale(spot: dict[str, Any], seconds: float, now: float | None = None) -> bool:
+    """An interruption warning whose time is more than ``seconds`` ago (EC2's ``time``, UTC)."""
+    if spot.get("kind") != "interruption" or seconds <= 0:
+        return False
+    try:
+        at = time.mktime(time.strptime(str(spot.get("time")), "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    except ValueError:
+        return False
+    return (time.time() if now is None else now) - at > seconds
 
 
 _NOTE_LOCK = threading.Lock()
