@@ -7,7 +7,9 @@ naming that node), status.yml, then a node's spot life: a job runs on it when it
 notice comes; Bacalhau stops on it within 10 s, the orchestrator lists it DISCONNECTED, the job ends
 as Bacalhau's rules say; status.yml shows the node disconnected; heal.yml replaces it (smoke job);
 its region goes dry and heal.yml puts the next replacement in the overflow region; the region
-recovers and heal.yml brings the node home. Then destroy.yml, and nothing may be left behind.
+recovers and heal.yml brings the node home. Then the autoheal rulebook in the background (a notice's
+replacement proven before the reclaim; a dry region spilled over; home on a tick), the cost report,
+destroy.yml, and nothing may be left behind (the pool history included: destroy_forget_history).
 Needs root (systemd-nspawn, network namespaces); run by `make test-sandbox`.
 """
 from __future__ import annotations
@@ -41,7 +43,8 @@ def test_sandbox_end_to_end(tmp_path):
     assert ("cluster created, unchanged on re-run, healthy, no secret in a -vvv run, compute nodes joined over TLS, "
             "every compute node ran the smoke job, your first job printed its output, a node without Docker named, "
             "a running job's node interrupted and stopped in time, the job ended by Bacalhau's rules, "
-            "healed: replaced, spilled over, back home, destroyed") in out
+            "healed: replaced, spilled over, back home, ") in out
+    assert re.search(r"the cost report, destroyed\.$", out, re.M), out[-6000:]
     # destroy.yml removes the cluster's API key from the controller
     key_files = list((Path.home() / ".config/bacalhau.aws_spot").glob(f"{CLUSTER}/api-key"))
     assert not key_files, "destroy.yml must remove the sandbox cluster's API key"
@@ -75,6 +78,14 @@ def test_sandbox_end_to_end(tmp_path):
         assert auto, out[-6000:]
         assert float(auto.group(2)) < float(auto.group(3)) <= float(auto.group(4)) < float(auto.group(5)), auto.group(0)
         assert re.search(r"^autoheal: the heal's phases \(s\): event_delivery ", out, re.M), out[-6000:]
+        # a dry region spills over on a notice, and the rulebook's tick brings the node home
+        assert re.search(r"^autoheal: notice -> i-\S+ launched in us-west-2 \(tagged bacalhau:overflow-for=eu-west-1\) ",
+                         out, re.M), out[-6000:]
+        assert re.search(r"^autoheal: eu-west-1 had room -> the tick's heal launched i-\S+ there [0-9.]+ s later, proved "
+                         r"it and let the overflow node i-\S+ go", out, re.M), out[-6000:]
+        assert "healed by the rulebook: a notice's replacement proven before the reclaim" in out
+    # what the cluster cost, per pool and in total, its interruptions counted
+    assert "What the cluster cost" in out and re.search(r"^\s*- total\s+[0-9.]+\s+[0-9.]+", out, re.M), out[-6000:]
     # every compute node connected, both regions, Bacalhau alive on every node
     assert "us-east-1" in out and "eu-west-1" in out
     # nothing left: no nspawn machine, no registry, no netns, no bridge

@@ -64,6 +64,7 @@ SUBNET = os.environ.get("BACALHAU_TESTHOSTS_SUBNET", "7")
 # The cluster's files on the controller (~/.config/bacalhau.aws_spot/<name>) are per cluster
 # name: a sandbox beside another one (its own SUBNET) gets its own name.
 CLUSTER = "sandbox" if SUBNET == "7" else f"sandbox{SUBNET}"
+CLUSTER_DIR = Path.home() / ".config/bacalhau.aws_spot" / CLUSTER  # the sandbox cluster's state on the controller
 HOME_REGION = "eu-west-1"  # the spot life happens to its node
 OVERFLOW = {"region": "us-west-2", "instance_types": ["t4g.small", "t3.small"]}
 REGIONS = ("us-east-1", "eu-west-1", OVERFLOW["region"])
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("sandbox: needs at least 4 hosts (an orchestrator, a compute node in each of 2 regions, a spare)")
 
     STATE.mkdir(parents=True, exist_ok=True)
+    if CLUSTER_DIR.exists():  # a sandbox stopped before its destroy.yml: its secrets and pool history
+        print(f"sandbox: removing {CLUSTER_DIR}, left by an earlier sandbox that did not finish")
+        shutil.rmtree(CLUSTER_DIR)
     started = time.monotonic()
     emulator = None
     try:
@@ -287,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         interrupted: set[str] = set()
         if not args.skip_spot_life:
             interrupted |= _spot_life(emulator, book, extra, env, addresses, orch_ip, key, args.hosts)
-        interrupted |= _autoheal_life(emulator, cluster_vars, release_vars, env, addresses, orch_ip, key, args.hosts)
+        by_rulebook = _autoheal_life(emulator, cluster_vars, release_vars, env, addresses, orch_ip, key, args.hosts)
+        interrupted |= by_rulebook
         _cost_report(book, extra, env, interrupted)
 
         del first
@@ -303,8 +308,11 @@ Clean up with:
             emulator = None  # keep it running
             return 0
 
-        say("ansible-playbook playbooks/destroy.yml")
-        run(book + ["playbooks/destroy.yml", "-e", f"@{cluster_vars}"], env=env)
+        say("ansible-playbook playbooks/destroy.yml -e destroy_forget_history=true  (the sandbox keeps nothing; "
+            "a real cluster's pool history is kept for the next cluster of its name)")
+        run(book + ["playbooks/destroy.yml", "-e", f"@{cluster_vars}", "-e", "destroy_forget_history=true"], env=env)
+        if CLUSTER_DIR.exists():
+            raise SystemExit(f"sandbox: destroy.yml left {CLUSTER_DIR}: {sorted(p.name for p in CLUSTER_DIR.iterdir())}")
         left = [i for r in REGIONS for i in _live_instances(emulator, r)]
         if left:
             raise SystemExit(f"sandbox: instances left after destroy: {left}")
@@ -315,8 +323,9 @@ Clean up with:
               "healthy, no secret in a -vvv run, compute nodes joined over TLS, every compute node ran the smoke job, "
               "your first job printed its output, a node without Docker named, a running job's node interrupted and "
               "stopped in time, the job ended by Bacalhau's rules, healed: replaced, spilled over, back home, "
-              "healed by the rulebook: a notice's replacement proven before the reclaim, spilled over and "
-              "back home on a tick, the cost report, destroyed.")
+              + ("healed by the rulebook: a notice's replacement proven before the reclaim, spilled over and "
+                 "back home on a tick, " if by_rulebook else "")
+              + "the cost report, destroyed.")
         return 0
     finally:
         if emulator is not None or not args.keep:
@@ -613,7 +622,7 @@ class _Rulebook:
         shutil.copyfile(self.log, kept)
 
 
-AUTOHEAL_DIR = Path.home() / ".config/bacalhau.aws_spot" / CLUSTER / "autoheal"
+AUTOHEAL_DIR = CLUSTER_DIR / "autoheal"
 
 
 def _kill_group(pgid: int, sig: int = 15) -> None:

@@ -89,3 +89,20 @@ def test_windows_and_the_read_parameters_cover_each_pool_once():
         "StartTime": at(0), "EndTime": at(10)}
     old = cr.windows([life("i-0", A, -24 * 200, -24 * 100)], at(0))
     assert old[A][0] == at(-24 * 90)  # EC2 keeps 90 days
+
+
+def test_a_node_let_go_after_its_warning_is_billed_and_an_earlier_cluster_is_left_out():
+    # autoheal lets a warned node go once its replacement joined, before EC2's reclaim: EC2 did not
+    # interrupt it, so its first hour is billed (AWS: no charge only when EC2 interrupts it); it
+    # still counts as an interruption of its pool
+    warned = dict(life("i-w", B, 1, 1.5, "spot-interruption"), release_reason="spot-interruption")
+    report = cr.report([warned], PRICES, {(R, "t4g.small"): OD}, at(10))
+    assert report["total"]["paid_usd"] == pytest.approx(0.5 * 0.0100) and report["total"]["interruptions"] == 1
+    # an earlier cluster of the same name, destroyed at 3: its nodes are not what this cluster cost
+    old = dict(life("i-old", A, 0, 3, "by-collection"), release_reason="destroy")
+    new = life("i-new", A, 4, 5)
+    lives = [old, new]
+    assert cr.last_destroyed(lives) == at(3)
+    report = cr.report(lives, PRICES, {(R, "t4g.small"): OD}, at(10), since=cr.last_destroyed(lives))
+    assert report["total"]["instances"] == 1 and report["total"]["node_hours"] == pytest.approx(1.0)
+    assert cr.last_destroyed([new]) is None

@@ -96,7 +96,9 @@ def cost_report(module: Any, cluster: str, by_region: dict[str, dict[str, Any]])
         module.warn(f"on-demand prices unavailable ({exc.message if isinstance(exc, AwsSpotError) else error_text(exc)}); "
                     "on-demand nodes and the saving are left unpriced")
         on_demand = {}
-    report = cr.report(lives, prices, on_demand, now)
+    # this cluster's lives only: the history keeps an earlier cluster of the same name (placement learns
+    # from it), whose nodes all ended when it was destroyed
+    report = cr.report(lives, prices, on_demand, now, since=cr.last_destroyed(lives))
     return {"cost_report": report, "cost_table": cr.table(report)}
 
 

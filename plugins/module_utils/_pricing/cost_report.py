@@ -148,6 +148,7 @@ def report(
         key = (life["region"], life.get("zone"), life["instance_type"], "spot" if spot else "on-demand")
         entry = pools.setdefault(key, _empty())
         counted_from = max(start, since) if since is not None else start
+        whole = since is None or since <= start  # the whole life is counted: EC2's one-minute minimum applies
         hours_run = max(0.0, (end - counted_from).total_seconds() / 3600.0)
         first = counted_from if first is None else min(first, counted_from)
         od_price = on_demand.get((life["region"], life["instance_type"]))
@@ -157,17 +158,18 @@ def report(
             points = sorted(spot_prices.get(key[:3]) or [])
             if not points:
                 paid = None
-            elif taken_back and end - start < FREE_IF_INTERRUPTED_WITHIN:
-                paid = 0.0  # EC2 interrupted it in its first hour: no charge
+            elif taken_back and life.get("release_reason") != SPOT_INTERRUPTION and end - start < FREE_IF_INTERRUPTED_WITHIN:
+                paid = 0.0  # EC2 interrupted it in its first hour: no charge (a node we let go after its
+                # warning, before the reclaim, was terminated by us: billed as any other)
             else:
-                paid = integrate(points, counted_from, billed_end(start, end) if since is None else end)
+                paid = integrate(points, counted_from, billed_end(start, end) if whole else end)
                 if points[0][0] > counted_from:
                     note = "priced at its first known price before the spot price history begins"
                     if note not in entry["notes"]:
                         entry["notes"].append(note)
         else:
             paid = None if od_price is None else od_price * (
-                (billed_end(start, end) - counted_from).total_seconds() / 3600.0 if since is None else hours_run)
+                (billed_end(start, end) - counted_from).total_seconds() / 3600.0 if whole else hours_run)
         for target in (entry, total):
             target["instances"] += 1
             target["node_hours"] += hours_run
@@ -191,6 +193,15 @@ def report(
 
 
 # --------------------------------------------------------------------------- the read
+def last_destroyed(lifetimes: Iterable[dict[str, Any]]) -> datetime.datetime | None:
+    """When an earlier cluster of the same name was destroyed (the newest end of a node released
+    with reason ``destroy``), or None. The pool history outlives destroy.yml so that placement
+    learns across clusters of one name; what *this* cluster cost starts after it."""
+    ends = [utc(life["end_time"]) for life in lifetimes
+            if life.get("release_reason") == "destroy" and life.get("end_time")]
+    return max(ends) if ends else None
+
+
 def windows(lifetimes: Iterable[dict[str, Any]], now: datetime.datetime
             ) -> dict[PoolKey, tuple[datetime.datetime, datetime.datetime]]:
     """Per spot pool: from its first launch to its last end (``now`` while a node runs),
