@@ -106,6 +106,11 @@ def test_create_rerun_destroy(playbook, aws, ssh_key):
         cluster_orchestrator={"mode": "external", "endpoints": ["nats://203.0.113.5:4222"]}))
     assert other.returncode == 0, other.stdout[-4000:]
 
+    # the autoheal rulebook's state on this host, a heal request still waiting among it
+    autoheal = Path(playbook.home) / ".config" / "bacalhau.aws_spot" / "it-demo" / "autoheal"
+    autoheal.mkdir(parents=True, exist_ok=True)
+    (autoheal / "pending.json").write_text('[{"drain": ["i-0123456789abcdef0"], "at": 0}]')
+
     gone = playbook(DESTROY, extra_vars={"cluster_name": "it-demo"})  # default: search every region
     assert gone.returncode == 0, gone.stdout[-4000:] + gone.stderr[-2000:]
     assert "TERMINATED" in gone.stdout
@@ -115,6 +120,7 @@ def test_create_rerun_destroy(playbook, aws, ssh_key):
     # destroy took the event path away too, and left the other cluster's
     assert event_path("us-east-1") == (False, False) and event_path("eu-west-1") == (False, False)
     assert event_path("us-east-1", "it-other") == (True, True)
+    assert not autoheal.exists()  # no request of this cluster is run for the next one of its name
 
 
 def test_check_mode_and_bad_input_create_nothing(playbook, aws, ssh_key):
