@@ -130,7 +130,7 @@ def ensure_all(clients: Callable[[str], tuple[Any, Any]], cluster_name: str, reg
         else:
             exc = errors[region]
             out[region] = dict(view({}, last.get(region), now), changed=False, changes=[],
-                                error=exc.message if isinstance(exc, AwsSpotError) else error_text(exc))
+                               error=exc.message if isinstance(exc, AwsSpotError) else error_text(exc))
     return out
 
 

@@ -96,6 +96,8 @@ def end_reason_of_release(reason: str | None) -> str:
     EC2's interruption warning was taken back by EC2 (it only went a little earlier, after its
     replacement joined), one drained for a rebalance recommendation too; anything else was ours."""
     return reason if reason in (SPOT_INTERRUPTION, REBALANCE) else BY_COLLECTION
+
+
 ENDED_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 
 _ROLE_KEY = "bacalhau:role"
