@@ -127,26 +127,17 @@ class BacalhauAPI:
     def jobs(self) -> list[dict]:
         """Every job of every namespace (GET /api/v1/orchestrator/jobs?namespace=*, pkg/publicapi/endpoint/
         orchestrator/endpoint.go listJobs), following NextToken."""
-        items: list[dict] = []
-        token = ""
-        while True:
-            path = "/api/v1/orchestrator/jobs?namespace=*&limit=1000"
-            if token:
-                path += f"&next_token={token}"
-            page = self.call("GET", path) or {}
-            items.extend(page.get("Items") or [])
-            token = page.get("NextToken") or ""
-            if not token:
-                return items
+        return self._paged("/api/v1/orchestrator/jobs?namespace=*&limit=1000")
 
     def executions(self, job_id: str) -> list[dict]:
+        return self._paged(f"/api/v1/orchestrator/jobs/{job_id}/executions")
+
+    def _paged(self, path: str) -> list[dict]:
+        """Every ``Items`` of a list endpoint, following ``NextToken`` (``next_token`` in the query)."""
         items: list[dict] = []
         token = ""
         while True:
-            path = f"/api/v1/orchestrator/jobs/{job_id}/executions"
-            if token:
-                path += f"?next_token={token}"
-            page = self.call("GET", path) or {}
+            page = self.call("GET", f"{path}{'&' if '?' in path else '?'}next_token={token}" if token else path) or {}
             items.extend(page.get("Items") or [])
             token = page.get("NextToken") or ""
             if not token:
