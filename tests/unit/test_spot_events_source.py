@@ -4,6 +4,7 @@ ansible-rulebook. Its calls go through the ``aws`` fixture's IAM check (its user
 from __future__ import annotations
 
 import asyncio
+import calendar
 import importlib.util
 import json
 import logging
@@ -172,6 +173,29 @@ def test_throttling_is_survived(aws):
     assert len([c for c in aws.calls()["log"] if c["fault"]]) == 4
 
 
+def test_a_message_whose_instance_cannot_be_looked_up_comes_back_after_the_backoff_not_the_visibility_timeout(aws):
+    """The warning is received, but the DescribeInstances that says whose instance it is gets
+    throttled: the message must be readable again at once (SQS's default visibility timeout
+    is 30 s, a quarter of the warning), so the events come well within it."""
+    made = make_path()
+    [instance] = launch("us-east-1", "alpha")
+    visibility = int(boto3.client("sqs", region_name="us-east-1").get_queue_attributes(
+        QueueUrl=made["queue_url"], AttributeNames=["VisibilityTimeout"])["Attributes"]["VisibilityTimeout"])
+    assert visibility >= 20
+
+    def act() -> None:
+        aws.throttle(2, operations=["DescribeInstances"])  # only the lookup after the receive fails
+        aws.interrupt("us-east-1", [instance])
+
+    started = time.monotonic()
+    got = spot(run_source({"cluster_name": "alpha", "regions": ["us-east-1"]}, act, lambda got: len(got) >= 3,
+                          timeout=visibility - 5))
+    assert [(e["kind"], e["state"]) for e in got] == [("interruption", None), ("state", "shutting-down"),
+                                                      ("state", "terminated")]
+    assert time.monotonic() - started < visibility - 5
+    assert len([c for c in aws.calls()["log"] if c["fault"]]) == 2
+
+
 def test_expired_credentials_say_so_once_then_it_carries_on(aws, caplog):
     make_path()
     [instance] = launch("us-east-1", "alpha")
@@ -314,10 +338,24 @@ def test_the_cluster_file_is_the_one_ansible_rulebook_was_started_with():
 def test_an_interruption_warning_older_than_the_reclaim_is_dropped():
     # a source started after a pause finds warnings whose instances EC2 has reclaimed since: draining
     # them is moot (the reclaim's own events, and the tick, heal the cluster)
-    now = time.mktime(time.strptime("2026-12-06T08:10:00Z", "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    now = calendar.timegm(time.strptime("2026-12-06T08:10:00Z", "%Y-%m-%dT%H:%M:%SZ"))
     old = {"kind": "interruption", "time": "2026-12-06T08:00:00Z"}
     fresh = {"kind": "interruption", "time": "2026-12-06T08:09:30Z"}
     assert spot_events.stale(old, 180, now) and not spot_events.stale(fresh, 180, now)
     assert not spot_events.stale({"kind": "state", "time": "2026-12-06T08:00:00Z"}, 180, now)  # the reclaim heals
     assert not spot_events.stale({"kind": "rebalance", "time": "2026-12-06T08:00:00Z"}, 180, now)
     assert not spot_events.stale(old, 0, now)  # 0: never
+
+
+@pytest.mark.skipif(not Path("/usr/share/zoneinfo/Australia/Sydney").exists(), reason="no tzdata")
+def test_the_age_of_a_warning_is_counted_in_utc_whatever_the_hosts_time_zone(monkeypatch):
+    # Sydney keeps daylight saving time in December: a local-time reading would be an hour off
+    monkeypatch.setenv("TZ", "Australia/Sydney")
+    time.tzset()
+    try:
+        now = calendar.timegm(time.strptime("2026-12-06T08:10:00Z", "%Y-%m-%dT%H:%M:%SZ"))
+        assert not spot_events.stale({"kind": "interruption", "time": "2026-12-06T08:09:30Z"}, 180, now)
+        assert spot_events.stale({"kind": "interruption", "time": "2026-12-06T08:06:00Z"}, 180, now)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

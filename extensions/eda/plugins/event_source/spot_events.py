@@ -18,7 +18,11 @@ and every ``tick_seconds`` a ``{"bacalhau_spot": {"kind": "tick", "cluster": "de
 * Every region's queue is long-polled at once (a thread each).
 * A message is deleted from SQS only once its event is on ansible-rulebook's queue (or
   when it is dropped): a source killed in between gets it again after the queue's
-  visibility timeout, and drops it as a duplicate if it had already put it.
+  visibility timeout, and drops it as a duplicate if it had already put it. A message
+  that could not be handled (the ``DescribeInstances`` that says whose instance it is was
+  throttled, say) is made visible again at once, with the rest of its batch: it comes
+  back after the backoff, not after the queue's visibility timeout (30 s of a 2-minute
+  warning).
 * Dropped: events about instances that are not the cluster's (EventBridge cannot match
   on tags: ``DescribeInstances`` says, and the answer is cached), duplicates (by event id,
   the last ``dedupe_size`` remembered), and anything that is not one of EC2's three events.
@@ -70,6 +74,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import calendar
 import collections
 import concurrent.futures
 import json
@@ -403,11 +408,27 @@ class RegionReader:
         answer = sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
                                      WaitTimeSeconds=self.settings.wait_seconds)
         self._cleared()
-        for message in answer.get("Messages") or []:
+        messages = answer.get("Messages") or []
+        for index, message in enumerate(messages):
             if self.stopped.is_set():
-                break  # not handed over: the message comes back after the visibility timeout
-            self.handle(sqs, message)
+                self.release(sqs, messages[index:])  # not handed over: for the next source to read
+                break
+            try:
+                self.handle(sqs, message)
+            except Exception:
+                self.release(sqs, messages[index:])
+                raise
         return 0
+
+    def release(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        """Make messages visible again now (best effort: else they come back after the queue's
+        visibility timeout anyway)."""
+        for message in messages:
+            try:
+                sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                LOGGER.debug("spot_events: %s: a message stays invisible until its timeout (%s)", self.region, exc)
 
     def handle(self, sqs: Any, message: dict[str, Any]) -> None:
         event = normalise(message.get("Body") or "", self.settings.cluster_name)
@@ -442,7 +463,7 @@ def stale(spot: dict[str, Any], seconds: float, now: float | None = None) -> boo
     if spot.get("kind") != "interruption" or seconds <= 0:
         return False
     try:
-        at = time.mktime(time.strptime(str(spot.get("time")), "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        at = calendar.timegm(time.strptime(str(spot.get("time")), "%Y-%m-%dT%H:%M:%SZ"))
     except ValueError:
         return False
     return (time.time() if now is None else now) - at > seconds
