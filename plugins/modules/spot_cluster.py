@@ -296,11 +296,24 @@ options:
     description:
       - Where the orchestrator's NATS port (4222) may come from, beside the cluster's own nodes in the same
         region (always allowed). Compute nodes in other regions reach an orchestrator over its public
-        address, so a multi-region cluster needs their addresses (or a wider block, with NATS
-        authentication) here. Default none.
+        address - with O(orchestrator), the module adds each one's address as a C(/32) itself, unless a block
+        given here holds it; without, give their addresses (or a wider block, with NATS authentication)
+        here. Default none.
     type: list
     elements: str
     default: []
+  security_group_rules_quota:
+    description:
+      - With O(orchestrator), C(cluster_security_group_rules_quota) - the inbound rules AWS lets one security group
+        hold in this account (the quota C(Inbound or outbound rules per security group), for IPv4 and IPv6 apart).
+      - Before anything is made, the module refuses a cluster whose orchestrator group could need more - one rule
+        per CIDR and port, one for the group itself, and a C(/32) on NATS per compute node outside the
+        orchestrator's region (the counts of the other regions, and the orchestrator region's own when
+        O(overflow_regions) may take its nodes) - unless O(nats_cidrs) holds V(0.0.0.0/0).
+      - Set it to what Service Quotas shows after raising the quota.
+    type: int
+    default: 60
+    version_added: 0.2.0
   api_port:
     description: Bacalhau's API port.
     type: int
@@ -794,6 +807,7 @@ ARGUMENT_SPEC = dict(
     ssh_cidrs=dict(type="list", elements="str", default=[]),
     api_cidrs=dict(type="list", elements="str", default=[]),
     nats_cidrs=dict(type="list", elements="str", default=[]),
+    security_group_rules_quota=dict(type="int", default=60),
     api_port=dict(type="int", default=1234),
     vpc_cidr=dict(type="str", default="10.0.0.0/16"),
     root_volume_size=dict(type="int", default=20),

@@ -4,6 +4,8 @@ Against the emulator: what exists afterwards, and how many planning passes a cal
 """
 from __future__ import annotations
 
+import json
+
 import boto3
 
 from tests.unit.test_spot_cluster import KEY, live, tags, writes
@@ -108,7 +110,6 @@ def test_heal_replaces_the_draining_then_release_lets_them_go_never_below_the_co
     assert run_module("spot_cluster", whole(mode="release", drain_instance_ids=[]))["released"] == []
 
 
-
 def test_a_drain_heal_with_room_at_home_launches_nothing_in_overflow(aws, run_module):
     # the replacement of a draining node lands at home: the overflow region is for what home cannot hold
     args = whole(overflow_regions=[{"region": "us-west-2", "instance_types": ["t3.small"]}])
@@ -128,6 +129,7 @@ def test_heal_of_a_cluster_that_does_not_exist_makes_nothing(aws, run_module):
     assert not live("us-east-1", "gone") and not live("eu-west-1", "gone")
     planned = run_module("spot_cluster", whole("gone", mode="heal"), check_mode=True)  # status.yml's plan
     assert not planned.failed and "cluster gone does not exist" in str(planned.get("warnings"))
+
 
 def test_heal_overflows_in_order_then_returns_home(aws, run_module):
     args = whole(regions=[{"region": "eu-west-1", "count": 2, "instance_types": ["t3.small"]}],
@@ -205,7 +207,66 @@ def test_problems_anywhere_stop_everything_in_the_file_s_words(aws, run_module):
     assert not live("us-east-1", "whole") and not live("eu-west-1", "whole")
 
 
+def far(east: int, west: int, sydney: int) -> list[dict]:
+    return [{"region": "us-east-1", "count": east, "instance_types": ["t3.small"]},
+            {"region": "eu-west-1", "count": west, "instance_types": ["t3.small"]},
+            {"region": "ap-southeast-2", "count": sydney, "instance_types": ["t3.small"]}]
+
+
+def test_a_cluster_whose_nats_rule_would_not_fit_the_security_group_quota_is_refused_before_anything(aws, run_module):
+    # 58 compute nodes outside the orchestrator's region: 58 /32s, SSH, a NATS block and the group's
+    # own rule make 61 rules, and AWS holds 60 by default
+    result = run_module("spot_cluster", whole(regions=far(2, 29, 29)))
+    assert result.failed
+    msg = result["msg"]
+    assert msg.startswith("Nothing was created, because: ")
+    assert "could need 61 inbound rules" in msg and "29 in eu-west-1, 29 in ap-southeast-2" in msg
+    assert "cluster_security_group_rules_quota" in msg and "cluster_nats_cidrs" in msg
+    assert aws.calls()["total"] == 0
+    # overflow regions may take the orchestrator region's nodes: they count too
+    spill = run_module("spot_cluster", whole(regions=far(3, 28, 28),
+                                             overflow_regions=[{"region": "us-west-2", "instance_types": ["t3.small"]}]))
+    assert spill.failed and "3 in the overflow regions (for us-east-1's nodes)" in spill["msg"], spill["msg"]
+    assert aws.calls()["total"] == 0
+    # one node fewer fits; so does a raised quota (checked in check mode: nothing made)
+    assert not run_module("spot_cluster", whole(regions=far(2, 29, 28)), check_mode=True).failed
+    assert not run_module("spot_cluster", whole(regions=far(2, 29, 29), security_group_rules_quota=61),
+                          check_mode=True).failed
+
+
+def test_nats_open_to_every_address_needs_no_32s(aws, run_module):
+    # a block that holds every address makes each node's /32 moot: none is added
+    result = run_module("spot_cluster", whole(nats_cidrs=["0.0.0.0/0"]))
+    assert not result.failed, result.get("msg")
+    assert nats_sources("us-east-1", "whole") == {"0.0.0.0/0"} and result["nats_cidrs"] == ["0.0.0.0/0"]
+    assert "whole internet" in str(result.get("warnings")), result.get("warnings")  # open to the world: said so
+    # and the quota check knows: 58 nodes outside are no /32s
+    assert not run_module("spot_cluster", whole(regions=far(2, 29, 29), nats_cidrs=["0.0.0.0/0"]),
+                          check_mode=True).failed
+
+
+def test_a_quota_lower_than_the_file_says_is_named_in_the_users_words(aws, run_module):
+    # the file says 200, but the account has AWS's default 60: AWS refuses the rules at the NATS
+    # rule's update, and the error says which setting is wrong
+    result = run_module("spot_cluster", whole(regions=far(1, 30, 30), security_group_rules_quota=200))
+    assert result.failed
+    text = json.dumps(result)
+    assert "RulesPerSecurityGroupLimitExceeded" in text and "cluster_security_group_rules_quota" in text, text[-3000:]
+
+
 def test_the_cap_counts_the_orchestrator(aws, run_module):
     result = run_module("spot_cluster", whole(max_nodes=4))  # 4 compute + 1 orchestrator
     assert result.failed and "5 nodes" in result["msg"] and "cluster_max_nodes 4" in result["msg"]
     assert not live("us-east-1", "whole")
+
+
+def test_a_32_inside_a_nats_block_gets_no_rule_of_its_own():
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import desc as cluster_desc
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import reconcile
+
+    desc = cluster_desc.parse(whole(nats_cidrs=["198.18.0.0/15"]))
+    views = [{"public_ip": "198.19.3.4", "region": "eu-west-1", "state": "running"},  # inside the block
+             {"public_ip": "203.0.113.9", "region": "eu-west-1", "state": "pending"},
+             {"public_ip": "203.0.113.10", "region": "us-east-1", "state": "running"},  # the orchestrator's region
+             {"public_ip": "203.0.113.11", "region": "eu-west-1", "state": "terminated"}]
+    assert reconcile.nats_rule(desc, views) == ["198.18.0.0/15", "203.0.113.9/32"]

@@ -94,10 +94,18 @@ def create_security_group(ec2: Any, spec: ClusterSpec, vpc_id: str) -> dict[str,
 
 
 def authorize_ingress(ec2: Any, spec: ClusterSpec, group_id: str, rules: set[Rule]) -> None:
-    ec2.authorize_security_group_ingress(
-        aws_retry=True, GroupId=group_id, IpPermissions=ip_permissions(rules),
-        TagSpecifications=tag_specifications("security-group-rule", _tags_for(spec, spec.prefix)),
-    )
+    try:
+        ec2.authorize_security_group_ingress(
+            aws_retry=True, GroupId=group_id, IpPermissions=ip_permissions(rules),
+            TagSpecifications=tag_specifications("security-group-rule", _tags_for(spec, spec.prefix)),
+        )
+    except is_boto3_error_code("RulesPerSecurityGroupLimitExceeded"):
+        raise AwsSpotError(
+            f"security group {group_id} cannot take {len(rules)} more inbound rules: AWS refused them "
+            "(RulesPerSecurityGroupLimitExceeded), so the quota 'Inbound or outbound rules per security group' of "
+            "this account and region is lower than cluster_security_group_rules_quota says. Set it to the quota "
+            "Service Quotas shows, or raise the quota; until then nodes outside the orchestrator's region whose "
+            "addresses have no rule cannot join") from None
 
 
 def revoke_ingress(ec2: Any, group_id: str, rules: set[Rule]) -> None:

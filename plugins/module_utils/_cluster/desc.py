@@ -19,6 +19,7 @@ from typing import Any
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import expected_cost as _expected_cost
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import rebalance as _rebalance
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common import AwsSpotError
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import network as _network
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import spec as _spec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import ClusterSpec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import RegionSpec
@@ -36,6 +37,7 @@ FILE_NAMES = {
     "max_hourly_cost": "cluster_max_hourly_cost", "max_nodes": "cluster_max_nodes",
     "availability_zone_strategy": "cluster_availability_zone_strategy", "regions": "cluster_regions",
     "min_placement_score": "cluster_min_placement_score",
+    "security_group_rules_quota": "cluster_security_group_rules_quota",
 }
 _HEAD = re.compile(r"^(?P<name>[a-z_]+)(?P<rest>[\[.:].*)$", re.S)
 _ORCHESTRATOR_ENTRY = re.compile(r"^regions\[0\](?: \([^)]*\))?(?P<field>\.[a-z_]+)?")
@@ -56,6 +58,7 @@ class ClusterDesc:
     pool_history: bool = True  # keep and use the pool history (_cluster.learning)
     rebalance: dict[str, Any] | None = None  # cluster_rebalance (_placement.rebalance.parse_settings); None: off
     busy: set[str] = field(default_factory=set)  # compute nodes running a job (not moved unless move_busy)
+    rules_quota: int = _network.RULES_QUOTA  # inbound rules per security group (cluster_security_group_rules_quota)
 
     @property
     def home(self) -> dict[str, int]:
@@ -165,6 +168,49 @@ def _overflow(params: dict[str, Any], raw: Any, problems: list[str]) -> list[Reg
     return found
 
 
+def _rules_quota(raw: Any, problems: list[str]) -> int:
+    if raw is None:
+        return _network.RULES_QUOTA
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        problems.append(f"cluster_security_group_rules_quota: {raw!r} is not a whole number of 1 or more (AWS's "
+                        f"default is {_network.RULES_QUOTA})")
+        return _network.RULES_QUOTA
+    return raw
+
+
+def nats_rule_room(compute: ClusterSpec, orchestrator_region: str | None, overflow: list[RegionSpec],
+                   quota: int) -> str | None:
+    """Why the orchestrator's security group could not hold its NATS rule at the cluster's counts,
+    or None. Each compute node outside the orchestrator's region needs a /32 on NATS (it dials
+    the public address), unless ``nats_cidrs`` admits every address; the home counts of the other
+    regions, and the orchestrator region's own when overflow regions may take its nodes."""
+    if orchestrator_region is None:
+        return None  # an external orchestrator: no NATS rule of ours
+    blocks = compute.nats_cidrs_for(orchestrator_region)
+    if _network.admits_everyone(blocks):
+        return None
+    outside = {r.region: r.count for r in compute.regions if r.region != orchestrator_region and r.count > 0}
+    at_home = sum(r.count for r in compute.regions if r.region == orchestrator_region)
+    if overflow and at_home:
+        outside[f"the overflow regions (for {orchestrator_region}'s nodes)"] = at_home
+    addresses = sum(outside.values())
+    ipv4, ipv6 = _network.inbound_rules(compute, orchestrator_region, addresses)
+    if max(ipv4, ipv6) <= quota:
+        return None
+    fixed = ipv4 - addresses
+    where = ", ".join(f"{n} in {r}" for r, n in outside.items())
+    return (f"the orchestrator's security group in {orchestrator_region} could need {ipv4} inbound rules: "
+            f"{fixed} for SSH, the API, NATS blocks and the group itself, and a /32 on NATS (4222) for each compute "
+            f"node outside {orchestrator_region} ({where}). AWS allows {quota} per group "
+            "(cluster_security_group_rules_quota). Put more of the nodes in the orchestrator's region, or give "
+            "cluster_nats_cidrs blocks that hold their addresses (the compute nodes present the cluster's auth "
+            "token to join), or raise the quota 'Inbound or outbound rules per security group' in Service Quotas "
+            "and set cluster_security_group_rules_quota to it" if ipv4 > quota else
+            f"the orchestrator's security group in {orchestrator_region} would need {ipv6} IPv6 inbound rules, "
+            f"more than the {quota} AWS allows per group (cluster_security_group_rules_quota): give fewer IPv6 "
+            "blocks, or raise the quota in Service Quotas and set cluster_security_group_rules_quota to it")
+
+
 def parse(params: dict[str, Any]) -> ClusterDesc:
     """The module's parameters (cluster form) as a :class:`ClusterDesc`, or one error naming every problem."""
     problems: list[str] = []
@@ -208,6 +254,11 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
                         f"{max_nodes}. Fix the counts, or raise cluster_max_nodes if that many is meant")
     cooldown = _expected_cost.parse_cooldown(params.get("pool_cooldown"), "cluster_pool_cooldown", problems)
     rebalance = _rebalance.parse_settings(params.get("rebalance"), "cluster_rebalance", problems)
+    quota = _rules_quota(params.get("security_group_rules_quota"), problems)
+    if compute is not None and orchestrator is not None and not problems:
+        room = nats_rule_room(compute, orchestrator.regions[0].region, overflow, quota)
+        if room:
+            problems.append(room)
     problems = list(dict.fromkeys(problems))
     if problems or compute is None:
         raise AwsSpotError(LEAD + "; ".join(problems), details={"problems": problems})
@@ -216,7 +267,8 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
                        joined=None if params.get("joined_instance_ids") is None else
                        {str(i) for i in params["joined_instance_ids"]},
                        pool_cooldown=cooldown, pool_history=params.get("pool_history") is not False,
-                       rebalance=rebalance, busy={str(i) for i in params.get("busy_instance_ids") or []})
+                       rebalance=rebalance, busy={str(i) for i in params.get("busy_instance_ids") or []},
+                       rules_quota=quota)
 
 
 def region_names(params: dict[str, Any]) -> list[dict[str, str]]:

@@ -161,6 +161,36 @@ def desired_rules(spec: ClusterSpec, group_id: str | None, region: str) -> set[R
     return rules
 
 
+# AWS's default quota "Inbound or outbound rules per security group" (Service Quotas L-0EA8095F), for
+# IPv4 and IPv6 rules apart; a rule that names a security group counts once in each
+RULES_QUOTA = 60
+
+
+def covered(cidr: str, blocks: list[str]) -> bool:
+    """Whether ``cidr`` lies inside one of ``blocks`` (of its IP version): a ``/32`` a wider
+    ``nats_cidrs`` block already admits needs no rule of its own."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    for block in blocks:
+        wide = ipaddress.ip_network(block, strict=False)
+        if wide.version == network.version and network.subnet_of(wide):
+            return True
+    return False
+
+
+def admits_everyone(blocks: list[str]) -> bool:
+    """Whether ``blocks`` hold ``0.0.0.0/0`` (every IPv4 address: every node's too)."""
+    return any(ipaddress.ip_network(b, strict=False) == ipaddress.ip_network("0.0.0.0/0") for b in blocks)
+
+
+def inbound_rules(spec: ClusterSpec, region: str, addresses: int = 0) -> tuple[int, int]:
+    """The inbound rules (IPv4, IPv6) the region's security group holds for ``spec``, with
+    ``addresses`` more IPv4 ``/32`` rules on NATS, as AWS counts them against its quota."""
+    rules = desired_rules(spec, "self", region)
+    groups = sum(1 for r in rules if r[3] == "group")
+    return (sum(1 for r in rules if r[3] == "cidr") + groups + addresses,
+            sum(1 for r in rules if r[3] == "cidr6") + groups)
+
+
 def current_rules(group: dict[str, Any]) -> set[Rule]:
     rules: set[Rule] = set()
     for perm in group.get("IpPermissions") or []:

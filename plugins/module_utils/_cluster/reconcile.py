@@ -187,10 +187,12 @@ def _counts(cluster: Cluster) -> dict[tuple[str, str], int]:
 
 def nats_rule(desc: ClusterDesc, compute: list[dict[str, Any]]) -> list[str]:
     """Who may reach the orchestrator's NATS port: ``nats_cidrs`` and every compute node outside
-    the orchestrator's region (they dial its public address) as a /32."""
+    the orchestrator's region (they dial its public address) as a /32, unless a block of
+    ``nats_cidrs`` holds it already (each rule counts against the group's quota)."""
     outside = {f"{v['public_ip']}/32" for v in compute
                if v.get("public_ip") and v.get("region") != desc.orchestrator_region and v.get("state") in inst.LIVE_STATES}
-    return sorted(set(desc.compute.nats_cidrs) | outside)
+    blocks = list(desc.compute.nats_cidrs)
+    return sorted(set(blocks) | {a for a in outside if not network.covered(a, blocks)})
 
 
 def _staying(cluster: Cluster) -> list[dict[str, Any]]:
