@@ -112,6 +112,15 @@ options:
     type: bool
     default: false
     version_added: 0.2.0
+  disconnected_as_joined:
+    description:
+      - Count the cluster's C(DISCONNECTED) compute nodes in RV(joined) too. A heal the autoheal rulebook runs sets it -
+        a node EC2 warned after that heal read the journals has had its Bacalhau stopped by its spot watcher, and
+        configuring it again would fail the heal, late for the warning; the node's own event comes next. A heal by
+        hand or from cron leaves it off, and so restarts them.
+    type: bool
+    default: false
+    version_added: 0.2.0
   refusal_hint:
     description:
       - What to do when the API refuses the key (a 401), in the words of the caller (which variable gives it).
@@ -211,6 +220,15 @@ disconnected:
   returned: always
   type: list
   elements: str
+joined:
+  description:
+    - The compute nodes a heal counts as joined and configures no more (C(spot_cluster joined_instance_ids)) -
+      those of RV(connected), and with O(disconnected_as_joined) the C(DISCONNECTED) ones as well (of the cluster,
+      with O(instance_ids)).
+  returned: always
+  type: list
+  elements: str
+  sample: [i-0abc, i-0def]
 busy:
   description: With O(busy), the compute nodes that run an execution now, by instance id (the node id when it has
     no instance label).
@@ -298,6 +316,7 @@ def main() -> None:
         nats_port=dict(type="int", default=4222),
         cluster_name=dict(type="str"),
         busy=dict(type="bool", default=False),
+        disconnected_as_joined=dict(type="bool", default=False),
         refusal_hint=dict(type="str", default="give the cluster's API key (cluster_api_key_file)"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

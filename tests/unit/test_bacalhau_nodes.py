@@ -141,6 +141,11 @@ def test_forget_gone_deletes_disconnected_nodes_of_gone_instances_only(tmp_path,
 
         res = run_local_module("bacalhau_nodes", args(w, instance_ids=live))
         assert not res.changed and res["gone"] == ["i-gone"] and len(res["disconnected"]) == 3
+        # what a heal configures no more: by hand, the connected only (so it restarts i-down); for the
+        # autoheal rulebook, the cluster's disconnected too (not i-gone's, nor the unlabelled node)
+        assert res["joined"] == ["i-live"]
+        rulebook = run_local_module("bacalhau_nodes", args(w, instance_ids=live, disconnected_as_joined=True))
+        assert sorted(rulebook["joined"]) == ["i-down", "i-live"] and not rulebook.changed
 
         res = run_local_module("bacalhau_nodes", args(w, instance_ids=live, forget_gone=True), check_mode=True)
         assert res.changed and res["forgotten"] == ["i-gone"] and "i-gone" in states(w)

@@ -74,6 +74,18 @@ def classify(nodes: list[dict], instance_ids: list[str] | None) -> dict[str, lis
     return out
 
 
+def joined(nodes: list[dict], instance_ids: list[str] | None, disconnected_too: bool = False) -> list[str]:
+    """The cluster's compute nodes a heal counts as joined (configures no more): CONNECTED and
+    APPROVED, and with ``disconnected_too`` the DISCONNECTED ones as well. A heal the autoheal
+    rulebook runs passes that: a node EC2 warned after the heal read the journals has had its
+    Bacalhau stopped by its watcher, and configuring it again would fail that heal, late for the
+    warning; its own event comes next. By hand or from cron, a heal restarts them."""
+    compute = [n for n in nodes if n["node_type"] == "Compute"]
+    own = compute if instance_ids is None else [n for n in compute if n["instance_id"] in instance_ids]
+    return list(dict.fromkeys(name(n) for n in own
+                              if is_ready(n) or (disconnected_too and n["connection"] == "DISCONNECTED")))
+
+
 def gone_nodes(nodes: list[dict], instance_ids: list[str]) -> list[dict]:
     """DISCONNECTED compute nodes labelled with an instance id that is not among the live ones.
     Nodes without the label are no instance of ours: they are never counted as gone."""
@@ -277,6 +289,7 @@ class Nodes:
                     for n in view if name(n) not in forgotten]
         classes = classify(view, ids)
         classes["gone"] = self.gone
+        classes["joined"] = joined(view, ids, bool(self.p.get("disconnected_as_joined")))
         if self.p.get("busy"):
             classes["busy"] = self.busy
         return {"changed": bool(self.approved or self.forgotten), "nodes": self.nodes, **classes,
