@@ -27,6 +27,12 @@ In ``DIR`` (the cluster's ``~/.config/bacalhau.aws_spot/<cluster>/autoheal``, mo
    or tick runs it again with the same instances.
 
 Locks are ``flock``s: the kernel releases them when their holder dies.
+
+``destroy.yml`` holds heals off first (``--hold``, no command): it writes ``held`` and waits
+for a heal running now to end (``heal.lock``), so no heal on this host launches nodes while the
+cluster is taken down. A heal that gets ``heal.lock`` with ``held`` there does nothing and drops
+its requests. ``create.yml`` lets heals run again (``--release``). The rulebook on another host
+is not held: stop it before ``destroy.yml`` (docs/heal.md).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any, Iterator
 
 PENDING = "pending.json"
 RUNNING = "running.json"
+HELD = "held"
 
 
 @contextlib.contextmanager
@@ -140,6 +147,12 @@ class Runner:
             heal = contextlib.ExitStack()
             heal.enter_context(locked(self.path("heal.lock")))
         with heal:  # the waiter's lock is let go as soon as this one holds the heal's
+            if os.path.exists(self.path(HELD)):
+                self.take()
+                self.done()
+                print("autoheal: heals are held off (destroy.yml is taking the cluster down, or did not finish); "
+                      "this request is dropped. create.yml lets heals run again", flush=True)
+                return 0
             taken = self.take()
             if not taken:
                 print("autoheal: coalesced: the heal that ran meanwhile took this request", flush=True)
@@ -153,6 +166,32 @@ class Runner:
             else:
                 print(f"autoheal: the heal failed (exit {rc}); the next event or tick runs it again", flush=True)
             return rc
+
+    def hold(self, wait_seconds: float, poll: float = 0.5) -> int:
+        """Hold heals off (``held``), then wait until no heal runs; 1 if one still runs after ``wait_seconds``."""
+        with open(os.open(self.path(HELD), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+            json.dump({"at": time.time(), "pid": os.getpid()}, f)
+        deadline = time.monotonic() + wait_seconds
+        said = False
+        while True:
+            with locked(self.path("heal.lock"), blocking=False) as free:
+                if free:
+                    print("autoheal: heals held off; none runs now", flush=True)
+                    return 0
+            if time.monotonic() >= deadline:
+                print(f"autoheal: a heal still runs after {wait_seconds:.0f} s; heals are held off from its end. "
+                      "Stop the rulebook (and its heal), then run this again", flush=True)
+                return 1
+            if not said:
+                print("autoheal: heals held off; waiting for the heal running now to end", flush=True)
+                said = True
+            time.sleep(poll)
+
+    def release(self) -> int:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path(HELD))
+        print("autoheal: heals may run", flush=True)
+        return 0
 
     def heal(self, command: list[str], variables: dict[str, Any], ids: list[str],
              interrupted: list[str] | None = None) -> int:
@@ -171,6 +210,15 @@ class Runner:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--hold" in argv or "--release" in argv:
+        holder = argparse.ArgumentParser(description="hold heals off (destroy.yml), or let them run (create.yml)")
+        holder.add_argument("--state-dir", required=True)
+        holder.add_argument("--hold", action="store_true")
+        holder.add_argument("--release", action="store_true")
+        holder.add_argument("--wait", type=float, default=900.0, help="seconds to wait for a running heal")
+        given = holder.parse_args(argv)
+        runner = Runner(given.state_dir)
+        return runner.release() if given.release else runner.hold(given.wait)
     if "--" not in argv:
         print("autoheal_runner.py: give the heal's command after --", file=sys.stderr)
         return 2

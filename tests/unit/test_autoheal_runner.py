@@ -150,3 +150,34 @@ def test_the_heal_does_not_inherit_ansible_runners_output_callback():
                                     "AWS_PROFILE": "p"})
     assert env == {"ANSIBLE_CONFIG": "/etc/ansible.cfg", "AWS_PROFILE": "p"}
     assert runner.child_environment({"ANSIBLE_STDOUT_CALLBACK": "yaml"}) == {"ANSIBLE_STDOUT_CALLBACK": "yaml"}
+
+
+def hold(world, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUNNER), "--state-dir", str(world["state"]), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_destroy_holds_heals_off_after_the_running_one_and_create_lets_them_run(world):
+    # destroy.yml's --hold: the heal running now ends first (it may be launching), then no heal runs
+    running = start(world, ["i-1"], seconds=2)
+    wait_for(lambda: heals(world) == [] and (world["state"] / "running.json").exists())
+    held = hold(world, "--hold")
+    assert held.returncode == 0 and "waiting for the heal running now" in held.stdout
+    assert running.wait(10) == 0 and [h["drain"] for h in heals(world)] == [["i-1"]]
+    assert heals(world)[0]["end"] <= time.time()
+    late = start(world, ["i-2"])  # an event, or a tick, while the cluster is taken down
+    out, _ = late.communicate(timeout=30)
+    assert late.returncode == 0 and "held off" in out and len(heals(world)) == 1
+    # create.yml's --release: heals run again, without the dropped request
+    assert hold(world, "--release").returncode == 0
+    tick = start(world)
+    assert tick.wait(30) == 0 and [h["drain"] for h in heals(world)] == [["i-1"], []]
+
+
+def test_a_hold_that_cannot_wait_for_a_heal_says_what_to_do(world):
+    running = start(world, ["i-1"], seconds=8)
+    wait_for(lambda: (world["state"] / "running.json").exists())
+    held = hold(world, "--hold", "--wait", "1")
+    assert held.returncode == 1 and "Stop the rulebook" in held.stdout
+    os.killpg(running.pid, signal.SIGKILL)
+    running.wait(10)
