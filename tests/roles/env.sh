@@ -41,12 +41,22 @@ release_up() {
     echo "$SIZE" >"$DIR/release/size"
   fi
   if ! { [[ -f $DIR/http.pid ]] && kill -0 "$(cat "$DIR/http.pid")" 2>/dev/null; }; then
+    # another server on the port would answer in ours' stead, with other files (or none)
+    if (exec 3<>"/dev/tcp/$ADDR/$PORT") 2>/dev/null; then
+      echo "tests/roles/env.sh: $ADDR:$PORT is in use by another process; stop it, or set BACALHAU_STANDIN_PORT" >&2
+      exit 1
+    fi
     setsid "$PY" -m http.server --bind "$ADDR" --directory "$DIR/release" "$PORT" >"$DIR/http.log" 2>&1 </dev/null &
     echo $! >"$DIR/http.pid"
     for _ in $(seq 1 50); do
       curl -fsS -o /dev/null "http://$ADDR:$PORT/flat/test-release-public.pem" 2>/dev/null && break
       sleep 0.1
     done
+    if ! kill -0 "$(cat "$DIR/http.pid")" 2>/dev/null; then
+      echo "tests/roles/env.sh: the release server did not start on $ADDR:$PORT:" >&2
+      cat "$DIR/http.log" >&2
+      exit 1
+    fi
   fi
   {
     echo "# Written by tests/roles/env.sh: the stand-in release (tests only)."
