@@ -52,7 +52,8 @@ options:
   forget_gone:
     description:
       - Also delete every C(DISCONNECTED) compute node labelled with an instance id that is not in O(instance_ids)
-        (the instance was terminated or interrupted). Nodes without the label are never deleted.
+        (the instance was terminated or interrupted). Nodes without the label are never deleted, nor, with
+        O(cluster_name), those whose C(cluster) label names another cluster.
     type: bool
     default: false
   wait_for:
@@ -103,6 +104,8 @@ options:
   cluster_name:
     description:
       - The cluster's name, written in the message the orchestrator keeps with an approval or deletion.
+      - With O(forget_gone), a node whose C(cluster) label (C(bacalhau_compute_cluster)) names another cluster is
+        never counted as gone - on an orchestrator several clusters share, their instances are not in O(instance_ids).
     type: str
   busy:
     description:

@@ -162,6 +162,27 @@ def test_forget_gone_deletes_disconnected_nodes_of_gone_instances_only(tmp_path,
         w.close()
 
 
+def test_forget_gone_on_a_shared_orchestrator_leaves_other_clusters_nodes_alone(tmp_path, run_local_module):
+    # an external orchestrator two clusters share: beta's node is restarting (DISCONNECTED), and its
+    # instance is not among demo's; demo's heal must not delete it. demo's own gone node goes.
+    w = World(tmp_path, {"ours": {"labels": {"instance-id": "i-ours", "cluster": "demo"}},
+                         "gone": {"labels": {"instance-id": "i-gone", "cluster": "demo"}},
+                         "beta": {"labels": {"instance-id": "i-beta", "cluster": "beta"}}})
+    try:
+        assert len(w.wait_nodes(3)) == 3
+        for name in ("gone", "beta"):
+            w.computes[name].stop()
+        wait_until(lambda: sum(s["ConnectionState"]["Status"] == "DISCONNECTED" for s in states(w).values()) == 2)
+        res = run_local_module("bacalhau_nodes", args(w, instance_ids=["i-ours"], forget_gone=True, cluster_name="demo"))
+        assert not res.failed and res["gone"] == ["i-gone"] and res["forgotten"] == ["i-gone"], res
+        assert "i-beta" in states(w) and "i-gone" not in states(w)
+        # without the cluster's name there is nothing to tell them apart by: the old rule (instance ids only)
+        blind = run_local_module("bacalhau_nodes", args(w, instance_ids=["i-ours"]))
+        assert blind["gone"] == ["i-beta"]
+    finally:
+        w.close()
+
+
 def test_missing_nodes_are_named_with_the_cause_in_their_journal(tmp_path, run_local_module):
     w = World(tmp_path, {"ok": {"labels": {"instance-id": "i-ok"}}})
     try:

@@ -25,6 +25,7 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.api im
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._bacalhau.causes import diagnose
 
 LABEL = "instance-id"
+CLUSTER_LABEL = "cluster"  # bacalhau_compute_cluster (configure.yml: the cluster's name)
 
 
 def summarise(state: dict) -> dict:
@@ -86,11 +87,14 @@ def joined(nodes: list[dict], instance_ids: list[str] | None, disconnected_too: 
                               if is_ready(n) or (disconnected_too and n["connection"] == "DISCONNECTED")))
 
 
-def gone_nodes(nodes: list[dict], instance_ids: list[str]) -> list[dict]:
+def gone_nodes(nodes: list[dict], instance_ids: list[str], cluster: str | None = None) -> list[dict]:
     """DISCONNECTED compute nodes labelled with an instance id that is not among the live ones.
-    Nodes without the label are no instance of ours: they are never counted as gone."""
+    Nodes without the label are no instance of ours: they are never counted as gone. With
+    ``cluster``, nor are nodes whose ``cluster`` label names another (on an orchestrator several
+    clusters share, their instances are not among ours, and they may only be restarting)."""
     return [n for n in nodes if n["node_type"] == "Compute" and n["connection"] == "DISCONNECTED"
-            and n["instance_id"] and n["instance_id"] not in instance_ids]
+            and n["instance_id"] and n["instance_id"] not in instance_ids
+            and not (cluster and (n["labels"].get(CLUSTER_LABEL) or cluster) != cluster)]
 
 
 def api_refusal(exc: BacalhauAPIError, key_hint: str) -> str | None:
@@ -208,7 +212,7 @@ class Nodes:
                 if wanted in (n["instance_id"], n["node_id"]) and n["node_type"] == "Compute":
                     targets[n["node_id"]] = n
         if self.p["forget_gone"]:
-            for n in gone_nodes(self.nodes, instance_ids or []):
+            for n in gone_nodes(self.nodes, instance_ids or [], self.p.get("cluster_name")):
                 targets[n["node_id"]] = n
         for n in targets.values():
             if self.act(n, "delete", f"instance {name(n)} gone"):
@@ -255,7 +259,7 @@ class Nodes:
                     self.wanted.append(node_id)
             self.read(deadline)
             if p.get("instance_ids") is not None:
-                self.gone = [n["instance_id"] for n in gone_nodes(self.nodes, p["instance_ids"])]
+                self.gone = [n["instance_id"] for n in gone_nodes(self.nodes, p["instance_ids"], p.get("cluster_name"))]
             if p.get("busy"):
                 by_node = {n["node_id"]: n["instance_id"] or n["node_id"] for n in self.nodes}
                 self.busy = sorted({by_node.get(i, i) for i in busy_node_ids(self.api.jobs(), self.api.executions)})
