@@ -275,3 +275,24 @@ def test_an_interruption_warning_cools_its_pool_at_once_and_its_release_counts_a
     run_module("spot_cluster", cluster("warn", mode="release", drain_instance_ids=[recommended]))
     assert not run_module("spot_cluster", cluster("warn", mode="heal")).failed
     assert records("warn")[recommended]["end_reason"] == "rebalance"
+
+
+def test_the_event_sources_exact_times_end_the_history_records(aws, run_module):
+    # the autoheal rulebook's event source on this host keeps EC2's events; the next read of the
+    # engine takes the end of an interrupted node from them, not from when it happened to look
+    from tests.unit.test_spot_events_source import run_source, spot
+
+    market(aws, steady_price=0.0150)
+    assert not run_module("spot_cluster", cluster("exact")).failed  # makes the event path too (autoheal)
+    [node] = [i["InstanceId"] for i in live(REGION, "exact", "compute")]
+    state = history_file("exact").parent / "autoheal"
+    got = spot(run_source({"cluster_name": "exact", "regions": [REGION], "state_dir": str(state)},
+                          lambda: aws.interrupt(REGION, [node]), lambda got: len(got) >= 3))
+    [terminated] = [e for e in got if e["state"] == "terminated"]
+    aws.advance(600)  # the engine's next read comes ten minutes later
+    heal = run_module("spot_cluster", cluster("exact", mode="heal"))
+    assert not heal.failed, heal.get("msg")
+    record = records("exact")[node]
+    at = datetime.datetime.fromisoformat(terminated["time"].replace("Z", "+00:00"))
+    assert record["end_reason"] == "spot-interruption"
+    assert record["end_exact"] and datetime.datetime.fromisoformat(record["end_time"]) == at, record

@@ -116,6 +116,11 @@ def test_events_of_every_region_arrive_normalised_and_foreign_instances_are_drop
     assert warning["cluster"] == "alpha" and warning["instance_action"] == "terminate"
     assert warning["event_id"] and warning["time"].endswith("Z")
     assert {e["cluster_file"] for e in got} == {"/srv/alpha.yml"}  # what the rulebook hands the heal
+    # the warnings and terminations, with EC2's times, for the pool history (not the rebalance, nor beta's)
+    kept = json.loads((tmp_path / "instance-events.json").read_text())
+    assert sorted((e["instance_id"], e["kind"], e["state"] or "") for e in kept) == [
+        (ours_east, "interruption", ""), (ours_east, "state", "terminated")]
+    assert all(e["time"] and e["region"] == "us-east-1" for e in kept)
     # every message was deleted, the foreign ones too
     assert queue_depth(east["queue_url"]) == 0 and queue_depth(west["queue_url"], "eu-west-1") == 0
     # the last event of each region is noted for status.yml (only the cluster's, not the foreign ones)

@@ -7,7 +7,10 @@ Every run of ``spot_cluster`` (any mode, check mode included) hands what its one
 region saw - the live instances and the terminated ones EC2 still lists, with their
 ``StateReason`` - to ``_placement.history`` and ranks each region's pools with it
 (``_placement.expected_cost``: cool-down and expected cost). ``now`` is when EC2 answered
-that read (its ``Date`` header), so the controller's own clock does not matter.
+that read (its ``Date`` header), so the controller's own clock does not matter. Where the
+autoheal rulebook's event source runs on the same host, the interruption warnings and
+terminations it kept (``autoheal/instance-events.json``, ``_events.cluster.instance_events``)
+give the ends their exact times.
 
 Writes: the history file (``~/.config/bacalhau.aws_spot/<cluster>/pool-history.json``) is
 written after the read and before each of our own terminations (``release``), never in check
@@ -23,9 +26,11 @@ worst case is over the cap, the dearest pool a launch could use is left out (ver
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 from typing import Any, Callable, Iterable
 
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events import cluster as ev_cluster
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import expected_cost as ec
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import history as ph
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._placement import pools as capacity
@@ -70,7 +75,9 @@ class Learning:
         if warning:
             self.warn(warning)
         self.history = history
-        self.history.observe(seen_by_region, self.now, complete_regions=list(seen_by_region))
+        # EC2's exact times, where the autoheal rulebook's event source runs on this host (beside the history)
+        events = ev_cluster.instance_events(os.path.join(os.path.dirname(self.path), "autoheal"))
+        self.history.observe(seen_by_region, self.now, complete_regions=list(seen_by_region), events=events)
         self.history.bound(self.now)
         self.save()
 

@@ -17,6 +17,11 @@ runs the rulebook, ``~/.config/bacalhau.aws_spot/<cluster>/autoheal/last-events.
 ``{region: {"time": <the event's time>, "received": <when it was handed over>, "kind",
 "instance_id"}}`` (:func:`record_event`). :func:`last_events` reads it back; on another host
 the age is unknown (``None``), and status says so.
+
+Exact end times for the pool history: the source also keeps the cluster's interruption warnings
+and terminations, with EC2's times, in ``instance-events.json`` beside it; :func:`instance_events`
+gives them back as EventBridge events (``_placement.history.event_times`` reads those), and
+``_cluster.learning`` hands them to every read of the engine on that host.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from ansible_collections.bacalhau.aws_spot.plugins.module_utils._aws.common impo
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._events import path as event_path
 
 LAST_EVENTS_FILE = "last-events.json"
+INSTANCE_EVENTS_FILE = "instance-events.json"
+_DETAIL_TYPES = {"interruption": "EC2 Spot Instance Interruption Warning",
+                 "state": "EC2 Instance State-change Notification"}
 
 
 def state_dir(cluster_name: str, base: str | None = None) -> str:
@@ -59,6 +67,27 @@ def last_events(directory: str) -> dict[str, dict[str, Any]]:
     except (OSError, ValueError):
         return {}
     return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def instance_events(directory: str) -> list[dict[str, Any]]:
+    """The interruption warnings and terminations the event source kept (``instance-events.json``),
+    as EventBridge events (``detail-type``, ``time``, ``detail: {instance-id, state}``); ``[]`` when
+    there is nothing, or nothing readable."""
+    try:
+        with open(os.path.join(directory, INSTANCE_EVENTS_FILE), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return []
+    out = []
+    for entry in data if isinstance(data, list) else []:
+        if not isinstance(entry, dict) or entry.get("kind") not in _DETAIL_TYPES or not entry.get("instance_id"):
+            continue
+        detail = {"instance-id": str(entry["instance_id"])}
+        if entry.get("state"):
+            detail["state"] = str(entry["state"])
+        out.append({"detail-type": _DETAIL_TYPES[entry["kind"]], "time": entry.get("time"), "detail": detail,
+                    "region": entry.get("region")})
+    return out
 
 
 def record_event(directory: str, region: str, event: dict[str, Any], received: str) -> None:

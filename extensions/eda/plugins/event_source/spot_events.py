@@ -58,7 +58,10 @@ Arguments:
     the heal reads the file itself
   state_dir: where the last event of each region is noted, for status.yml's "age of the last
     event" (default ~/.config/bacalhau.aws_spot/<cluster>/autoheal, beside the autoheal
-    runner's locks; the file last-events.json, read by _events/cluster.py; "" notes nothing)
+    runner's locks; the file last-events.json, read by _events/cluster.py; "" notes nothing),
+    and the cluster's interruption warnings and terminations with EC2's exact times
+    (instance-events.json, the last MAX_INSTANCE_EVENTS): the pool history takes its end
+    times from them (spot_cluster, on this host)
 
 Needs (``docs/iam-policy.json``): ``sqs:GetQueueUrl``, ``sqs:ReceiveMessage``,
 ``sqs:DeleteMessage`` on the queues, ``ec2:DescribeInstances``.
@@ -451,6 +454,7 @@ class RegionReader:
                 asyncio.run_coroutine_threadsafe(self.queue.put(event), self.loop).result(timeout=PUT_TIMEOUT)
                 self.recent.add(spot["event_id"])
                 note_last_event(self.settings.state_dir, spot["region"] or self.region, spot)
+                note_instance_event(self.settings.state_dir, spot["region"] or self.region, spot)
         try:
             sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         except botocore.exceptions.ClientError as exc:
@@ -470,6 +474,40 @@ def stale(spot: dict[str, Any], seconds: float, now: float | None = None) -> boo
 
 
 _NOTE_LOCK = threading.Lock()
+
+
+MAX_INSTANCE_EVENTS = 2000
+
+
+def note_instance_event(directory: str, region: str, spot: dict[str, Any]) -> None:
+    """Append an interruption warning or a termination to ``directory/instance-events.json``
+    (``[{"kind", "state", "time", "instance_id", "region", "event_id"}]``, oldest first, the last
+    :data:`MAX_INSTANCE_EVENTS`), written whole and atomically: the format
+    ``plugins/module_utils/_events/cluster.py`` reads for the pool history's exact end times.
+    Never raises: the history falls back to what EC2 lists."""
+    if not directory or not (spot.get("kind") == "interruption" or spot.get("state") == "terminated"):
+        return
+    path = os.path.join(directory, "instance-events.json")
+    with _NOTE_LOCK:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = json.load(handle)
+            except (OSError, ValueError):
+                data = []
+            if not isinstance(data, list):
+                data = []
+            if any(isinstance(e, dict) and e.get("event_id") == spot.get("event_id") for e in data):
+                return
+            data.append({"kind": spot.get("kind"), "state": spot.get("state"), "time": spot.get("time"),
+                         "instance_id": spot.get("instance_id"), "region": region, "event_id": spot.get("event_id")})
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".instance-events.")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data[-MAX_INSTANCE_EVENTS:], handle)
+            os.replace(tmp, path)
+        except OSError as exc:
+            LOGGER.debug("spot_events: could not note the event in %s (%s)", path, exc)
 
 
 def note_last_event(directory: str, region: str, spot: dict[str, Any]) -> None:
