@@ -270,3 +270,46 @@ def test_a_32_inside_a_nats_block_gets_no_rule_of_its_own():
              {"public_ip": "203.0.113.10", "region": "us-east-1", "state": "running"},  # the orchestrator's region
              {"public_ip": "203.0.113.11", "region": "eu-west-1", "state": "terminated"}]
     assert reconcile.nats_rule(desc, views) == ["198.18.0.0/15", "203.0.113.9/32"]
+
+
+class _NoRetry:
+    """A boto3 client taking the aws_retry argument amazon.aws's clients take."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name):
+        found = getattr(self.client, name)
+        if not callable(found) or name in ("get_paginator", "can_paginate"):
+            return found
+        return lambda *args, aws_retry=None, **kwargs: found(*args, **kwargs)
+
+
+def test_a_swap_of_addresses_in_a_full_security_group_revokes_before_it_authorizes(aws, run_module):
+    # 57 nodes outside us-east-1, SSH, a NATS block and the group's own rule: the group is full (60).
+    # One /32 going and another coming in one update only fits if the old one goes first.
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import build, network
+    from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import desc as cluster_desc
+
+    args = whole(regions=far(1, 29, 28))
+    assert not run_module("spot_cluster", args).failed
+    ec2_east = _NoRetry(ec2("us-east-1"))
+    spec = cluster_desc.parse(args).orchestrator
+
+    def rules() -> int:
+        groups = ec2("us-east-1").describe_security_groups(
+            Filters=[{"Name": "tag:bacalhau:cluster", "Values": ["whole"]}])["SecurityGroups"]
+        return sum(len(p.get("IpRanges", [])) + len(p.get("UserIdGroupPairs", [])) for g in groups
+                   for p in g["IpPermissions"])
+
+    filler = {f"198.18.0.{n}/32" for n in range(60 - rules())}  # full, whatever addresses moto gave
+    spec.regions[0].nats_cidrs = sorted(nats_sources("us-east-1", "whole") | filler)
+    build.prepare(ec2_east, spec, network.find(ec2_east, spec, "us-east-1"))()
+    assert rules() == 60
+    for n in range(5):  # the parallel way fails about half the time: five swaps
+        have = nats_sources("us-east-1", "whole")
+        old = sorted(a for a in have if a.endswith("/32"))[0]
+        new = f"203.0.113.{n + 1}/32"
+        spec.regions[0].nats_cidrs = sorted(have - {old} | {new})
+        build.prepare(ec2_east, spec, network.find(ec2_east, spec, "us-east-1"))()
+        assert nats_sources("us-east-1", "whole") == have - {old} | {new} and rules() == 60

@@ -262,6 +262,9 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
     problems = list(dict.fromkeys(problems))
     if problems or compute is None:
         raise AwsSpotError(LEAD + "; ".join(problems), details={"problems": problems})
+    for role_spec in (compute, orchestrator):
+        if role_spec is not None:
+            role_spec.rules_quota = quota
     return ClusterDesc(compute=compute, orchestrator=orchestrator, endpoints=endpoints, overflow=overflow, mode=mode,
                        drain=set(compute.drain_instance_ids), max_nodes=max_nodes, max_hourly_cost=max_cost,
                        joined=None if params.get("joined_instance_ids") is None else

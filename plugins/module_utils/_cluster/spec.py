@@ -87,6 +87,7 @@ class ClusterSpec:
     extra_hourly_cost: float = 0.0  # the cluster's cost outside this call's view (another role, planned)
     max_nodes: int = DEFAULT_MAX_NODES
     min_placement_score: int = _capacity.DEFAULT_MIN_SCORE
+    rules_quota: int = 60  # inbound rules AWS lets a security group hold (cluster_security_group_rules_quota)
 
     @property
     def spot_first(self) -> bool:
