@@ -195,6 +195,13 @@ cost_table:
   description: With O(cost_report), RV(cost_report) as a text table (for a C(debug) message).
   returned: with O(cost_report)
   type: str
+orchestrator_endpoints:
+  description: The NATS endpoints of the cluster's running orchestrators, C(nats://<public ip>:4222), as
+    M(bacalhau.aws_spot.spot_cluster) returns them (what C(configure.yml) run alone gives the compute nodes).
+  returned: always
+  type: list
+  elements: str
+  sample: [nats://203.0.113.7:4222]
 estimated_hourly_cost:
   description: With O(estimate_cost), USD per hour of the running spot instances at the current spot prices; null
     when a price is unknown or O(estimate_cost=false).

@@ -30,6 +30,9 @@ def test_reads_every_role_of_only_this_cluster_in_one_call_per_region(aws, run_m
     assert info["regions"]["us-east-1"]["running"] == {"compute": 2, "orchestrator": 1}
     assert info["regions"]["eu-west-1"]["running"] == {"compute": 1}
     assert info["interrupted"] == [] and info["ended"] == []
+    # what configure.yml run alone gives the compute nodes to dial: the running orchestrator's public address
+    [orchestrator] = cluster["orchestrator"]
+    assert orchestrator["public_ip"] and info["orchestrator_endpoints"] == [f"nats://{orchestrator['public_ip']}:4222"]
     by_op = aws.calls()["by_operation"]
     assert by_op.get("DescribeInstances") == 2, by_op
     assert set(by_op) == {"DescribeInstances"}, f"a read must make no other call: {by_op}"

@@ -19,6 +19,7 @@ import datetime
 from typing import Any
 
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster import instances as inst
+from ansible_collections.bacalhau.aws_spot.plugins.module_utils._cluster.spec import NATS_PORT
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import spot as pricing
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import cost_report as cr
 from ansible_collections.bacalhau.aws_spot.plugins.module_utils._pricing import price_list
@@ -122,6 +123,9 @@ def read(module: Any, cluster: str, regions: list[str], role: str | None = None,
     total = None if (not estimate_cost or any(c is None for c in costs)) else round(sum(costs), 6)
     return {
         "instances": instances,
+        # what the compute nodes dial (Compute.Orchestrators): each running orchestrator's public address
+        "orchestrator_endpoints": [f"nats://{v['public_ip']}:{NATS_PORT}" for v in instances
+                                   if v["role"] == "orchestrator" and v.get("state") == "running" and v.get("public_ip")],
         "ended": ended,
         "interrupted": [v["instance_id"] for v in ended if v["interrupted"]],
         "regions": {
