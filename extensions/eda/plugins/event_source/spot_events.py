@@ -88,7 +88,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 import botocore.config
@@ -473,7 +473,34 @@ def stale(spot: dict[str, Any], seconds: float, now: float | None = None) -> boo
     return (time.time() if now is None else now) - at > seconds
 
 
-_NOTE_LOCK = threading.Lock()
+_NOTE_LOCK = threading.Lock()  # one thread per region writes the state files
+
+
+def _rewrite_state(directory: str, name: str, empty: type, change: Callable[[Any], Any]) -> None:
+    """``directory/name`` read (``empty()`` when missing, unreadable or not an ``empty``), handed to
+    ``change`` (which returns what to write, or None to leave the file as it is), and written whole
+    and atomically (a temporary file, then a rename). Never raises: these files are niceties for
+    status.yml and the pool history, the event is not."""
+    path = os.path.join(directory, name)
+    with _NOTE_LOCK:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = json.load(handle)
+            except (OSError, ValueError):
+                data = empty()
+            if not isinstance(data, empty):
+                data = empty()
+            data = change(data)
+            if data is None:
+                return
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, sort_keys=True)
+            os.replace(tmp, path)
+        except OSError as exc:
+            LOGGER.debug("spot_events: could not note the event in %s (%s)", path, exc)
 
 
 MAX_INSTANCE_EVENTS = 2000
@@ -482,59 +509,34 @@ MAX_INSTANCE_EVENTS = 2000
 def note_instance_event(directory: str, region: str, spot: dict[str, Any]) -> None:
     """Append an interruption warning or a termination to ``directory/instance-events.json``
     (``[{"kind", "state", "time", "instance_id", "region", "event_id"}]``, oldest first, the last
-    :data:`MAX_INSTANCE_EVENTS`), written whole and atomically: the format
-    ``plugins/module_utils/_events/cluster.py`` reads for the pool history's exact end times.
-    Never raises: the history falls back to what EC2 lists."""
+    :data:`MAX_INSTANCE_EVENTS`): the format ``plugins/module_utils/_events/cluster.py`` reads for
+    the pool history's exact end times. Never raises: the history falls back to what EC2 lists."""
     if not directory or not (spot.get("kind") == "interruption" or spot.get("state") == "terminated"):
         return
-    path = os.path.join(directory, "instance-events.json")
-    with _NOTE_LOCK:
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    data = json.load(handle)
-            except (OSError, ValueError):
-                data = []
-            if not isinstance(data, list):
-                data = []
-            if any(isinstance(e, dict) and e.get("event_id") == spot.get("event_id") for e in data):
-                return
-            data.append({"kind": spot.get("kind"), "state": spot.get("state"), "time": spot.get("time"),
-                         "instance_id": spot.get("instance_id"), "region": region, "event_id": spot.get("event_id")})
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".instance-events.")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data[-MAX_INSTANCE_EVENTS:], handle)
-            os.replace(tmp, path)
-        except OSError as exc:
-            LOGGER.debug("spot_events: could not note the event in %s (%s)", path, exc)
+
+    def append(data: list) -> list | None:
+        if any(isinstance(e, dict) and e.get("event_id") == spot.get("event_id") for e in data):
+            return None
+        data.append({"kind": spot.get("kind"), "state": spot.get("state"), "time": spot.get("time"),
+                     "instance_id": spot.get("instance_id"), "region": region, "event_id": spot.get("event_id")})
+        return data[-MAX_INSTANCE_EVENTS:]
+
+    _rewrite_state(directory, "instance-events.json", list, append)
 
 
 def note_last_event(directory: str, region: str, spot: dict[str, Any]) -> None:
-    """``directory/last-events.json``: ``{region: {"time", "received", "kind", "instance_id"}}``, written
-    whole and atomically (the format ``plugins/module_utils/_events/cluster.py`` reads for status.yml).
-    Never raises: the age shown by status is a nicety, the event is not."""
+    """``directory/last-events.json``: ``{region: {"time", "received", "kind", "instance_id"}}`` (the
+    format ``plugins/module_utils/_events/cluster.py`` reads for status.yml). Never raises: the age
+    shown by status is a nicety, the event is not."""
     if not directory:
         return
-    path = os.path.join(directory, "last-events.json")
-    with _NOTE_LOCK:  # one thread per region
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    data = json.load(handle)
-            except (OSError, ValueError):
-                data = {}
-            if not isinstance(data, dict):
-                data = {}
-            data[region] = {"time": spot.get("time"), "received": _now(), "kind": spot.get("kind"),
-                            "instance_id": spot.get("instance_id")}
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".last-events.")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, sort_keys=True)
-            os.replace(tmp, path)
-        except OSError as exc:
-            LOGGER.debug("spot_events: could not note the last event in %s (%s)", path, exc)
+
+    def note(data: dict) -> dict:
+        data[region] = {"time": spot.get("time"), "received": _now(), "kind": spot.get("kind"),
+                        "instance_id": spot.get("instance_id")}
+        return data
+
+    _rewrite_state(directory, "last-events.json", dict, note)
 
 
 async def ticks(queue: asyncio.Queue, settings: Settings) -> None:
