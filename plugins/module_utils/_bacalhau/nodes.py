@@ -61,11 +61,17 @@ def find(nodes: list[dict], wanted: str) -> dict | None:
     return hits[0] if hits else None
 
 
+def own_compute(nodes: list[dict], instance_ids: list[str] | None) -> list[dict]:
+    """The compute nodes; with instance_ids, the cluster's own only (by their instance-id label)."""
+    compute = [n for n in nodes if n["node_type"] == "Compute"]
+    return compute if instance_ids is None else [n for n in compute if n["instance_id"] in instance_ids]
+
+
 def classify(nodes: list[dict], instance_ids: list[str] | None) -> dict[str, list[str]]:
     """The compute nodes by state; with instance_ids, `connected`, `pending` and `rejected` hold the
     cluster's own only."""
     compute = [n for n in nodes if n["node_type"] == "Compute"]
-    own = compute if instance_ids is None else [n for n in compute if n["instance_id"] in instance_ids]
+    own = own_compute(nodes, instance_ids)
     out = {
         "connected": [name(n) for n in own if is_ready(n)],
         "pending": [name(n) for n in own if n["membership"] == "PENDING"],
@@ -81,9 +87,7 @@ def joined(nodes: list[dict], instance_ids: list[str] | None, disconnected_too: 
     rulebook runs passes that: a node EC2 warned after the heal read the journals has had its
     Bacalhau stopped by its watcher, and configuring it again would fail that heal, late for the
     warning; its own event comes next. By hand or from cron, a heal restarts them."""
-    compute = [n for n in nodes if n["node_type"] == "Compute"]
-    own = compute if instance_ids is None else [n for n in compute if n["instance_id"] in instance_ids]
-    return list(dict.fromkeys(name(n) for n in own
+    return list(dict.fromkeys(name(n) for n in own_compute(nodes, instance_ids)
                               if is_ready(n) or (disconnected_too and n["connection"] == "DISCONNECTED")))
 
 

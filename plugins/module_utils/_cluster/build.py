@@ -192,16 +192,16 @@ def prepare(ec2: Any, spec: ClusterSpec, net: Network) -> Callable[[], None]:
     table_tags = None if is_managed(resource_tags(net.route_table), spec.cluster_name) else route_table_tags(spec)
     if table_tags:
         round3.append(lambda: tag_route_table(ec2, table_id, table_tags))
-    if have - want and want - have and len(have) + len(want - have) > spec.rules_quota:
+    revoke, grant = have - want, want - have
+    if revoke and grant and len(have) + len(grant) > spec.rules_quota:
         # a swap at the quota (a node's /32 for its replacement's): the new rules fit only once the
         # old ones are gone, so the revoke goes first (one round trip more, only then)
-        round3.append(lambda: (revoke_ingress(ec2, group_id, have - want),
-                               authorize_ingress(ec2, spec, group_id, want - have)))
+        round3.append(lambda: (revoke_ingress(ec2, group_id, revoke), authorize_ingress(ec2, spec, group_id, grant)))
     else:
-        if have - want:
-            round3.append(lambda: revoke_ingress(ec2, group_id, have - want))
-        if want - have:
-            round3.append(lambda: authorize_ingress(ec2, spec, group_id, want - have))
+        if revoke:
+            round3.append(lambda: revoke_ingress(ec2, group_id, revoke))
+        if grant:
+            round3.append(lambda: authorize_ingress(ec2, spec, group_id, grant))
 
     def finish() -> None:
         together(*round3)

@@ -58,7 +58,6 @@ class ClusterDesc:
     pool_history: bool = True  # keep and use the pool history (_cluster.learning)
     rebalance: dict[str, Any] | None = None  # cluster_rebalance (_placement.rebalance.parse_settings); None: off
     busy: set[str] = field(default_factory=set)  # compute nodes running a job (not moved unless move_busy)
-    rules_quota: int = _network.RULES_QUOTA  # inbound rules per security group (cluster_security_group_rules_quota)
 
     @property
     def home(self) -> dict[str, int]:
@@ -170,11 +169,11 @@ def _overflow(params: dict[str, Any], raw: Any, problems: list[str]) -> list[Reg
 
 def _rules_quota(raw: Any, problems: list[str]) -> int:
     if raw is None:
-        return _network.RULES_QUOTA
+        return _spec.RULES_QUOTA
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
         problems.append(f"cluster_security_group_rules_quota: {raw!r} is not a whole number of 1 or more (AWS's "
-                        f"default is {_network.RULES_QUOTA})")
-        return _network.RULES_QUOTA
+                        f"default is {_spec.RULES_QUOTA})")
+        return _spec.RULES_QUOTA
     return raw
 
 
@@ -270,8 +269,7 @@ def parse(params: dict[str, Any]) -> ClusterDesc:
                        joined=None if params.get("joined_instance_ids") is None else
                        {str(i) for i in params["joined_instance_ids"]},
                        pool_cooldown=cooldown, pool_history=params.get("pool_history") is not False,
-                       rebalance=rebalance, busy={str(i) for i in params.get("busy_instance_ids") or []},
-                       rules_quota=quota)
+                       rebalance=rebalance, busy={str(i) for i in params.get("busy_instance_ids") or []})
 
 
 def region_names(params: dict[str, Any]) -> list[dict[str, str]]:

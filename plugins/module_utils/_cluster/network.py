@@ -161,11 +161,6 @@ def desired_rules(spec: ClusterSpec, group_id: str | None, region: str) -> set[R
     return rules
 
 
-# AWS's default quota "Inbound or outbound rules per security group" (Service Quotas L-0EA8095F), for
-# IPv4 and IPv6 rules apart; a rule that names a security group counts once in each
-RULES_QUOTA = 60
-
-
 def covered(cidr: str, blocks: list[str]) -> bool:
     """Whether ``cidr`` lies inside one of ``blocks`` (of its IP version): a ``/32`` a wider
     ``nats_cidrs`` block already admits needs no rule of its own."""

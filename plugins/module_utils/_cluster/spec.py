@@ -57,6 +57,11 @@ class RegionSpec:
     standby: bool = False  # an overflow region: its types are resolved even while its count is 0
 
 
+# AWS's default quota "Inbound or outbound rules per security group" (Service Quotas L-0EA8095F), for
+# IPv4 and IPv6 rules apart; a rule that names a security group counts once in each
+RULES_QUOTA = 60
+
+
 @dataclass
 class ClusterSpec:
     cluster_name: str
@@ -87,7 +92,7 @@ class ClusterSpec:
     extra_hourly_cost: float = 0.0  # the cluster's cost outside this call's view (another role, planned)
     max_nodes: int = DEFAULT_MAX_NODES
     min_placement_score: int = _capacity.DEFAULT_MIN_SCORE
-    rules_quota: int = 60  # inbound rules AWS lets a security group hold (cluster_security_group_rules_quota)
+    rules_quota: int = RULES_QUOTA  # inbound rules AWS lets a security group hold (cluster_security_group_rules_quota)
 
     @property
     def spot_first(self) -> bool:
